@@ -1,0 +1,56 @@
+"""`POST /webhook`: LiveKit's signed events, verified over the raw body, filed for workers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from livekit import api
+
+from handlers.state import INBOX, LOG_FIELDS, SETTINGS
+from worker.inbound import parse_event
+from worker.logs import get_logger
+
+log = get_logger("roomkeeper.livekit_events")
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.Response(status=401, text=f"unauthorized: {reason}\n")
+
+
+async def receive(request: web.Request) -> web.Response:
+    """Verify LiveKit's JWT (no `Bearer`) against the body's SHA-256, then queue the event."""
+    settings = request.app[SETTINGS]
+    raw = await request.read()
+    token = request.headers.get("Authorization", "")
+    if not token:
+        return _unauthorized("missing Authorization header")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return web.Response(status=400, text="body is not valid UTF-8\n")
+    receiver = api.WebhookReceiver(
+        api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+    )
+    try:
+        receiver.receive(text, token.removeprefix("Bearer "))
+    except Exception as exc:  # the SDK raises plain Exception/jwt errors for every failure
+        log.warning("livekit webhook refused", reason=type(exc).__name__)
+        return _unauthorized("signature does not verify")
+    try:
+        event = parse_event(text)
+    except ValueError as exc:
+        return web.Response(status=400, text=f"{exc}\n")
+    request[LOG_FIELDS] = {
+        "lk_event": event.event,
+        "lk_event_id": event.id,
+        "room_id": event.room.name,
+    }
+    if not event.id or not event.room.name:
+        log.info("livekit event without id or room ignored", lk_event=event.event)
+        return web.Response(text="ignored\n")
+    fresh = await request.app[INBOX].accept(event, text)
+    return web.Response(text="ok\n" if fresh else "duplicate\n")
+
+
+def setup(app: web.Application) -> None:
+    """Register LiveKit's webhook route."""
+    app.router.add_post("/webhook", receive)

@@ -1,0 +1,120 @@
+"""`/auth/room/*`: plugNmeet's room routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from handlers.replies import ApiError, failure, ok
+from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
+from worker.create import job_request
+from worker.deps import Deps
+from worker.events import new_event_id
+from worker.jobs import enqueue_create
+from worker.models import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.settings import Settings
+from worker.store import api_room_info
+
+INVALID = "INVALID_PARAMETERS"
+
+
+def create_limits(settings: Settings) -> CreateLimits:
+    """The validation limits the settings call for."""
+    return CreateLimits(
+        default_empty_timeout=settings.default_empty_timeout,
+        max_room_duration=settings.max_room_duration,
+        allowed_cidrs=settings.webhook_allowed_cidrs,
+    )
+
+
+def validate_create(data: Any, settings: Settings) -> CreateRoom:
+    """A create request, validated and normalised, or the plugNmeet error."""
+    try:
+        return parse_create_room(data, create_limits(settings))
+    except RequestInvalid as exc:
+        raise ApiError(INVALID, exc.msg) from None
+
+
+def room_reply(msg: str, info: dict[str, Any], **extra: Any) -> web.Response:
+    """Success with the room under both names the SDKs and the seed use."""
+    room = api_room_info(info)
+    return ok(msg, room_info=room, roomInfo=room, **extra)
+
+
+def wants_async(request: web.Request) -> bool:
+    """RFC 7240 `Prefer: respond-async`."""
+    prefs = ",".join(request.headers.getall("Prefer", []))
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefs.split(","))
+
+
+def queued(job_id: str, **extra: Any) -> web.Response:
+    """202: the job is accepted and goes on."""
+    return ok("queued", http_status=202, job_id=job_id, **extra)
+
+
+async def wait_for_job(deps: Deps, job_id: str, timeout: float) -> dict[str, str]:
+    """Poll the job record until it is complete or failed, or `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        job = await deps.store.job(job_id)
+        if job.get("state") in ("complete", "failed") or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+
+
+async def create(request: web.Request) -> web.Response:
+    """plugNmeet's `/room/create`, idempotent per `room_id`."""
+    settings = request.app[SETTINGS]
+    deps = request.app[DEPS]
+    req = validate_create(body_of(request), settings)
+    request[LOG_FIELDS] = {"room_id": req.room_id}
+    job_id = uuid.uuid4().hex
+    claim = await deps.store.claim_create(
+        room_id=req.room_id,
+        job_id=job_id,
+        request=job_request(
+            room_id=req.room_id,
+            max_participants=req.max_participants,
+            empty_timeout=req.empty_timeout,
+            room_duration=req.room_duration,
+            webhook_url=req.webhook_url,
+            metadata_json=req.metadata_json,
+        ),
+        event_id=new_event_id(),
+    )
+    if claim.kind == "exists":
+        return room_reply("room already exists", claim.info or {})
+    if claim.kind == "ending":
+        return failure("CONFLICT", "room is ending; create it again once it has ended")
+    assert claim.job_id is not None
+    if claim.kind == "new":
+        await enqueue_create(deps, [job_id], arq_job_id=job_id)
+    request[LOG_FIELDS]["job_id"] = claim.job_id
+    if wants_async(request):
+        return queued(claim.job_id)
+    job = await wait_for_job(deps, claim.job_id, settings.create_wait)
+    state = job.get("state")
+    if state == "complete":
+        msg = "success" if claim.kind == "new" else "room already exists"
+        return room_reply(msg, _info(job))
+    if state == "failed":
+        return failure("INTERNAL_SERVER_ERROR", job.get("msg") or "can't create room")
+    extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
+    return queued(claim.job_id, **extra)
+
+
+def _info(job: dict[str, str]) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(job.get("room_info") or "{}")
+    return info
+
+
+def setup(app: web.Application) -> None:
+    """Register the room routes."""
+    app.router.add_post("/auth/room/create", create)

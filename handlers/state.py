@@ -1,0 +1,22 @@
+"""What the API keeps per app and per request, declared once (typed aiohttp keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from worker.deps import Deps
+from worker.inbound import Inbox
+from worker.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DEPS = web.AppKey("deps", Deps)
+INBOX = web.AppKey("inbox", Inbox)
+BODY = web.RequestKey[Any]("body")  # the decoded, authenticated JSON body of an /auth/* route
+LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line
+
+
+def body_of(request: web.Request) -> Any:
+    """The JSON body the auth middleware decoded for an `/auth/*` route."""
+    return request[BODY]

@@ -1,0 +1,1 @@
+"""The `roomkeeper` command line (api, worker, dev, create-rooms)."""

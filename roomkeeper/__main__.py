@@ -1,0 +1,5 @@
+"""`python -m roomkeeper`."""
+
+from roomkeeper.cli import main
+
+raise SystemExit(main())

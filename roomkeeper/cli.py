@@ -1,0 +1,116 @@
+"""The `roomkeeper` command: `api`, `worker`, `dev`, `create-rooms`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from worker.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"roomkeeper: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_api(args: argparse.Namespace) -> int:
+    """Serve the HTTP API until SIGINT/SIGTERM (in-flight requests finish first)."""
+    from aiohttp import web
+
+    from handlers.app import create_app
+    from worker.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        print=lambda _: print(f"roomkeeper API listening on http://{host}:{port}", flush=True),
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace,
+        handle_signals=True,
+    )
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run one arq worker with the schedule consumers until SIGINT/SIGTERM."""
+    from worker.main import run
+
+    settings = _settings()
+    if args.check:
+        from worker.main import check_health
+
+        return int(check_health(settings))
+    return int(run(settings))
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Start Redis, the LiveKit emulator, the API and a worker locally."""
+    from roomkeeper.dev import main as dev_main
+
+    return int(dev_main(args))
+
+
+def run_create_rooms(args: argparse.Namespace) -> int:
+    """Bulk-create rooms from a CSV or JSON Lines file through the API."""
+    from roomkeeper.bulkfile import main as bulk_main
+
+    return int(asyncio.run(bulk_main(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="roomkeeper", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="serve the plugNmeet-compatible API")
+    api.add_argument("--host", default=None, help="listen address (default ROOMKEEPER_HOST)")
+    api.add_argument("--port", type=int, default=None, help="port (default ROOMKEEPER_PORT)")
+    api.set_defaults(func=run_api)
+
+    worker = sub.add_parser("worker", help="run a worker (create jobs, timers, webhooks)")
+    worker.add_argument(
+        "--check", action="store_true", help="exit 0 if a worker reported healthy recently"
+    )
+    worker.set_defaults(func=run_worker)
+
+    dev = sub.add_parser(
+        "dev", help="run everything locally (Redis, LiveKit emulator, API, worker)"
+    )
+    dev.add_argument("--port", type=int, default=8080, help="API port")
+    dev.add_argument("--livekit-port", type=int, default=7880, help="emulator port")
+    dev.add_argument("--redis-port", type=int, default=6390, help="local redis-server port")
+    dev.add_argument("--receiver-port", type=int, default=8099, help="demo webhook receiver port")
+    dev.set_defaults(func=run_dev)
+
+    bulk = sub.add_parser("create-rooms", help="create rooms from a CSV or JSON Lines file")
+    bulk.add_argument("file", help="CSV with a header row, or .jsonl with one request per line")
+    bulk.add_argument("--url", default=None, help="API base URL (default http://HOST:PORT)")
+    bulk.add_argument("--batch-size", type=int, default=500)
+    bulk.add_argument("--dry-run", action="store_true", help="validate only, create nothing")
+    bulk.add_argument("--report", default=None, help="write each room's outcome to this CSV")
+    bulk.add_argument("--no-wait", action="store_true", help="don't wait for rooms to be created")
+    bulk.set_defaults(func=run_create_rooms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    result: Any = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

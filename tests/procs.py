@@ -1,0 +1,83 @@
+"""roomkeeper as real processes (`roomkeeper api`, `roomkeeper worker`), configured by env only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+from tests.servers import Process, free_port, roomkeeper_cmd
+
+
+def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, str]:
+    """The environment variables of contract §5 for a test deployment."""
+    env = {
+        "LIVEKIT_URL": livekit_url,
+        "LIVEKIT_API_KEY": LK_KEY,
+        "LIVEKIT_API_SECRET": LK_SECRET,
+        "ROOMKEEPER_API_KEY": API_KEY,
+        "ROOMKEEPER_API_SECRET": API_SECRET,
+        "ROOMKEEPER_REDIS_URL": redis_url,
+        "ROOMKEEPER_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ROOMKEEPER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+        "ROOMKEEPER_WEBHOOK_RETRY_SCHEDULE": "0,0.2,0.5,1",
+        "ROOMKEEPER_WEBHOOK_TIMEOUT": "2",
+        "ROOMKEEPER_CREATE_RETRY_SCHEDULE": "0.1,0.2,0.5,1",
+        "ROOMKEEPER_LOG_FORMAT": "json",
+        "ROOMKEEPER_SHUTDOWN_GRACE": "3",
+    }
+    env.update(extra)
+    return env
+
+
+async def wait_healthy(url: str, proc: Process, timeout: float = 20.0) -> None:
+    """Poll `GET /healthz` until 200; fail with the process output if it never comes."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.proc is not None
+            if proc.proc.poll() is not None:
+                raise AssertionError(f"{proc.name} exited:\n{proc.output()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{proc.name} not healthy in {timeout} s:\n{proc.output()}")
+
+
+@contextlib.asynccontextmanager
+async def api_process(
+    env: dict[str, str], port: int | None = None
+) -> AsyncIterator[tuple[str, Process]]:
+    """`roomkeeper api --host 127.0.0.1 --port P`, healthy before the block starts."""
+    port = port or free_port()
+    proc = Process(roomkeeper_cmd("api", "--host", "127.0.0.1", "--port", str(port)), env, "api")
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc)
+        yield url, proc
+    finally:
+        proc.stop()
+
+
+@contextlib.asynccontextmanager
+async def worker_process(env: dict[str, str], name: str = "worker") -> AsyncIterator[Process]:
+    """`roomkeeper worker`, started (it has no port; readiness is its first log line)."""
+    proc = Process(roomkeeper_cmd("worker"), env, name)
+    proc.start()
+    deadline = time.monotonic() + 20
+    try:
+        while "worker started" not in proc.output():
+            assert proc.proc is not None
+            if proc.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start:\n{proc.output()}")
+            await asyncio.sleep(0.05)
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,3 @@
+"""roomkeeper's core: settings, Redis state, LiveKit, signing, delivery and the arq worker."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Redis connections: roomkeeper's own client (text) and arq's pool (bytes, msgpack jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from arq import ArqRedis, create_pool
+from arq.connections import RedisSettings
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+from worker.keys import QUEUE_NAME
+from worker.settings import Settings
+
+
+def serialize_job(data: dict[str, Any]) -> bytes:
+    """arq job payloads as msgpack: Redis content is data, never code (arq's default is pickle)."""
+    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    """The inverse of `serialize_job`."""
+    return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+
+def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
+    hosts = []
+    for entry in settings.redis_sentinels:
+        host, _, port = entry.rpartition(":")
+        hosts.append((host or entry, int(port) if host else 26379))
+    return hosts
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> Redis:
+    """A text-mode client for roomkeeper's keys (a Sentinel master when sentinels are set)."""
+    if settings.redis_sentinels:
+        sentinel = Sentinel(_sentinel_hosts(settings), decode_responses=True, **kwargs)
+        return sentinel.master_for(settings.redis_sentinel_master)
+    return Redis.from_url(settings.redis_url, decode_responses=True, **kwargs)
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings for the same Redis."""
+    if settings.redis_sentinels:
+        base = RedisSettings.from_dsn(settings.redis_url)
+        base.host = _sentinel_hosts(settings)
+        base.sentinel = True
+        base.sentinel_master = settings.redis_sentinel_master
+        return base
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+async def arq_pool(settings: Settings) -> ArqRedis:
+    """arq's pool for enqueueing, with msgpack jobs."""
+    return await create_pool(
+        arq_redis_settings(settings),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=QUEUE_NAME,
+    )

@@ -1,0 +1,87 @@
+"""The loop that works a `Schedule`: claim what is due, run each claim as a task, sleep until due.
+
+Used for timers, LiveKit's inbound events and webhook deliveries. It sleeps on the schedule's wake
+list until the next member falls due (or a producer wakes it), so work starts within milliseconds
+instead of a poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from worker.logs import get_logger
+from worker.schedule import Claim, Schedule, now_ms
+
+log = get_logger("roomkeeper.consumer")
+
+Handler = Callable[[Claim], Awaitable[None]]
+
+
+async def run_consumer(
+    schedule: Schedule,
+    handler: Handler,
+    *,
+    waiter: Redis,
+    stop: asyncio.Event,
+    concurrency: int,
+    lease_ms: int,
+    idle_max: float = 1.0,
+    grace: float = 10.0,
+) -> None:
+    """Work `schedule` until `stop` is set; then let running claims finish within `grace` s."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def guarded(claim: Claim) -> None:
+        try:
+            await handler(claim)
+        except asyncio.CancelledError:
+            # Hand the member straight back rather than leaving it to the lease's expiry.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(schedule.release(claim, now_ms()))
+            raise
+        except Exception:
+            log.exception("claim failed", schedule=schedule.name, member=claim.member)
+            # The lease runs out and the member is retried: nothing is lost.
+
+    while not stop.is_set():
+        free = concurrency - len(tasks)
+        claims: list[Claim] = []
+        if free > 0:
+            try:
+                claims = await schedule.claim(free, lease_ms)
+            except Exception:
+                log.exception("claim failed", schedule=schedule.name)
+                await _pause(stop, 1.0)
+                continue
+        for claim in claims:
+            task = asyncio.create_task(guarded(claim))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if claims and len(claims) < free:
+            continue  # there may be nothing more due; loop once to find out
+        if free <= 0 or claims:
+            await asyncio.wait(tasks, timeout=idle_max, return_when=asyncio.FIRST_COMPLETED)
+            continue
+        try:
+            nxt = await schedule.next_due_ms()
+            timeout = idle_max if nxt is None else min(idle_max, (nxt - now_ms()) / 1000)
+            if timeout > 0:
+                await schedule.wait(waiter, timeout)
+        except Exception:
+            log.exception("wait failed", schedule=schedule.name)
+            await _pause(stop, 1.0)
+
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,66 @@
+"""Every long-lived client a process needs, opened and closed in one place.
+
+The API keeps one `Deps` under an `AppKey`; a worker keeps one in arq's ctx. Both are built inside
+the running loop (the LiveKit SDK's session must be).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq import ArqRedis
+from redis.asyncio import Redis
+
+from worker.connections import arq_pool, redis_client
+from worker.dispatch import SCHEDULE_NAME as DELIVERY_SCHEDULE
+from worker.dispatch import Outbox
+from worker.livekit import LiveKit
+from worker.ratelimit import RateLimiter
+from worker.schedule import Schedule
+from worker.settings import Settings
+from worker.store import Store
+from worker.timers import SCHEDULE_NAME as TIMER_SCHEDULE
+
+INBOUND_SCHEDULE = "in"
+
+
+@dataclass
+class Deps:
+    """Shared clients and the schedules built over them."""
+
+    settings: Settings
+    redis: Redis
+    arq: ArqRedis
+    livekit: LiveKit
+    store: Store
+    outbox: Outbox
+    timers: Schedule
+    inbound: Schedule
+
+    async def aclose(self) -> None:
+        """Close every client this object opened."""
+        await self.livekit.aclose()
+        await self.arq.aclose()
+        await self.redis.aclose()
+
+
+async def open_deps(settings: Settings) -> Deps:
+    """Open Redis, arq's pool and LiveKit for this process."""
+    redis = redis_client(settings)
+    limiter = RateLimiter(redis, settings.livekit_max_rps)
+    return Deps(
+        settings=settings,
+        redis=redis,
+        arq=await arq_pool(settings),
+        livekit=LiveKit(
+            settings.livekit_url,
+            settings.livekit_api_key,
+            settings.livekit_api_secret.get_secret_value(),
+            timeout=settings.livekit_timeout,
+            before_call=limiter.wait,
+        ),
+        store=Store(redis, job_ttl_s=int(settings.job_retention_days * 86400)),
+        outbox=Outbox(settings, Schedule(redis, DELIVERY_SCHEDULE)),
+        timers=Schedule(redis, TIMER_SCHEDULE),
+        inbound=Schedule(redis, INBOUND_SCHEDULE),
+    )

@@ -1,0 +1,72 @@
+"""The bodies roomkeeper sends: plugNmeet's `CommonNotifyEvent`, snake_case, int64 as strings."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+EVENTS = (
+    "room_created",
+    "room_started",
+    "participant_joined",
+    "participant_left",
+    "track_published",
+    "track_unpublished",
+    "room_finished",
+    "session_ending",
+    "session_ended",
+)
+
+# Stable ids for events derived from something already unique, so a re-run emits the same id.
+_NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")
+
+
+def new_event_id() -> str:
+    """A fresh event id (also the Standard Webhooks `webhook-id`)."""
+    return str(uuid.uuid4())
+
+
+def derived_event_id(*parts: str) -> str:
+    """The same id for the same parts: `session_ended` of one sid, a LiveKit event forwarded."""
+    return str(uuid.uuid5(_NAMESPACE, "|".join(parts)))
+
+
+def notify_room(info: dict[str, Any], num_participants: int | None = None) -> dict[str, Any]:
+    """The `room` object of an event, from the room info roomkeeper stores."""
+    return {
+        "sid": info.get("sid", ""),
+        "room_id": info.get("name", ""),
+        "empty_timeout": int(info.get("empty_timeout", 0)),
+        "max_participants": int(info.get("max_participants", 0)),
+        "creation_time": str(info.get("creation_time", 0)),
+        "enabled_codecs": info.get("enabled_codecs", []),
+        "metadata": info.get("metadata", ""),
+        "num_participants": int(
+            info.get("num_participants", 0) if num_participants is None else num_participants
+        ),
+    }
+
+
+def notify_body(
+    event: str,
+    room: dict[str, Any],
+    *,
+    event_id: str,
+    created_at: int | None = None,
+    participant: dict[str, Any] | None = None,
+    track: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The exact bytes of one event; every delivery and retry sends these same bytes."""
+    body: dict[str, Any] = {"event": event, "room": room}
+    if participant is not None:
+        body["participant"] = participant
+    if track is not None:
+        body["track"] = track
+    if extra:
+        body.update(extra)
+    body["id"] = event_id
+    body["created_at"] = str(int(time.time()) if created_at is None else created_at)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,218 @@
+"""LiveKit's events, after `POST /webhook` verified them: accepted once, applied in order per room.
+
+The API only files an event (deduplicated by LiveKit's `id`) on the room's FIFO of the `in`
+schedule and answers. Workers apply each room's events one at a time, in arrival order: the state
+change and the forwarded event commit together, guarded by a per-event marker so a re-run after a
+crash applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from google.protobuf.json_format import Parse, ParseError
+from livekit import api
+from redis.exceptions import WatchError
+
+from worker import keys
+from worker.deps import Deps
+from worker.events import derived_event_id, notify_body, notify_room
+from worker.lifecycle import finalize
+from worker.livekit import proto_dict
+from worker.logs import get_logger
+from worker.schedule import Claim, Schedule, now_ms
+from worker.store import LIVE_STATES, PENDING_STATES, room_info_of
+
+log = get_logger("roomkeeper.inbound")
+
+FORWARDED = frozenset(
+    {
+        "room_started",
+        "room_finished",
+        "participant_joined",
+        "participant_left",
+        "track_published",
+        "track_unpublished",
+    }
+)
+SEEN_TTL = 86400
+# How long an event may wait for its room's create to finish before it is judged not ours.
+PENDING_WAIT_MS = 30_000
+PENDING_RETRY_MS = 200
+
+# KEYS: seen-marker, due, list   ARGV: ttl, body, now_ms, wake
+_ACCEPT = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) == false then return 0 end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], -64, -1)
+return 1
+"""
+
+
+def parse_event(body: str) -> api.WebhookEvent:
+    """A LiveKit webhook body (protojson) as a message; ValueError when it is not one."""
+    try:
+        return Parse(body, api.WebhookEvent(), ignore_unknown_fields=True)
+    except ParseError as exc:
+        raise ValueError(f"not a LiveKit webhook event: {exc}") from None
+
+
+class Inbox:
+    """The API's side: file a verified event for the workers."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self._accept = schedule.redis.register_script(_ACCEPT)
+
+    async def accept(self, event: api.WebhookEvent, body: str) -> bool:
+        """File `body` on its room's FIFO; False when this event id was seen already."""
+        room = event.room.name
+        return bool(
+            await self._accept(
+                keys=[
+                    keys.lk_event_seen(event.id),
+                    self.schedule.due_key,
+                    self.schedule.list_key(room),
+                    self.schedule.wake_key,
+                ],
+                args=[SEEN_TTL, body, now_ms(), room],
+            )
+        )
+
+
+async def work(deps: Deps, claim: Claim) -> None:
+    """Apply one room's queued LiveKit events in order."""
+    schedule = deps.inbound
+    lease_ms = 30_000
+    while (body := await schedule.head(claim.member)) is not None:
+        event = parse_event(body)
+        if not await apply(deps, event):
+            # The room's create has not finished yet: let this room's queue wait a moment.
+            await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
+            return
+        if await schedule.pop(claim, body, lease_ms) < 0:
+            return
+    await schedule.release(claim)
+
+
+async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
+    """Apply one event; False means "not yet" (its room is still being created)."""
+    done = keys.lk_event_done(event.id)
+    room_id, sid = event.room.name, event.room.sid
+    record = await deps.store.room(room_id)
+    if await deps.redis.exists(done):
+        return True
+    if record.get("sid") != sid:
+        if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
+            return False
+        past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
+        if not past:
+            log.info(
+                "livekit event dropped: not a room of ours",
+                lk_event=event.event,
+                room_id=room_id,
+                sid=sid,
+            )
+            await deps.redis.set(done, 1, ex=SEEN_TTL)
+            return True
+        await _forward(deps, event, room_id, past.get("webhook_url") or None)
+        return True
+    if event.event == "room_finished":
+        await finalize(deps, room_id, sid, "room_finished")
+    await _apply_to_session(deps, event, room_id)
+    return True
+
+
+def _age_ms(event: api.WebhookEvent) -> float:
+    return now_ms() - event.created_at * 1000 if event.created_at else 0
+
+
+async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -> None:
+    done = keys.lk_event_done(event.id)
+    while True:
+        async with deps.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(keys.room(room_id), done)
+                if await pipe.exists(done):
+                    await pipe.reset()
+                    return
+                record = await pipe.hgetall(keys.room(room_id))
+                live = record.get("state") in LIVE_STATES
+                participants = int(record.get("participants", 0))
+                pipe.multi()
+                if live and event.event == "room_started" and record["state"] == "created":
+                    pipe.hset(keys.room(room_id), "state", "active")
+                elif live and event.event == "participant_joined":
+                    participants += 1
+                    pipe.hset(
+                        keys.room(room_id),
+                        mapping={"participants": participants, "state": "active"},
+                    )
+                    pipe.hincrby(keys.room(room_id), "joined", 1)
+                elif live and event.event == "participant_left":
+                    participants = max(0, participants - 1)
+                    pipe.hset(keys.room(room_id), "participants", participants)
+                if event.event in FORWARDED:
+                    _emit(deps, pipe, event, room_id, record, participants if live else 0)
+                pipe.set(done, 1, ex=SEEN_TTL)
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+def _emit(
+    deps: Deps,
+    pipe: Any,
+    event: api.WebhookEvent,
+    room_id: str,
+    record: dict[str, str],
+    participants: int,
+) -> None:
+    event_id = derived_event_id("livekit", event.id)
+    body = notify_body(
+        event.event,
+        notify_room(room_info_of(record), num_participants=participants),
+        event_id=event_id,
+        created_at=event.created_at or int(time.time()),
+        participant=proto_dict(event.participant) if event.HasField("participant") else None,
+        track=proto_dict(event.track) if event.HasField("track") else None,
+    )
+    deps.outbox.emit(
+        pipe,
+        event_id=event_id,
+        event=event.event,
+        room_id=room_id,
+        body=body,
+        room_webhook_url=record.get("webhook_url") or None,
+    )
+
+
+async def _forward(
+    deps: Deps, event: api.WebhookEvent, room_id: str, webhook_url: str | None
+) -> None:
+    """Forward an event of an earlier session of ours (its room has a new session now)."""
+    done = keys.lk_event_done(event.id)
+    if event.event not in FORWARDED:
+        await deps.redis.set(done, 1, ex=SEEN_TTL)
+        return
+    record = {
+        "webhook_url": webhook_url or "",
+        "info": json.dumps({"sid": event.room.sid, "name": room_id}),
+    }
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(done)
+            if await pipe.exists(done):
+                await pipe.reset()
+                return
+            pipe.multi()
+            _emit(deps, pipe, event, room_id, record, 0)
+            pipe.set(done, 1, ex=SEEN_TTL)
+            await pipe.execute()
+        except WatchError:
+            return

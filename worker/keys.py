@@ -1,0 +1,83 @@
+"""Every Redis key roomkeeper writes, in one place (arq keeps its own under `arq:`)."""
+
+from __future__ import annotations
+
+PREFIX = "rk:"
+
+# arq's queue for room-create jobs.
+QUEUE_NAME = "rk:queue"
+
+
+def room(room_id: str) -> str:
+    """Hash: the room's current (or last) session: state, sid, info, timers' inputs."""
+    return f"{PREFIX}room:{room_id}"
+
+
+ACTIVE_ROOMS = f"{PREFIX}rooms:active"  # zset room_id -> creation time (s)
+
+
+def sid(room_sid: str) -> str:
+    """String: which room_id a LiveKit sid belongs to (ours), for routing LiveKit's events."""
+    return f"{PREFIX}sid:{room_sid}"
+
+
+def past_room(room_sid: str) -> str:
+    """Hash: a finished session, kept for `fetchPastRooms`."""
+    return f"{PREFIX}past:{room_sid}"
+
+
+PAST_ROOMS = f"{PREFIX}past"  # zset sid -> ended (s)
+
+
+def past_by_room(room_id: str) -> str:
+    """Zset sid -> ended (s), the finished sessions of one room_id."""
+    return f"{PREFIX}past:room:{room_id}"
+
+
+def job(job_id: str) -> str:
+    """Hash: one room-create job's request, state, outcome."""
+    return f"{PREFIX}job:{job_id}"
+
+
+QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure and repair
+
+
+def lk_event_seen(event_id: str) -> str:
+    """String: a LiveKit event id already accepted (dedup window)."""
+    return f"{PREFIX}lkev:{event_id}"
+
+
+def lk_event_done(event_id: str) -> str:
+    """String: a LiveKit event id already applied to room state (re-run guard)."""
+    return f"{PREFIX}lkdone:{event_id}"
+
+
+def event_body(event_id: str) -> str:
+    """String: the exact JSON body of an outgoing event, shared by its deliveries."""
+    return f"{PREFIX}ev:{event_id}"
+
+
+def delivery(delivery_id: str) -> str:
+    """Hash: one event to one URL: state, attempts count, reason."""
+    return f"{PREFIX}dlv:{delivery_id}"
+
+
+def delivery_attempts(delivery_id: str) -> str:
+    """List: JSON attempt records of one delivery, oldest first."""
+    return f"{PREFIX}dlv:{delivery_id}:att"
+
+
+DELIVERIES = f"{PREFIX}dlvs"  # zset (score 0) of delivery ids, lexically ordered by time
+
+
+def deliveries_by_room(room_id: str) -> str:
+    """Zset (score 0) of one room's delivery ids."""
+    return f"{PREFIX}dlvs:room:{room_id}"
+
+
+DELIVERY_COUNTS = f"{PREFIX}dlvs:counts"  # hash state -> count
+
+
+def gone(queue_id: str) -> str:
+    """String: set when a (room, URL) answered 410, stopping its queue until redelivery."""
+    return f"{PREFIX}gone:{queue_id}"

@@ -1,0 +1,177 @@
+"""LiveKit's RoomService through `livekit-api`, with real timeouts and one error type per outcome.
+
+The SDK applies no timeout of its own and retries nothing against a self-hosted URL, so every call
+is wrapped in `asyncio.timeout`, and its errors are sorted once, here, into `LiveKitUnavailable`
+(worth retrying) and `LiveKitRejected` (retrying will not help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from livekit import api
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = frozenset({"unavailable", "internal", "resource_exhausted", "deadline_exceeded"})
+
+
+class LiveKitError(Exception):
+    """A LiveKit call that did not succeed."""
+
+
+class LiveKitUnavailable(LiveKitError):
+    """LiveKit could not be reached or failed transiently; the call may be retried."""
+
+
+class LiveKitRejected(LiveKitError):
+    """LiveKit refused the call for a reason retrying will not change."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def proto_dict(msg: Message) -> dict[str, Any]:
+    """A protobuf message as snake_case JSON-ready data (int64 as strings, defaults included)."""
+    return MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def room_dict(room: api.Room) -> dict[str, Any]:
+    """The fields of a LiveKit `Room` roomkeeper keeps, with native integers."""
+    return {
+        "sid": room.sid,
+        "name": room.name,
+        "empty_timeout": room.empty_timeout,
+        "departure_timeout": room.departure_timeout,
+        "max_participants": room.max_participants,
+        "creation_time": room.creation_time,
+        "turn_password": room.turn_password,
+        "enabled_codecs": [{"mime": c.mime, "fmtp_line": c.fmtp_line} for c in room.enabled_codecs],
+        "metadata": room.metadata,
+        "num_participants": room.num_participants,
+    }
+
+
+def classify(exc: BaseException) -> LiveKitError:
+    """Sort an SDK or transport error into unavailable (transient) or rejected (permanent)."""
+    if isinstance(exc, api.ServerError):
+        if exc.code in _TRANSIENT_CODES or (exc.code == "unknown" and exc.status >= 500):
+            return LiveKitUnavailable(f"livekit answered {exc.status} {exc.code}")
+        return LiveKitRejected(exc.code, exc.message, exc.status)
+    if isinstance(exc, TimeoutError):
+        return LiveKitUnavailable("livekit did not answer in time")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return LiveKitUnavailable(f"livekit unreachable ({type(exc).__name__})")
+    raise exc
+
+
+class LiveKit:
+    """The RoomService calls roomkeeper makes; build inside a running loop, close with aclose()."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        timeout: float,
+        before_call: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.url = url
+        self._key = api_key
+        self._secret = api_secret
+        self._timeout = timeout
+        self._before_call = before_call
+        self._session = aiohttp.ClientSession()
+        self._api = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (the SDK never closes a session it was given)."""
+        await self._api.aclose()
+        await self._session.close()
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self._before_call is not None:
+            await self._before_call()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await fn()
+        except (api.ServerError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise classify(exc) from exc
+
+    async def create_room(
+        self, name: str, *, empty_timeout: int, max_participants: int, metadata: str
+    ) -> dict[str, Any]:
+        """Get-or-create a room (LiveKit returns an existing one unchanged)."""
+        req = api.CreateRoomRequest(
+            name=name,
+            empty_timeout=empty_timeout,
+            max_participants=max_participants,
+            metadata=metadata,
+        )
+        room = await self._call(lambda: self._api.room.create_room(req))
+        return room_dict(room)
+
+    async def delete_room(self, name: str) -> bool:
+        """End a room now; False when LiveKit no longer had it (already ended is fine)."""
+        try:
+            await self._call(lambda: self._api.room.delete_room(api.DeleteRoomRequest(room=name)))
+        except LiveKitRejected as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    async def list_rooms(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The rooms LiveKit has (all, or those of `names`)."""
+        req = api.ListRoomsRequest(names=names or [])
+        res = await self._call(lambda: self._api.room.list_rooms(req))
+        return [room_dict(r) for r in res.rooms]
+
+    async def list_participants(self, room: str) -> list[dict[str, Any]]:
+        """LiveKit's ParticipantInfo of everyone in a room, as snake_case JSON data."""
+        req = api.ListParticipantsRequest(room=room)
+        res = await self._call(lambda: self._api.room.list_participants(req))
+        return [proto_dict(p) for p in res.participants]
+
+    def join_token(
+        self,
+        room: str,
+        *,
+        identity: str,
+        name: str,
+        is_admin: bool,
+        is_hidden: bool,
+        metadata: str,
+        ttl: datetime.timedelta,
+    ) -> str:
+        """A LiveKit access token to join `room` (admins get roomAdmin)."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room,
+            room_admin=is_admin,
+            hidden=is_hidden,
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+        )
+        return (
+            api.AccessToken(self._key, self._secret)
+            .with_identity(identity)
+            .with_name(name)
+            .with_metadata(metadata)
+            .with_grants(grants)
+            .with_ttl(ttl)
+            .to_jwt()
+        )

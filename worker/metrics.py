@@ -1,0 +1,39 @@
+"""Prometheus metrics of this process (the API serves them at /metrics, a worker on its port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "roomkeeper_requests_total", "API requests answered", ["route", "status_code", "http_status"]
+)
+REQUEST_SECONDS = Histogram(
+    "roomkeeper_request_seconds",
+    "API request latency",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOBS = Counter("roomkeeper_jobs_total", "Units of worker work done", ["function", "outcome"])
+JOB_SECONDS = Histogram("roomkeeper_job_seconds", "Worker job duration", ["function"])
+DELIVERIES = Counter(
+    "roomkeeper_webhook_deliveries_total", "Webhook deliveries finished", ["outcome"]
+)
+ATTEMPTS = Counter("roomkeeper_webhook_attempts_total", "Webhook attempts made", ["result"])
+ATTEMPT_SECONDS = Histogram(
+    "roomkeeper_webhook_attempt_seconds",
+    "Webhook attempt latency",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+LIVEKIT_CALLS = Counter("roomkeeper_livekit_calls_total", "LiveKit API calls", ["method", "result"])
+TIMER_LATENESS = Histogram(
+    "roomkeeper_timer_lateness_seconds",
+    "How late a room timer fired after its deadline",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+
+# Cluster-wide figures read from Redis when /metrics is scraped.
+QUEUE_DEPTH = Gauge("roomkeeper_create_queue_depth", "Room-create jobs waiting in the queue")
+DELIVERIES_BY_STATE = Gauge(
+    "roomkeeper_webhook_deliveries_in_state", "Webhook deliveries by current state", ["state"]
+)
+ACTIVE_ROOMS = Gauge("roomkeeper_active_rooms", "Rooms roomkeeper holds active")

@@ -1,0 +1,185 @@
+"""Every setting roomkeeper reads, from the environment or a `.env` file, in one typed class.
+
+Nothing else in the project reads `os.environ`. LiveKit's own variable names (`LIVEKIT_URL`,
+`LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`) are used as they are; everything else is `ROOMKEEPER_*`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.netguard import IPNetwork, parse_cidrs
+
+DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+DEFAULT_CREATE_RETRY_SCHEDULE = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+DEFAULT_WARNINGS = (300, 60)
+
+CommaFloats = Annotated[tuple[float, ...], NoDecode]
+CommaInts = Annotated[tuple[int, ...], NoDecode]
+CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
+CommaNetworks = Annotated[tuple[IPNetwork, ...], NoDecode]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """roomkeeper's configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROOMKEEPER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # LiveKit, under LiveKit's own names.
+    livekit_url: str = Field(
+        "http://127.0.0.1:7880", validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
+    )
+    livekit_api_key: str = Field(
+        validation_alias=AliasChoices("LIVEKIT_API_KEY", "livekit_api_key"), min_length=1
+    )
+    livekit_api_secret: SecretStr = Field(
+        validation_alias=AliasChoices("LIVEKIT_API_SECRET", "livekit_api_secret")
+    )
+    livekit_timeout: float = Field(5.0, gt=0, description="seconds per LiveKit API call")
+    livekit_max_rps: float = Field(0.0, ge=0, description="LiveKit calls per second, 0 = no limit")
+
+    # The plugNmeet-style API.
+    api_key: str = Field(min_length=1)
+    api_secret: SecretStr
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    create_wait: float = Field(10.0, ge=0, description="seconds a sync create waits for its job")
+    bulk_max_rooms: int = Field(1000, ge=1)
+    queue_max_depth: int = Field(100_000, ge=1, description="queued creates before back-pressure")
+
+    # Redis (one server, or Sentinel when `redis_sentinels` is set).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinel_master: str = "mymaster"
+
+    # Room defaults and lifecycle.
+    default_empty_timeout: int = Field(1800, ge=1)
+    max_room_duration: int = Field(0, ge=0, description="minutes, 0 = no cap")
+    session_ending_warnings: CommaInts = DEFAULT_WARNINGS
+    reconcile_interval: float = Field(60.0, gt=0)
+    past_rooms_retention_days: float = Field(30.0, gt=0)
+    job_retention_days: float = Field(7.0, gt=0)
+    create_retry_schedule: CommaFloats = DEFAULT_CREATE_RETRY_SCHEDULE
+    create_batch_size: int = Field(50, ge=1, le=1000)
+
+    # Outgoing webhooks.
+    webhook_secret: CommaSecrets = Field(min_length=1)
+    webhook_url: str | None = None
+    webhook_allowed_cidrs: CommaNetworks = ()
+    webhook_retry_schedule: CommaFloats = DEFAULT_RETRY_SCHEDULE
+    webhook_jitter: float = Field(0.2, ge=0, lt=1)
+    webhook_timeout: float = Field(15.0, gt=0)
+    webhook_concurrency: int = Field(256, ge=1)
+    webhook_retention_days: float = Field(30.0, gt=0)
+
+    # Worker process.
+    worker_max_jobs: int = Field(20, ge=1)
+    job_timeout: float = Field(20.0, gt=0, description="seconds; a killed job re-runs after this")
+    shutdown_grace: float = Field(10.0, ge=0)
+    worker_health_file: str = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics server")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator(
+        "session_ending_warnings",
+        "create_retry_schedule",
+        "webhook_retry_schedule",
+        "redis_sentinels",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("webhook_allowed_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_cidrs(value.split(","))
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        parts = _split(value)
+        for part in parts if isinstance(parts, tuple) else ():
+            raw = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+            if not raw.startswith("whsec_"):
+                raise ValueError("each secret must start with whsec_")
+            try:
+                base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                raise ValueError("the part after whsec_ must be base64") from None
+        return parts
+
+    @field_validator("webhook_retry_schedule", "create_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("must list at least one delay")
+        if any(v < 0 for v in value):
+            raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("livekit_url", "webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+    @property
+    def webhook_secrets(self) -> tuple[bytes, ...]:
+        """The decoded Standard Webhooks keys, current one first."""
+        return tuple(
+            base64.b64decode(s.get_secret_value().removeprefix("whsec_"))
+            for s in self.webhook_secret
+        )
+
+
+class SettingsError(Exception):
+    """Configuration that cannot start the service; the message names each bad variable."""
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is None:  # pydantic reports aliased fields by their alias, already a variable name
+        return field.upper()
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"ROOMKEEPER_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning pydantic's error into one naming the variables (never values)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines: list[str] = []
+        for err in exc.errors(include_input=False, include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            msg = "is required (set it in the environment or in .env)"
+            line = f"{_env_name(field)}: {msg if err['type'] == 'missing' else err['msg']}"
+            if line not in lines:
+                lines.append(line)
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

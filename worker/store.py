@@ -1,0 +1,131 @@
+"""Room sessions and create jobs in Redis: what state a room is in and what its job did.
+
+A room's current session is one hash (`rk:room:{room_id}`); the states move
+`queued → creating → created → active → ending → ended` (or `failed`). Claiming a create is one
+Lua script, so concurrent creates of one `room_id` agree on a single job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from worker import keys
+
+PENDING_STATES = ("queued", "creating")
+LIVE_STATES = ("created", "active")
+
+# KEYS: room, job, queued-jobs   ARGV: job_id, request, event_id, now_ms, room_id, job_ttl
+_CLAIM_CREATE = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'queued' or st == 'creating' then
+  return {'pending', redis.call('HGET', KEYS[1], 'job_id')}
+end
+if st == 'created' or st == 'active' then
+  return {'exists', redis.call('HGET', KEYS[1], 'info')}
+end
+if st == 'ending' then return {'ending', ''} end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'job_id', ARGV[1])
+redis.call('HSET', KEYS[2], 'job_id', ARGV[1], 'room_id', ARGV[5], 'state', 'queued',
+  'request', ARGV[2], 'event_id', ARGV[3], 'attempts', 0, 'created_ms', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return {'new', ARGV[1]}
+"""
+
+
+@dataclass(frozen=True)
+class CreateClaim:
+    """What claiming a create found: a new job, one already pending, or a live room."""
+
+    kind: Literal["new", "pending", "exists", "ending"]
+    job_id: str | None = None
+    info: dict[str, Any] | None = None
+
+
+class Store:
+    """Typed access to room and job records."""
+
+    def __init__(self, redis: Redis, *, job_ttl_s: int) -> None:
+        self.redis = redis
+        self.job_ttl_s = job_ttl_s
+        self._claim_create = redis.register_script(_CLAIM_CREATE)
+
+    def claim_create_cmd(
+        self, pipe: Any, *, room_id: str, job_id: str, request: str, event_id: str
+    ) -> None:
+        """Add the claim of one create to a pipeline (bulk claims many in one round trip)."""
+        self._claim_create(
+            keys=[keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS],
+            args=[job_id, request, event_id, int(time.time() * 1000), room_id, self.job_ttl_s],
+            client=pipe,
+        )
+
+    @staticmethod
+    def parse_claim(raw: list[Any]) -> CreateClaim:
+        """Read one claim script's answer."""
+        kind, value = (x.decode() if isinstance(x, bytes) else x for x in raw)
+        if kind == "exists":
+            return CreateClaim("exists", info=json.loads(value) if value else {})
+        if kind == "new":
+            return CreateClaim("new", job_id=value)
+        if kind == "pending":
+            return CreateClaim("pending", job_id=value)
+        return CreateClaim("ending")
+
+    async def claim_create(
+        self, *, room_id: str, job_id: str, request: str, event_id: str
+    ) -> CreateClaim:
+        """Start a create of `room_id` unless one is pending or the room is live."""
+        raw = await self._claim_create(
+            keys=[keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS],
+            args=[job_id, request, event_id, int(time.time() * 1000), room_id, self.job_ttl_s],
+        )
+        return self.parse_claim(raw)
+
+    async def job(self, job_id: str) -> dict[str, str]:
+        """A create job's record ({} when unknown or expired)."""
+        record: dict[str, str] = await self.redis.hgetall(keys.job(job_id))
+        return record
+
+    async def jobs(self, job_ids: list[str]) -> list[dict[str, str]]:
+        """Several job records in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.job(job_id))
+            records: list[dict[str, str]] = await pipe.execute()
+            return records
+
+    async def room(self, room_id: str) -> dict[str, str]:
+        """A room's current session ({} when roomkeeper never had it)."""
+        record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
+        return record
+
+    async def queued_jobs(self) -> int:
+        """Creates accepted but not yet started (for back-pressure and the queue-depth metric)."""
+        return int(await self.redis.zcard(keys.QUEUED_JOBS))
+
+
+def room_info_of(record: dict[str, str]) -> dict[str, Any]:
+    """The LiveKit room info a session record holds."""
+    info: dict[str, Any] = json.loads(record.get("info") or "{}")
+    return info
+
+
+def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A room as `room_info`/`roomInfo` in API answers (`creation_time` a number)."""
+    return {
+        "sid": info.get("sid", ""),
+        "name": info.get("name", ""),
+        "max_participants": int(info.get("max_participants", 0)),
+        "empty_timeout": int(info.get("empty_timeout", 0)),
+        "creation_time": int(info.get("creation_time", 0)),
+        "turn_password": info.get("turn_password", ""),
+        "enabled_codecs": info.get("enabled_codecs", []),
+        "metadata": info.get("metadata", ""),
+    }

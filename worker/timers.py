@@ -1,0 +1,75 @@
+"""Room timers on the durable `timers` schedule: names in, meaning out.
+
+A timer member spells what it is for and its deadline, `kind|room_id|sid|deadline_ms`, so the
+handler can re-check the room's state when it fires (timers are never cancelled, only found moot)
+and measure its own lateness. `reconcile` is a singleton member that re-arms itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.schedule import Schedule
+
+SCHEDULE_NAME = "timers"
+RECONCILE = "reconcile"
+
+
+@dataclass(frozen=True)
+class Timer:
+    """One room timer: `empty`, `duration` or `warn:<seconds before the end>`."""
+
+    kind: str
+    room_id: str
+    sid: str
+    deadline_ms: int
+
+    @property
+    def member(self) -> str:
+        """The schedule member naming this timer."""
+        return f"{self.kind}|{self.room_id}|{self.sid}|{self.deadline_ms}"
+
+    @classmethod
+    def parse(cls, member: str) -> Timer | None:
+        """The timer a member names (None for singletons such as `reconcile`)."""
+        parts = member.split("|")
+        if len(parts) != 4:
+            return None
+        kind, room_id, sid, deadline = parts
+        return cls(kind, room_id, sid, int(deadline))
+
+
+def room_timers(
+    room_id: str,
+    sid: str,
+    *,
+    creation_time: int,
+    empty_timeout: int,
+    duration_min: int,
+    warnings: tuple[int, ...],
+) -> list[Timer]:
+    """The timers a new session needs: empty, duration and the warnings before the end."""
+    start_ms = creation_time * 1000
+    timers = [Timer("empty", room_id, sid, start_ms + empty_timeout * 1000)]
+    if duration_min > 0:
+        end_ms = start_ms + duration_min * 60_000
+        timers.append(Timer("duration", room_id, sid, end_ms))
+        timers.extend(
+            Timer(f"warn:{w}", room_id, sid, end_ms - w * 1000)
+            for w in sorted(set(warnings), reverse=True)
+            if 0 < w < duration_min * 60
+        )
+    return timers
+
+
+def arm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:
+    """Add timers to a pipeline (with the state change that needs them)."""
+    for timer in timers:
+        schedule.add(pipe, timer.member, timer.deadline_ms)
+
+
+def disarm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:
+    """Drop timers that can no longer matter (the session ended)."""
+    for timer in timers:
+        schedule.remove(pipe, timer.member)
