@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
+from google.protobuf.json_format import ParseError
 from livekit import api
 
 from handlers.state import INBOX, LOG_FIELDS, SETTINGS
-from worker.inbound import parse_event
 from worker.logs import get_logger
 
 log = get_logger("roomkeeper.livekit_events")
@@ -31,14 +31,13 @@ async def receive(request: web.Request) -> web.Response:
         api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
     )
     try:
-        receiver.receive(text, token.removeprefix("Bearer "))
-    except Exception as exc:  # the SDK raises plain Exception/jwt errors for every failure
+        # Verifies the JWT, the body's SHA-256 against its claim, then parses the body, once.
+        event = receiver.receive(text, token.removeprefix("Bearer "))
+    except ParseError as exc:  # signed by LiveKit's key, yet not an event: refuse, don't retry
+        return web.Response(status=400, text=f"not a LiveKit webhook event: {exc}\n")
+    except Exception as exc:  # the SDK raises plain Exception / PyJWT errors on every failure
         log.warning("livekit webhook refused", reason=type(exc).__name__)
         return _unauthorized("signature does not verify")
-    try:
-        event = parse_event(text)
-    except ValueError as exc:
-        return web.Response(status=400, text=f"{exc}\n")
     request[LOG_FIELDS] = {
         "lk_event": event.event,
         "lk_event_id": event.id,

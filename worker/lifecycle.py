@@ -28,44 +28,33 @@ EndResult = Literal["ended", "not_active", "not_found"]
 RETRY_MS = 2000
 
 
-async def end_room(deps: Deps, room_id: str, reason: str, *, sid: str | None = None) -> EndResult:
+async def end_room(
+    deps: Deps,
+    room_id: str,
+    reason: str,
+    *,
+    sid: str | None = None,
+    record: dict[str, str] | None = None,
+) -> EndResult:
     """End a live session now: DeleteRoom in LiveKit (404 is fine), then finalize it."""
-    record = await deps.store.room(room_id)
+    record = record if record is not None else await deps.store.room(room_id)
     if not record:
         return "not_found"
-    if record.get("state") not in (*LIVE_STATES, "ending") or (sid and record.get("sid") != sid):
+    sid = sid or record.get("sid", "")
+    previous = await deps.store.transition(
+        room_id, sid, to="ending", from_states=(*LIVE_STATES, "ending"), reason=reason
+    )
+    if previous is None:
         return "not_active"
-    sid = record["sid"]
-    previous = record["state"]
-    if not await _mark(deps, room_id, sid, from_states=(*LIVE_STATES, "ending"), to="ending"):
-        return "not_active"
-    await deps.redis.hset(keys.room(room_id), "end_reason", reason)
     try:
         await deps.livekit.delete_room(room_id)
     except LiveKitError:
         # Put the session back as it was; the caller (timer, route) decides when to try again.
         if previous != "ending":
-            await _mark(deps, room_id, sid, from_states=("ending",), to=previous)
+            await deps.store.transition(room_id, sid, to=previous, from_states=("ending",))
         raise
     await finalize(deps, room_id, sid, reason)
     return "ended"
-
-
-async def _mark(
-    deps: Deps, room_id: str, sid: str, *, from_states: tuple[str, ...], to: str
-) -> bool:
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(keys.room(room_id))
-            state, current = await pipe.hmget(keys.room(room_id), "state", "sid")
-            if current != sid or state not in from_states:
-                return False
-            pipe.multi()
-            pipe.hset(keys.room(room_id), mapping={"state": to, "state_since": time.time()})
-            await pipe.execute()
-            return True
-        except WatchError:
-            return False
 
 
 async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
@@ -169,9 +158,9 @@ async def _fire(deps: Deps, timer: Timer) -> None:
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
     if timer.kind == "empty":
         if int(record.get("joined", 0)) == 0:
-            await end_room(deps, timer.room_id, "empty_timeout", sid=timer.sid)
+            await end_room(deps, timer.room_id, "empty_timeout", sid=timer.sid, record=record)
     elif timer.kind == "duration":
-        await end_room(deps, timer.room_id, "room_duration", sid=timer.sid)
+        await end_room(deps, timer.room_id, "room_duration", sid=timer.sid, record=record)
     elif timer.kind.startswith("warn:"):
         await _warn(deps, timer, record)
 

@@ -1,0 +1,119 @@
+"""Shared pieces for the benchmarks: the real stack as processes, and percentile arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.helpers import LK_KEY, LK_SECRET
+from tests.procs import roomkeeper_env
+from tests.servers import Process, RedisServer, free_port, wait_for_port
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) by nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Emulator:
+    """The LiveKit emulator as its own process (so it never shares a CPU loop with us)."""
+
+    def __init__(self, *, tick: float, webhook_urls: Sequence[str] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [
+            sys.executable, "-m", "emulator", "--port", str(self.port),
+            "--api-key", LK_KEY, "--api-secret", LK_SECRET, "--tick-interval", str(tick),
+        ]  # fmt: skip
+        for url in webhook_urls:
+            args += ["--webhook-url", url]
+        self.proc = Process(args, {}, "emulator")
+
+    def start(self) -> Emulator:
+        """Start and wait for the port."""
+        self.proc.start()
+        wait_for_port(self.port)
+        return self
+
+    async def get(self, path: str) -> Any:
+        """GET from the control API."""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"{self.url}/_emulator/{path}") as resp,
+        ):
+            return await resp.json()
+
+    async def post(self, path: str, payload: Any) -> Any:
+        """POST to the control API."""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{self.url}/_emulator/{path}", json=payload) as resp,
+        ):
+            return await resp.json()
+
+
+@contextlib.asynccontextmanager
+async def roomkeeper(
+    redis: RedisServer,
+    livekit_url: str,
+    *,
+    workers: int = 1,
+    api_port: int | None = None,
+    **env: str,
+) -> AsyncIterator[tuple[str, list[Process]]]:
+    """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers)."""
+    port = api_port or free_port()
+    environment = roomkeeper_env(redis.url, livekit_url, ROOMKEEPER_LOG_LEVEL="warning", **env)
+    api = Process(
+        [sys.executable, "-m", "roomkeeper", "api", "--port", str(port)], environment, "api"
+    ).start()
+    procs = [
+        Process([sys.executable, "-m", "roomkeeper", "worker"], environment, f"worker{i}").start()
+        for i in range(workers)
+    ]
+    try:
+        wait_for_port(port, 30)
+        yield f"http://127.0.0.1:{port}", procs
+    finally:
+        for proc in [api, *procs]:
+            proc.stop()
+
+
+async def wait_until(check: Any, timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll an async check until truthy; raise with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(every)
+    raise TimeoutError(f"{what}: not reached in {timeout:.0f} s")
+
+
+def report(title: str, rows: list[tuple[str, str]]) -> None:
+    """Print a small aligned table (and a JSON line for machines)."""
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{title}")
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+    print(json.dumps({"bench": title, **dict(rows)}))

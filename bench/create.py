@@ -1,0 +1,81 @@
+"""`/auth/room/create` with `Prefer: respond-async` under load, against a bare aiohttp handler.
+
+The same load generator (its own process, closed loop, fresh signed bodies) drives, in one run:
+  1. a bare aiohttp JSON handler that reads the body and answers 202 (the floor of any aiohttp
+     service on this machine), and
+  2. `roomkeeper api` (auth over the raw body, strict JSON, validation and normalisation, the
+     idempotency claim in Redis, the arq enqueue) with no worker running, so the figure is the
+     API's own; the queued jobs are left for a worker that never comes.
+
+    .venv/bin/python -m bench.create [--duration 10 --concurrency 32] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+from bench.common import Emulator, report, roomkeeper
+from tests.helpers import API_KEY, API_SECRET
+from tests.servers import Process, RedisServer, free_port, wait_for_port
+
+
+def load(url: str, concurrency: int, duration: float, prefix: str) -> dict[str, object]:
+    """Run the load generator process against `url`; its JSON result."""
+    env = {**os.environ, "ROOMKEEPER_API_KEY": API_KEY, "ROOMKEEPER_API_SECRET": API_SECRET}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", url, "--concurrency", str(concurrency),
+         "--duration", str(duration), "--prefix", prefix],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="3 s per run")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration = 3.0
+
+    port = free_port()
+    bare = Process([sys.executable, "-m", "bench.bare", str(port)], {}, "bare").start()
+    try:
+        wait_for_port(port)
+        base = load(f"http://127.0.0.1:{port}/auth/room/create", args.concurrency, args.duration, "b")
+    finally:
+        bare.stop()
+
+    redis = RedisServer()
+    redis.start()
+    emu = Emulator(tick=3600).start()
+    try:
+        async with roomkeeper(redis, emu.url, workers=0) as (url, _):
+            ours = load(f"{url}/auth/room/create", args.concurrency, args.duration, "r")
+    finally:
+        emu.proc.stop()
+        redis.cleanup()
+
+    base_rps, our_rps = float(base["rps"]), float(ours["rps"])  # type: ignore[arg-type]
+    report(
+        f"create with Prefer: respond-async, {args.concurrency} connections, "
+        f"{args.duration:g} s each",
+        [
+            ("bare aiohttp handler", f"{base_rps:8.0f} req/s  p50 {base['p50_ms']} ms  "
+             f"p99 {base['p99_ms']} ms  {base['statuses']}"),
+            ("roomkeeper api", f"{our_rps:8.0f} req/s  p50 {ours['p50_ms']} ms  "
+             f"p99 {ours['p99_ms']} ms  {ours['statuses']}"),
+            ("ratio (roomkeeper ÷ bare)", f"{our_rps / base_rps:.2f}"),
+        ],
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

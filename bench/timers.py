@@ -1,0 +1,195 @@
+"""Timer precision at scale, and what tracking a room costs.
+
+Phase A (roomkeeper): N rooms created through the API with `empty_timeout`s spread over a window;
+nobody joins, so each must be ended at creation_time + empty_timeout. Lateness = when the
+emulator received the room's DeleteRoom minus that deadline. The emulator's own idle closing is
+switched off (1 h ticker), so every end is roomkeeper's.
+
+Phase B (baseline, same run): the same rooms created straight in an emulator running LiveKit's
+own rule — a 1 s idle ticker comparing whole seconds — and the lateness of its room_finished.
+For reference, plugNmeet checks durations every 5 s and empty rooms every 5 min.
+
+Also: Redis memory per tracked room (seed example metadata) and worker RSS at N rooms.
+
+    .venv/bin/python -m bench.timers [--rooms 10000 --window 60] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import aiohttp
+from livekit import api
+from redis.asyncio import Redis
+
+from bench.common import Emulator, percentile, report, roomkeeper, rss_mib, wait_until
+from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
+from tests.servers import RedisServer, free_port
+from worker.signing import body_hmac
+
+CONCURRENCY = 64
+
+
+def timeouts(n: int, offset: int, window: int) -> list[int]:
+    """empty_timeout per room: `offset` s plus a share of the window, spread evenly."""
+    return [offset + (i * window) // n for i in range(n)]
+
+
+async def create_through_api(url: str, n: int, empty: list[int]) -> None:
+    """N async creates through the API, CONCURRENCY at a time."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    async with aiohttp.ClientSession() as session:
+
+        async def client() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = json.dumps({**seed_request(f"t{i}"), "empty_timeout": empty[i]}).encode()
+                headers = {
+                    "Content-Type": "application/json",
+                    "API-KEY": API_KEY,
+                    "HASH-SIGNATURE": body_hmac(body, API_SECRET),
+                    "Prefer": "respond-async",
+                }
+                async with session.post(
+                    f"{url}/auth/room/create", data=body, headers=headers
+                ) as resp:
+                    assert resp.status == 202, await resp.text()
+
+        await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+
+
+def lateness_summary(late: list[float]) -> str:
+    """p50 / p99 / max in milliseconds."""
+    return (
+        f"p50 {percentile(late, 50) * 1000:7.1f} ms   p99 {percentile(late, 99) * 1000:7.1f} ms"
+        f"   max {max(late) * 1000:7.1f} ms"
+    )
+
+
+async def phase_roomkeeper(n: int, empty: list[int], workers: int) -> dict[str, float | list[float]]:
+    redis_server = RedisServer()
+    redis_server.start()
+    api_port = free_port()
+    emu = Emulator(tick=3600, webhook_urls=[f"http://127.0.0.1:{api_port}/webhook"]).start()
+    redis = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        before = int((await redis.info("memory"))["used_memory"])
+        async with roomkeeper(
+            redis_server, emu.url, workers=workers, api_port=api_port
+        ) as (url, procs):
+            started = time.time()
+            await create_through_api(url, n, empty)
+            await wait_until(
+                lambda: _count(redis, n), 120, "every room created", every=0.25
+            )
+            created_s = time.time() - started
+            # Memory once every room is tracked (and before the first deadline).
+            after = int((await redis.info("memory"))["used_memory"])
+            rss = [rss_mib(p.proc.pid) for p in procs if p.proc]
+            deadlines = await _deadlines(redis, n)
+            await wait_until(
+                lambda: _deletes(emu, n), max(empty) + 60, "every room ended", every=0.5
+            )
+            calls = (await emu.get("calls?method=DeleteRoom"))["calls"]
+        late = [c["at"] - deadlines[c["room"]] for c in calls if c["room"] in deadlines]
+        return {
+            "late": late,
+            "bytes_per_room": (after - before) / n,
+            "worker_rss": max(rss),
+            "created_s": created_s,
+        }
+    finally:
+        await redis.aclose()
+        emu.proc.stop()
+        redis_server.cleanup()
+
+
+async def _count(redis: Redis, n: int) -> bool:
+    return int(await redis.zcard("rk:rooms:active")) >= n
+
+
+async def _deletes(emu: Emulator, n: int) -> bool:
+    return int((await emu.get("stats"))["calls"].get("DeleteRoom", 0)) >= n
+
+
+async def _deadlines(redis: Redis, n: int) -> dict[str, float]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.hmget(f"rk:room:t{i}", "created", "empty_timeout")
+        rows = await pipe.execute()
+    return {f"t{i}": float(c) + float(e) for i, (c, e) in enumerate(rows) if c and e}
+
+
+async def phase_livekit(n: int, empty: list[int]) -> list[float]:
+    """LiveKit's own 1 s idle ticker on the same rooms."""
+    sink = f"http://127.0.0.1:{free_port()}/nowhere"  # records are kept; nothing listens
+    emu = Emulator(tick=1.0, webhook_urls=[sink]).start()
+    try:
+        deadlines: dict[str, float] = {}
+        metadata = json.dumps(seed_request("x")["metadata"])
+        async with api.LiveKitAPI(emu.url, LK_KEY, LK_SECRET) as lk:
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def create(i: int) -> None:
+                async with gate:
+                    room = await lk.room.create_room(
+                        api.CreateRoomRequest(name=f"t{i}", empty_timeout=empty[i], metadata=metadata)
+                    )
+                deadlines[room.name] = room.creation_time + room.empty_timeout
+
+            await asyncio.gather(*(create(i) for i in range(n)))
+        finished = await wait_until(
+            lambda: _finished(emu, n), max(empty) + 60, "every room closed", every=0.5
+        )
+        return [w["at"] - deadlines[w["room"]] for w in finished]
+    finally:
+        emu.proc.stop()
+
+
+async def _finished(emu: Emulator, n: int) -> list[dict[str, float]] | None:
+    hooks = (await emu.get("webhooks?event=room_finished"))["webhooks"]
+    return hooks if len(hooks) >= n else None
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rooms", type=int, default=10_000)
+    parser.add_argument("--window", type=int, default=60, help="seconds the deadlines span")
+    parser.add_argument("--offset", type=int, default=45, help="seconds before the first deadline")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="500 rooms over 5 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.rooms, args.window, args.offset = 500, 5, 8
+    empty = timeouts(args.rooms, args.offset, args.window)
+
+    ours = await phase_roomkeeper(args.rooms, empty, args.workers)
+    baseline = await phase_livekit(args.rooms, empty)
+    late = ours["late"]
+    assert isinstance(late, list)
+    report(
+        f"timer precision: {args.rooms} rooms, deadlines over {args.window} s, "
+        f"{args.workers} worker process(es)",
+        [
+            ("roomkeeper DeleteRoom lateness", lateness_summary(late)),
+            ("LiveKit 1 s idle ticker (same run)", lateness_summary(baseline)),
+            (
+                "ratio p50 / p99 (LiveKit ÷ roomkeeper)",
+                f"{percentile(baseline, 50) / max(percentile(late, 50), 1e-6):.1f}x / "
+                f"{percentile(baseline, 99) / max(percentile(late, 99), 1e-6):.1f}x",
+            ),
+            ("rooms ended by roomkeeper", f"{len(late)} of {args.rooms}"),
+            ("Redis memory per tracked room", f"{ours['bytes_per_room'] / 1024:.2f} KiB"),
+            (f"worker RSS at {args.rooms} rooms", f"{ours['worker_rss']:.0f} MiB"),
+            ("creates accepted and created in", f"{ours['created_s']:.1f} s"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

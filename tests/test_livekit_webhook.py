@@ -1,0 +1,125 @@
+"""`POST /webhook`: only LiveKit's signed events get in, each applied once."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import time
+
+import aiohttp
+import pytest
+from google.protobuf.json_format import MessageToJson
+from livekit import api
+from redis.asyncio import Redis
+
+from tests.conftest import Stack
+from tests.helpers import LK_KEY, LK_SECRET, eventually, minimal_request
+from tests.servers import Receiver
+
+
+def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -> str:
+    event = api.WebhookEvent(
+        event="participant_joined",
+        id=event_id,
+        created_at=int(time.time()),
+        room=api.Room(sid=room["sid"], name=room["name"]),
+        participant=api.ParticipantInfo(sid="PA_x", identity=identity, state=2),
+    )
+    return MessageToJson(event)
+
+
+def token_for(
+    body: str, *, secret: str = LK_SECRET, ttl: datetime.timedelta | None = None
+) -> str:
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    token = api.AccessToken(LK_KEY, secret).with_sha256(digest)
+    if ttl is not None:
+        token = token.with_ttl(ttl)
+    return token.to_jwt()
+
+
+async def post_webhook(url: str, body: str, headers: dict[str, str]) -> int:
+    headers = {"Content-Type": "application/webhook+json", **headers}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/webhook", data=body.encode(), headers=headers) as resp,
+    ):
+        return resp.status
+
+
+@pytest.fixture
+async def room(stack: Stack, receiver: Receiver) -> dict:
+    created = await stack.api.create(minimal_request("hooked", webhook_url=receiver.at("/hook")))
+    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
+    return dict(created["room_info"])
+
+
+BAD_REQUESTS = {
+    "unsigned": lambda body: {},
+    "forged": lambda body: {"Authorization": token_for(body, secret="another-secret-" + "x" * 32)},
+    "expired": lambda body: {
+        "Authorization": token_for(body, ttl=datetime.timedelta(seconds=-600))
+    },
+    "body tampered": lambda body: {"Authorization": token_for(body.replace("alice", "mallory"))},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+async def test_a_webhook_that_does_not_verify_gets_401_and_changes_nothing(
+    stack: Stack, room: dict, redis: Redis, receiver: Receiver, case: str
+) -> None:
+    body = joined_event(room, "alice")
+
+    status = await post_webhook(stack.url, body, BAD_REQUESTS[case](body))
+
+    assert status == 401
+    assert await redis.hget("rk:room:hooked", "participants") == "0"
+    assert await redis.llen("rk:in:q:hooked") == 0
+    assert "participant_joined" not in [e["event"] for e in receiver.events()]
+
+
+async def test_the_same_event_delivered_twice_is_processed_once(
+    stack: Stack, room: dict, redis: Redis, receiver: Receiver
+) -> None:
+    body = joined_event(room, "alice")
+
+    first = await post_webhook(stack.url, body, {"Authorization": token_for(body)})
+    second = await post_webhook(stack.url, body, {"Authorization": token_for(body)})
+
+    assert (first, second) == (200, 200)
+    await receiver.wait_for(
+        lambda r: any(x.json["event"] == "participant_joined" for x in r)
+    )
+    await eventually(lambda: _drained(redis), what="inbound and delivery queues drained")
+    assert [e["event"] for e in receiver.events()].count("participant_joined") == 1
+    assert await redis.hget("rk:room:hooked", "participants") == "1"
+
+
+async def _drained(redis: Redis) -> bool:
+    return await redis.zcard("rk:in:due") == 0 and await redis.zcard("rk:dq:due") == 0
+
+
+async def test_events_for_rooms_we_did_not_create_are_dropped(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    stranger = {"sid": "RM_stranger0001", "name": "not-ours"}
+    body = joined_event(stranger, "eve", "EV_stranger0001")
+
+    status = await post_webhook(stack.url, body, {"Authorization": token_for(body)})
+
+    assert status == 200
+    await eventually(lambda: _drained(redis), what="inbound queue drained")
+    assert await redis.exists("rk:room:not-ours") == 0
+    assert receiver.received == []
+
+
+async def test_bearer_prefixed_tokens_are_accepted_too(
+    stack: Stack, room: dict, receiver: Receiver
+) -> None:
+    body = joined_event(room, "frank", "EV_bearer000001")
+
+    status = await post_webhook(stack.url, body, {"Authorization": f"Bearer {token_for(body)}"})
+
+    assert status == 200
+    await receiver.wait_for(lambda r: any(x.json["event"] == "participant_joined" for x in r))

@@ -1,0 +1,43 @@
+"""Timers are durable: a worker killed with SIGKILL leaves them for the next worker, on time."""
+
+from __future__ import annotations
+
+import signal
+
+from redis.asyncio import Redis
+
+from emulator.server import Emulator
+from tests.conftest import make_settings, run_api
+from tests.helpers import LK_KEY, LK_SECRET, Api, eventually, livekit_calls, minimal_request
+from tests.procs import roomkeeper_env, worker_process
+from tests.servers import RedisServer
+
+
+async def test_a_timer_pending_when_its_worker_is_killed_fires_on_time_in_the_next_worker(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    async with Emulator(LK_KEY, LK_SECRET, tick_interval=3600) as emu:
+        env = roomkeeper_env(redis_server.url, emu.url)
+        settings = make_settings(redis_server.url, emu.url)
+        async with run_api(settings) as url:
+            api = Api(url)
+            async with worker_process(env, "doomed") as doomed:
+                created = await api.create({**minimal_request("durable"), "empty_timeout": 6})
+                doomed.signal(signal.SIGKILL)
+                doomed.wait(10)
+            deadline = created["room_info"]["creation_time"] + 6
+            assert await redis.zcard("rk:timers:due") >= 1  # the timer outlived its worker
+
+            async with worker_process(env, "heir"):
+                calls = await eventually(
+                    lambda: livekit_calls(emu.url, "DeleteRoom"), timeout=15, what="DeleteRoom"
+                )
+                assert deadline <= calls[0]["at"] <= deadline + 1.0
+                await eventually(
+                    lambda: _ended(redis, "durable"), what="room ended by the new worker"
+                )
+            await api.close()
+
+
+async def _ended(redis: Redis, room_id: str) -> bool:
+    return await redis.hget(f"rk:room:{room_id}", "state") == "ended"
