@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers.state import DEPS
+from handlers.state import DEPS, DRAINING
 from worker import keys
 from worker.livekit import LiveKitError
 from worker.logs import get_logger
@@ -22,6 +22,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Redis and LiveKit answer; 503 names whichever does not."""
     deps = request.app[DEPS]
+    if request.app[DRAINING].is_set():
+        return web.json_response({"status": "shutting down"}, status=503)
     problems = {}
     try:
         await deps.redis.ping()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from worker.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
+DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
 BODY = web.RequestKey[Any]("body")  # the decoded, authenticated JSON body of an /auth/* route
 LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line
 

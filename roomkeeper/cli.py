@@ -20,25 +20,15 @@ def _settings() -> Settings:
 
 
 def run_api(args: argparse.Namespace) -> int:
-    """Serve the HTTP API until SIGINT/SIGTERM (in-flight requests finish first)."""
-    from aiohttp import web
-
-    from handlers.app import create_app
+    """Serve the HTTP API until SIGINT/SIGTERM (see `handlers.serve` for the shutdown order)."""
+    from handlers.serve import serve
     from worker.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        print=lambda _: print(f"roomkeeper API listening on http://{host}:{port}", flush=True),
-        access_log=None,
-        shutdown_timeout=settings.shutdown_grace,
-        handle_signals=True,
-    )
+    asyncio.run(serve(settings, host, port))
     return 0
 
 
@@ -93,13 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--receiver-port", type=int, default=8099, help="demo webhook receiver port")
     dev.set_defaults(func=run_dev)
 
-    bulk = sub.add_parser("create-rooms", help="create rooms from a CSV or JSON Lines file")
+    bulk = sub.add_parser(
+        "create-rooms",
+        help="create rooms from a CSV or JSON Lines file",
+        description="Create the rooms of a CSV (header row of field names, nested ones dotted: "
+        "metadata.room_title) or JSON Lines file through the API, in createBulk batches. "
+        "Exit status 0 when every valid room exists, 1 otherwise, 2 for a file or setup error.",
+    )
     bulk.add_argument("file", help="CSV with a header row, or .jsonl with one request per line")
     bulk.add_argument("--url", default=None, help="API base URL (default http://HOST:PORT)")
-    bulk.add_argument("--batch-size", type=int, default=500)
+    bulk.add_argument("--batch-size", type=int, default=500, help="rooms per createBulk call")
     bulk.add_argument("--dry-run", action="store_true", help="validate only, create nothing")
     bulk.add_argument("--report", default=None, help="write each room's outcome to this CSV")
     bulk.add_argument("--no-wait", action="store_true", help="don't wait for rooms to be created")
+    bulk.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the rooms (default 600)"
+    )
+    bulk.add_argument("--strict", action="store_true", help="exit 1 when any line is invalid")
     bulk.set_defaults(func=run_create_rooms)
     return parser
 

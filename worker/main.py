@@ -184,13 +184,17 @@ async def _run(settings: Settings) -> None:
     # Stop taking new work everywhere; what is running gets the grace period, the rest stays
     # queued (arq) or scheduled (consumers) for other workers.
     worker.allow_pick_jobs = False
+    main.cancel()  # the poll loop: no job starts after this
+    with contextlib.suppress(asyncio.CancelledError):
+        await main
     stop: asyncio.Event | None = worker.ctx.get("stop")
     if stop is not None:
         stop.set()
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
-        await asyncio.wait(running, timeout=settings.shutdown_grace)
-    main.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await main
+        _, late = await asyncio.wait(running, timeout=settings.shutdown_grace)
+        for task in late:  # arq puts a cancelled job back on the queue at once
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    worker.tasks.clear()
     await worker.close()
