@@ -6,6 +6,7 @@ becomes `INTERNAL_SERVER_ERROR` (logged with the request id), never a traceback 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,11 +15,20 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from handlers import bulk, deliveries, livekit_events, ops, rooms
+from handlers import (
+    bulk,
+    deliveries,
+    livekit_events,
+    openapi,
+    ops,
+    room_actions,
+    room_queries,
+    rooms,
+)
 from handlers.auth import authenticate
 from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import STATUS_CODE, ApiError, failure
-from handlers.state import BODY, DEPS, INBOX, LOG_FIELDS, SETTINGS
+from handlers.state import BODY, DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
 from worker.deps import open_deps
 from worker.inbound import Inbox
 from worker.logs import get_logger
@@ -125,6 +135,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app[DRAINING] = asyncio.Event()
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         deps = await open_deps(settings)
@@ -134,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
         await deps.aclose()
 
     app.cleanup_ctx.append(clients)
-    for module in (rooms, bulk, deliveries, livekit_events, ops):
+    routes = (rooms, room_queries, room_actions, bulk, deliveries, livekit_events, ops, openapi)
+    for module in routes:
         module.setup(app)
     return app

@@ -33,9 +33,21 @@ def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
 
 
 def redis_client(settings: Settings, **kwargs: Any) -> Redis:
-    """A text-mode client for roomkeeper's keys (a Sentinel master when sentinels are set)."""
+    """A text-mode client for roomkeeper's keys (a Sentinel master when sentinels are set).
+
+    With Sentinel, the password, user and database still come from `ROOMKEEPER_REDIS_URL`, as
+    they do for arq's pool, so both clients reach the same data.
+    """
     if settings.redis_sentinels:
-        sentinel = Sentinel(_sentinel_hosts(settings), decode_responses=True, **kwargs)
+        url = RedisSettings.from_dsn(settings.redis_url)
+        sentinel = Sentinel(
+            _sentinel_hosts(settings),
+            decode_responses=True,
+            password=url.password,
+            username=url.username,
+            db=url.database,
+            **kwargs,
+        )
         return sentinel.master_for(settings.redis_sentinel_master)
     return Redis.from_url(settings.redis_url, decode_responses=True, **kwargs)
 
