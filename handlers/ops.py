@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -12,6 +14,8 @@ from worker.logs import get_logger
 from worker.metrics import ACTIVE_ROOMS, DELIVERIES_BY_STATE, QUEUE_DEPTH
 
 log = get_logger("roomkeeper.ops")
+
+READY_TIMEOUT = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -26,7 +30,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "shutting down"}, status=503)
     problems = {}
     try:
-        await deps.redis.ping()
+        async with asyncio.timeout(READY_TIMEOUT):  # the client would retry for longer
+            await deps.redis.ping()
     except Exception as exc:
         problems["redis"] = f"unreachable ({type(exc).__name__})"
     try:

@@ -159,14 +159,16 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def run_receiver() -> AsyncIterator[Receiver]:
-    """Serve a Receiver on a free port for the duration."""
-    receiver = Receiver()
+async def run_receiver(
+    receiver: Receiver | None = None, port: int | None = None
+) -> AsyncIterator[Receiver]:
+    """Serve a Receiver (new, or one brought back) on a port (free, or the one given)."""
+    receiver = receiver or Receiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    port = free_port()
+    port = port or free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     receiver.url = f"http://127.0.0.1:{port}"

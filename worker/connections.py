@@ -8,7 +8,11 @@ import msgpack
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.keys import QUEUE_NAME
 from worker.settings import Settings
@@ -22,6 +26,18 @@ def serialize_job(data: dict[str, Any]) -> bytes:
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     """The inverse of `serialize_job`."""
     return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+
+def _retry() -> dict[str, Any]:
+    """Ride out a Redis restart or failover: retry commands on connection loss, with backoff.
+
+    About 30 s in all before an error surfaces. A command retried after its reply was lost may
+    run twice; every write roomkeeper makes is idempotent or guarded for exactly that reason.
+    """
+    return {
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
 
 
 def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
@@ -46,21 +62,23 @@ def redis_client(settings: Settings, **kwargs: Any) -> Redis:
             password=url.password,
             username=url.username,
             db=url.database,
-            **kwargs,
+            **{**_retry(), **kwargs},
         )
         return sentinel.master_for(settings.redis_sentinel_master)
-    return Redis.from_url(settings.redis_url, decode_responses=True, **kwargs)
+    return Redis.from_url(settings.redis_url, decode_responses=True, **{**_retry(), **kwargs})
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
     """arq's connection settings for the same Redis."""
+    base = RedisSettings.from_dsn(settings.redis_url)
+    base.retry = _retry()["retry"]
+    base.retry_on_error = _retry()["retry_on_error"]
+    base.conn_retries = 30  # a worker starting while Redis restarts waits instead of dying
     if settings.redis_sentinels:
-        base = RedisSettings.from_dsn(settings.redis_url)
         base.host = _sentinel_hosts(settings)
         base.sentinel = True
         base.sentinel_master = settings.redis_sentinel_master
-        return base
-    return RedisSettings.from_dsn(settings.redis_url)
+    return base
 
 
 async def arq_pool(settings: Settings) -> ArqRedis:
