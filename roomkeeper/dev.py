@@ -152,6 +152,7 @@ def main(args: argparse.Namespace) -> int:
             _wait_port(port, proc, name)
 
     py = sys.executable
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too, not only Ctrl-C
     try:
         spawn(
             "redis-server",
@@ -182,6 +183,10 @@ def main(args: argparse.Namespace) -> int:
                 proc.kill()
         print("roomkeeper dev: stopped", flush=True)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _serve(
