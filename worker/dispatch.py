@@ -1,30 +1,48 @@
 """The webhook delivery engine: durable, ordered per (room, URL), retried, dead-lettered.
 
-Emitting an event writes its body once and one delivery per target URL, and appends each delivery
-to the FIFO of its (room, URL) queue on the `dq` schedule, all inside the caller's transaction, so
-an event exists exactly when the state change that caused it does. The consumer side works one
-queue at a time per lease: the head delivery is attempted; delivered or dead pops it and the next
-follows; a retry puts the whole queue back on the schedule for later, so nothing behind it
-overtakes it. Rooms are independent queues, so one dead endpoint delays nobody else.
+Emitting an event writes its body once and one delivery record per target URL, and appends each
+delivery to the FIFO of its (room, URL) queue on the `dq` schedule, all inside the caller's
+transaction, so an event exists exactly when the state change that caused it does. The consumer
+side works one queue at a time per lease: the head delivery is attempted; delivered or dead pops
+it and the next follows; a retry puts the whole queue back on the schedule for later, so nothing
+behind it overtakes it. Rooms are independent queues, so one dead endpoint delays nobody else.
+
+All attempt state (count, log, next time, an attempt in flight) lives in our own keys, never in
+arq's job keys, so a schedule of any length survives restarts; an attempt a crash cut short is
+logged as interrupted and sent again (same `webhook-id`) once its lease runs out. Records are
+kept for the retention period, then pruned by whichever worker takes the prune turn (every 10 min).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from worker import __version__, keys
-from worker.delivery import Delivered, Failed, Gone, RetryLater, decide, send
+from worker.delivery import (
+    AttemptResult,
+    Delivered,
+    Failed,
+    Gone,
+    Outcome,
+    RetryLater,
+    decide,
+    jittered,
+    send,
+)
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
 from worker.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.signing import webhook_headers
@@ -34,16 +52,68 @@ log = get_logger("roomkeeper.dispatch")
 SCHEDULE_NAME = "dq"
 USER_AGENT = f"roomkeeper/{__version__}"
 STATES = ("pending", "delivered", "dead")
+ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
+# A lease outlives the longest attempt by this much, so only a dead consumer loses one.
+LEASE_MARGIN_S = 5.0
+PRUNE_EVERY_S = 600.0
+PRUNE_MAX = 50_000  # records looked at per turn, so one turn stays short
+PRUNE_LOCK = f"{keys.PREFIX}dlvs:prune"
+
+GONE_REASON = (
+    "receiver answered 410 Gone; later events of this room to this URL are dead until a redelivery"
+)
+GONE_EARLIER = (
+    "not sent: this room's URL answered 410 Gone to an earlier event; redeliver to reopen"
+)
+BODY_EXPIRED = "not sent: the event body expired before delivery"
+INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it may have the event)"
+
+
+def deliveries_in_state(state: str) -> str:
+    """Zset (score 0) of the pending or the dead delivery ids (delivered ones have no index)."""
+    return f"{keys.PREFIX}dlvs:state:{state}"
 
 
 def queue_id(room_id: str, url: str) -> str:
-    """The (room, URL) queue a delivery belongs to."""
+    """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
     return f"{room_id}|{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
 def new_delivery_id() -> str:
     """Time-ordered ids (fixed-width hex microseconds), so a lexical index is a time index."""
-    return f"dlv_{time.time_ns() // 1000:014x}{secrets.token_hex(3)}"
+    return f"{id_floor(time.time())}{secrets.token_hex(3)}"
+
+
+def id_floor(unix_s: float) -> str:
+    """The lexical lower bound of the ids created at or after `unix_s`."""
+    return f"dlv_{max(0, int(unix_s * 1_000_000)):014x}"
+
+
+def public_url(url: str) -> str:
+    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def retention_s(settings: Settings) -> int:
+    """How long finished delivery records are kept."""
+    return int(settings.webhook_retention_days * 86400)
+
+
+def record_ttl_s(settings: Settings) -> int:
+    """A safety-net TTL on records and bodies: retention plus the longest life of a pending one.
+
+    The pruner removes records first (keeping the counts right); the TTL only matters when no
+    worker has run for that long.
+    """
+    longest = sum(settings.webhook_retry_schedule) * 2 * (1 + settings.webhook_jitter)
+    return retention_s(settings) + int(longest) + 86400
 
 
 @dataclass(frozen=True)
@@ -52,11 +122,6 @@ class Outbox:
 
     settings: Settings
     schedule: Schedule
-
-    @property
-    def retention_s(self) -> int:
-        """How long delivery records and bodies are kept."""
-        return int(self.settings.webhook_retention_days * 86400)
 
     def targets(self, room_webhook_url: str | None) -> list[str]:
         """The room's own URL and the global one, each once."""
@@ -77,9 +142,10 @@ class Outbox:
         urls = self.targets(room_webhook_url)
         if not urls:
             return []
-        ttl = self.retention_s
+        ttl = record_ttl_s(self.settings)
+        schedule = self.settings.webhook_retry_schedule
         pipe.set(keys.event_body(event_id), body, ex=ttl)
-        first_at = now_ms() + int(self.settings.webhook_retry_schedule[0] * 1000)
+        first_at = now_ms() + int(jittered(schedule[0], self.settings.webhook_jitter) * 1000)
         ids = []
         for url in urls:
             did = new_delivery_id()
@@ -94,16 +160,95 @@ class Outbox:
                     "queue": qid,
                     "state": "pending",
                     "attempts": 0,
-                    "created": time.time(),
+                    "created": round(time.time(), 6),
                 },
             )
             pipe.expire(keys.delivery(did), ttl)
             pipe.zadd(keys.DELIVERIES, {did: 0})
             pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
+            pipe.zadd(deliveries_in_state("pending"), {did: 0})
             pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
             self.schedule.push(pipe, qid, did, first_at)
             ids.append(did)
         return ids
+
+
+# The head of a queue with its record; when it is pending and its queue open, its body too, and
+# the record is marked in flight (so a crash during the attempt is noticed and logged).
+# KEYS: queue list, gone flag   ARGV: record key prefix, body key prefix, now
+_PEEK = """
+local did = redis.call('LINDEX', KEYS[1], 0)
+if not did then return false end
+local rkey = ARGV[1] .. did
+local rec = redis.call('HGETALL', rkey)
+local state, event_id
+for i = 1, #rec, 2 do
+  if rec[i] == 'state' then state = rec[i + 1] end
+  if rec[i] == 'event_id' then event_id = rec[i + 1] end
+end
+if state ~= 'pending' then return {did, rec} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {did, rec, 1} end
+local body = redis.call('GET', ARGV[2] .. event_id)
+if not body then return {did, rec, 0} end
+redis.call('HSET', rkey, 'inflight', ARGV[3])
+return {did, rec, 0, body}
+"""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The delivery at the head of a queue, as `_PEEK` read it."""
+
+    delivery_id: str
+    record: dict[str, str]
+    gone: bool
+    body: str | None
+
+
+# Logs an attempt (if any) and moves a pending delivery on, atomically.
+# KEYS: record, attempt log, counts, pending index, dead index, gone flag
+# ARGV: id, entry ('' = none), attempts ('' = keep), state, reason, next_at, now, ttl, gone ttl
+_SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+end
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'attempts', ARGV[3]) end
+redis.call('HDEL', KEYS[1], 'inflight')
+if ARGV[4] == 'pending' then
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'next_at', ARGV[6]) end
+else
+  redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished', ARGV[7])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[5]) end
+  redis.call('HDEL', KEYS[1], 'next_at')
+  redis.call('HINCRBY', KEYS[3], 'pending', -1)
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  if ARGV[4] == 'dead' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
+end
+if ARGV[9] ~= '' then redis.call('SET', KEYS[6], '1', 'EX', ARGV[9]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+return 1
+"""
+
+# Removes one finished delivery and its index entries, keeping the counts right.
+# KEYS: record, attempt log, all index, room index, pending index, dead index, counts  ARGV: id
+_PRUNE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'pending' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+if state then
+  redis.call('HINCRBY', KEYS[7], state, -1)
+  return 1
+end
+return 2
+"""
 
 
 class Dispatcher:
@@ -114,152 +259,349 @@ class Dispatcher:
         self.settings = settings
         self.session = session
         self.schedule = Schedule(redis, SCHEDULE_NAME)
-        # A lease outlives the longest attempt, so only a dead consumer loses one.
-        self.lease_ms = int((settings.webhook_timeout + 10) * 1000)
+        self.lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
+        self._peek_script = redis.register_script(_PEEK)
+        self._settle_script = redis.register_script(_SETTLE)
+        self._prune_script = redis.register_script(_PRUNE)
+        self._next_prune = 0.0
 
     async def work(self, claim: Claim) -> None:
-        """Deliver from one queue until it is empty, must wait for a retry, or is stopped by 410."""
+        """Deliver from one queue until it is empty or must wait for a retry."""
+        try:
+            await self._work_queue(claim)
+        finally:
+            # After the queue is given back, so pruning never holds a room's events up.
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                await self._prune_turn()
+
+    async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
         while True:
-            did = await self.schedule.head(qid)
-            if did is None:
+            head = await self._peek(qid)
+            if head is None:
                 await self.schedule.release(claim)
                 return
-            record = await self.redis.hgetall(keys.delivery(did))
-            if record.get("state") != "pending":
-                # Already finished by a consumer that died before popping it, or expired.
-                if await self.schedule.pop(claim, did, self.lease_ms) < 0:
-                    return
-                continue
-            if await self.redis.exists(keys.gone(qid)):
-                await self._finish(did, "dead", "receiver answered 410 Gone earlier; queue stopped")
-                if await self.schedule.pop(claim, did, self.lease_ms) < 0:
-                    return
-                continue
-            retry_at = await self._attempt(did, record)
-            if retry_at == "gone":
-                await self._stop_queue(claim, did)
+            outcome = await self._deliver(qid, head)
+            if isinstance(outcome, RetryLater):
+                # The whole queue waits, so nothing behind this delivery overtakes it.
+                await self.schedule.release(claim, now_ms() + int(outcome.after * 1000))
                 return
-            if retry_at is not None:
-                await self.schedule.release(claim, int(retry_at))
-                return
-            if await self.schedule.pop(claim, did, self.lease_ms) < 0:
-                return
+            # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
+            if await self.schedule.pop(claim, head.delivery_id, self.lease_ms) < 0:
+                return  # the lease was lost; whoever holds it now goes on
 
-    async def _attempt(self, did: str, record: dict[str, str]) -> float | str | None:
-        """One attempt; returns when to retry (ms), "gone", or None when the delivery is done."""
-        body = await self.redis.get(keys.event_body(record["event_id"]))
-        if body is None:
-            await self._finish(did, "dead", "event body expired before delivery")
+    async def _peek(self, qid: str) -> Head | None:
+        """The head delivery of a queue, read (and marked in flight) in one round trip."""
+        raw = await self._peek_script(
+            keys=[self.schedule.list_key(qid), keys.gone(qid)],
+            args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
+        )
+        if not raw:
             return None
-        raw = body.encode() if isinstance(body, str) else body
-        now = int(time.time())
+        flat = raw[1]
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        gone = len(raw) > 2 and int(raw[2]) == 1
+        return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+
+    async def _deliver(self, qid: str, head: Head) -> Outcome | None:
+        """Attempt the head delivery of a queue; None when it was already finished."""
+        did, record = head.delivery_id, head.record
+        if record.get("state") != "pending":
+            return None  # finished by a consumer that died before popping it, or pruned
+        if head.gone:
+            return await self._give_up(did, record, GONE_EARLIER)
+        if head.body is None:
+            return await self._give_up(did, record, BODY_EXPIRED)
+        schedule = self.settings.webhook_retry_schedule
+        jitter = self.settings.webhook_jitter
+        attempt = int(record.get("attempts", 0))
+        if "inflight" in record:
+            # The previous attempt never finished: it counts, and (attempts remaining) the next
+            # one goes now, since the expired lease has already made it wait.
+            attempt += 1
+            began = float(record["inflight"])
+            lost = AttemptResult(None, INTERRUPTED, (time.time() - began) * 1000, "")
+            verdict = decide(lost, attempt, schedule, jitter)
+            ATTEMPTS.labels("interrupted").inc()
+            await self._settle(did, record, lost, attempt, verdict, began)
+            if isinstance(verdict, Failed):
+                return verdict
+            # Settling cleared the in-flight mark the peek set for the attempt about to go out.
+            await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
+        attempt += 1
+        raw = head.body.encode()
+        stamp = int(time.time())
         headers = webhook_headers(
             body=raw,
             msg_id=record["event_id"],
-            now=now,
+            now=stamp,
             api_key=self.settings.api_key,
             api_secret=self.settings.api_secret.get_secret_value(),
             keys=self.settings.webhook_secrets,
             user_agent=USER_AGENT,
         )
-        started = time.time()
+        began = time.time()
         result = await send(
-            self.session,
-            record["url"],
-            raw,
-            headers,
-            timeout=self.settings.webhook_timeout,
-            allowed=self.settings.webhook_allowed_cidrs,
+            self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
-        attempt = int(record.get("attempts", 0)) + 1
-        outcome = decide(
-            result, attempt, self.settings.webhook_retry_schedule, self.settings.webhook_jitter
-        )
+        outcome = decide(result, attempt, schedule, jitter)
+        ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        ATTEMPTS.labels(str(result.status) if result.status else "error").inc()
-        entry = result.as_record(started)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(keys.delivery_attempts(did), json.dumps(entry))
-            pipe.expire(
-                keys.delivery_attempts(did), int(self.settings.webhook_retention_days * 86400)
-            )
-            pipe.hset(keys.delivery(did), "attempts", attempt)
-            await pipe.execute()
-        log.info(
-            "webhook attempt",
-            delivery_id=did,
-            event_id=record["event_id"],
-            webhook_event=record.get("event"),
-            room_id=record.get("room_id"),
-            url=record["url"],
-            attempt=attempt,
-            status=result.status,
-            error=result.error,
-            duration_ms=round(result.duration_ms, 1),
-            outcome=type(outcome).__name__,
-        )
+        await self._settle(did, record, result, attempt, outcome, began)
+        return outcome
+
+    async def _give_up(self, did: str, record: dict[str, str], reason: str) -> Failed:
+        """Dead-letter a delivery without an attempt."""
+        outcome = Failed(reason)
+        await self._settle(did, record, None, None, outcome, time.time())
+        return outcome
+
+    async def _settle(
+        self,
+        did: str,
+        record: dict[str, str],
+        result: AttemptResult | None,
+        attempt: int | None,
+        outcome: Outcome,
+        began: float,
+    ) -> None:
+        """Log the attempt and apply its outcome in one step; count and log the transition."""
+        state, reason, next_at = "pending", "", ""
         if isinstance(outcome, Delivered):
-            await self._finish(did, "delivered")
-            return None
-        if isinstance(outcome, Failed):
-            await self._finish(did, "dead", outcome.reason)
-            return None
-        if isinstance(outcome, Gone):
-            return "gone"
-        assert isinstance(outcome, RetryLater)
-        retry_at = now_ms() + outcome.after * 1000
-        await self.redis.hset(keys.delivery(did), "next_at", round(retry_at / 1000, 3))
-        return retry_at
-
-    async def _finish(self, did: str, state: str, reason: str | None = None) -> None:
-        """Move a pending delivery to delivered/dead (counted once, before it is popped)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(keys.delivery(did))
-            if await pipe.hget(keys.delivery(did), "state") != "pending":
-                await pipe.reset()
-                return
-            pipe.multi()
-            mapping: dict[str, Any] = {"state": state, "finished": time.time()}
-            if reason:
-                mapping["reason"] = reason
-            pipe.hset(keys.delivery(did), mapping=mapping)
-            pipe.hdel(keys.delivery(did), "next_at")
-            pipe.hincrby(keys.DELIVERY_COUNTS, "pending", -1)
-            pipe.hincrby(keys.DELIVERY_COUNTS, state, 1)
-            await pipe.execute()
+            state = "delivered"
+        elif isinstance(outcome, Failed):
+            state, reason = "dead", outcome.reason
+        elif isinstance(outcome, Gone):
+            state, reason = "dead", GONE_REASON
+        elif result is not None and result.error != INTERRUPTED:
+            next_at = f"{time.time() + outcome.after:.3f}"
+        ttl = record_ttl_s(self.settings)
+        moved = await self._settle_script(
+            keys=[
+                keys.delivery(did),
+                keys.delivery_attempts(did),
+                keys.DELIVERY_COUNTS,
+                deliveries_in_state("pending"),
+                deliveries_in_state("dead"),
+                keys.gone(record["queue"]),
+            ],
+            args=[
+                did,
+                json.dumps(result.as_record(began)) if result is not None else "",
+                "" if attempt is None else attempt,
+                state,
+                reason,
+                next_at,
+                f"{time.time():.6f}",
+                ttl,
+                ttl if isinstance(outcome, Gone) else "",
+            ],
+        )
+        fields = {
+            "delivery_id": did,
+            "event_id": record.get("event_id"),
+            "webhook_event": record.get("event"),
+            "room_id": record.get("room_id"),
+            "url": public_url(record.get("url", "")),
+        }
+        if result is not None:
+            log.info(
+                "webhook attempt",
+                **fields,
+                attempt=attempt,
+                status=result.status,
+                error=result.error,
+                duration_ms=round(result.duration_ms, 1),
+                outcome=type(outcome).__name__,
+            )
+        if int(moved) != 1 or state == "pending":
+            return
         DELIVERIES.labels(state).inc()
+        if state == "delivered":
+            DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
+        else:
+            log.warning("webhook dead", **fields, reason=reason)
 
-    async def _stop_queue(self, claim: Claim, did: str) -> None:
-        """410: this delivery and everything queued behind it for the (room, URL) is dead."""
-        qid = claim.member
-        ttl = int(self.settings.webhook_retention_days * 86400)
-        await self.redis.set(keys.gone(qid), 1, ex=ttl)
-        await self._finish(did, "dead", "receiver answered 410 Gone")
-        while (head := await self.schedule.head(qid)) is not None:
-            await self._finish(head, "dead", "receiver answered 410 Gone; queue stopped")
-            if await self.schedule.pop(claim, head, self.lease_ms) < 0:
-                return
-        await self.schedule.release(claim)
+    async def _prune_turn(self) -> None:
+        """Prune, if no other worker has this turn (one per PRUNE_EVERY_S across the cluster)."""
+        try:
+            if await self.redis.set(PRUNE_LOCK, "1", nx=True, ex=int(PRUNE_EVERY_S * 0.9)):
+                before = time.time() - retention_s(self.settings)
+                removed = await self.prune(before, limit=PRUNE_MAX)
+                if removed:
+                    log.info("webhook deliveries pruned", removed=removed)
+        except Exception:
+            log.exception("pruning webhook deliveries failed")
+
+    async def prune(self, before: float, batch: int = 500, limit: int | None = None) -> int:
+        """Remove finished deliveries created before `before` (unix s), at most about `limit`
+        in one call; returns how many."""
+        upper = f"({id_floor(before)}"
+        lower = "-"
+        removed = seen = 0
+        while limit is None or seen < limit:
+            ids = await self.redis.zrangebylex(keys.DELIVERIES, lower, upper, 0, batch)
+            if not ids:
+                break
+            seen += len(ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for did in ids:
+                    pipe.hget(keys.delivery(did), "room_id")
+                rooms = await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for did, room in zip(ids, rooms, strict=True):
+                    await self._prune_script(
+                        keys=[
+                            keys.delivery(did),
+                            keys.delivery_attempts(did),
+                            keys.DELIVERIES,
+                            keys.deliveries_by_room(room or ""),
+                            deliveries_in_state("pending"),
+                            deliveries_in_state("dead"),
+                            keys.DELIVERY_COUNTS,
+                        ],
+                        args=[did],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+            removed += sum(1 for r in results if int(r) > 0)
+            lower = f"({ids[-1]}"
+        return removed
 
 
-async def redeliver(redis: Redis, outbox: Outbox, delivery_ids: Iterable[str]) -> int:
-    """Queue finished deliveries again (same event, same `webhook-id`); returns how many."""
-    count = 0
-    for did in delivery_ids:
-        async with redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(keys.delivery(did))
-            record = await pipe.hgetall(keys.delivery(did))
-            if not record or record.get("state") == "pending":
-                await pipe.reset()
+# --- the read side and redelivery (used by /auth/webhook/deliveries and /redeliver) ------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the delivery log, newest first."""
+
+    deliveries: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _view(did: str, record: dict[str, str], attempts: list[str]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "delivery_id": did,
+        "event_id": record.get("event_id", ""),
+        "event": record.get("event", ""),
+        "room_id": record.get("room_id", ""),
+        "url": record.get("url", ""),
+        "state": record.get("state", ""),
+        "created_at": float(record.get("created", 0)),
+    }
+    if record.get("reason"):
+        view["reason"] = record["reason"]
+    if record.get("finished"):
+        view["finished_at"] = float(record["finished"])
+    if view["state"] == "pending" and record.get("next_at"):
+        view["next_attempt_at"] = float(record["next_at"])
+    view["attempts"] = [json.loads(a) for a in attempts]
+    return view
+
+
+async def list_deliveries(
+    redis: Redis,
+    *,
+    room_id: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    scan_budget: int = 5000,
+) -> Page:
+    """Deliveries newest first, filtered by room and/or state, `limit` per page.
+
+    A state filter over an index that does not imply it reads at most `scan_budget` ids per
+    page; a page may then hold fewer than `limit` while `next_cursor` still says to go on.
+    """
+    if room_id is not None:
+        index, want = keys.deliveries_by_room(room_id), state
+    elif state in ("pending", "dead"):
+        index, want = deliveries_in_state(state), None
+    else:
+        index, want = keys.DELIVERIES, state
+    batch = limit + 1 if want is None else max(limit + 1, 200)
+    high = "+" if cursor is None else f"({cursor}"
+    found: list[tuple[str, dict[str, str]]] = []
+    scanned, last, exhausted = 0, None, False
+    while len(found) <= limit and scanned < scan_budget:
+        ids = await redis.zrevrangebylex(index, high, "-", 0, batch)
+        if not ids:
+            exhausted = True
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for did in ids:
+                pipe.hgetall(keys.delivery(did))
+            records = await pipe.execute()
+        for did, record in zip(ids, records, strict=True):
+            scanned, last = scanned + 1, did
+            if record and (want is None or record.get("state") == want):
+                found.append((did, record))
+                if len(found) > limit:
+                    break
+        high = f"({ids[-1]}"
+    page = found[:limit]
+    async with redis.pipeline(transaction=False) as pipe:
+        for did, _ in page:
+            pipe.lrange(keys.delivery_attempts(did), 0, -1)
+        logs = await pipe.execute()
+    views = [_view(did, rec, att) for (did, rec), att in zip(page, logs, strict=True)]
+    if len(found) > limit:
+        next_cursor: str | None = page[-1][0]
+    elif exhausted:
+        next_cursor = None
+    else:
+        next_cursor = last  # the scan budget ran out first
+    return Page(views, next_cursor)
+
+
+async def redeliver(redis: Redis, outbox: Outbox, delivery_ids: Iterable[str]) -> list[str]:
+    """Queue finished deliveries again (same event, same `webhook-id`); returns those queued.
+
+    Pending ones are already on their way and unknown ones are skipped. A redelivery reopens a
+    (room, URL) queue a 410 stopped. The attempt log carries on; the schedule starts afresh.
+    """
+    ttl = record_ttl_s(outbox.settings)
+    queued = []
+    for did in dict.fromkeys(delivery_ids):
+        while True:
+            try:
+                if await _requeue(redis, outbox, did, ttl):
+                    queued.append(did)
+                break
+            except WatchError:
                 continue
-            pipe.multi()
-            pipe.hset(keys.delivery(did), mapping={"state": "pending", "attempts": 0})
-            pipe.hdel(keys.delivery(did), "reason", "finished", "next_at")
-            pipe.hincrby(keys.DELIVERY_COUNTS, record["state"], -1)
-            pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
-            pipe.delete(keys.gone(record["queue"]))
-            outbox.schedule.push(pipe, record["queue"], did, now_ms())
-            await pipe.execute()
-            count += 1
-    return count
+    return queued
+
+
+async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int) -> bool:
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(keys.delivery(did))
+        record = await pipe.hgetall(keys.delivery(did))
+        state = record.get("state")
+        if state not in ("delivered", "dead"):
+            return False
+        body_key = keys.event_body(record["event_id"])
+        if not await pipe.exists(body_key):
+            return False
+        pipe.multi()
+        pipe.hset(keys.delivery(did), mapping={"state": "pending", "attempts": 0})
+        pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight")
+        pipe.hincrby(keys.DELIVERY_COUNTS, state, -1)
+        pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
+        pipe.zrem(deliveries_in_state("dead"), did)
+        pipe.zadd(deliveries_in_state("pending"), {did: 0})
+        pipe.delete(keys.gone(record["queue"]))
+        for key in (keys.delivery(did), keys.delivery_attempts(did), body_key):
+            pipe.expire(key, ttl)
+        outbox.schedule.push(pipe, record["queue"], did, now_ms())
+        await pipe.execute()
+        return True
+
+
+async def room_deliveries_since(redis: Redis, room_id: str, since: float) -> list[str]:
+    """The ids of a room's deliveries created at or after `since` (unix s), oldest first."""
+    return list(
+        await redis.zrangebylex(keys.deliveries_by_room(room_id), f"[{id_floor(since)}", "+")
+    )

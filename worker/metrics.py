@@ -18,11 +18,20 @@ JOB_SECONDS = Histogram("roomkeeper_job_seconds", "Worker job duration", ["funct
 DELIVERIES = Counter(
     "roomkeeper_webhook_deliveries_total", "Webhook deliveries finished", ["outcome"]
 )
-ATTEMPTS = Counter("roomkeeper_webhook_attempts_total", "Webhook attempts made", ["result"])
+ATTEMPTS = Counter(
+    "roomkeeper_webhook_attempts_total",
+    "Webhook attempts made, by result (2xx..5xx, timeout, refused, error, interrupted)",
+    ["result"],
+)
 ATTEMPT_SECONDS = Histogram(
     "roomkeeper_webhook_attempt_seconds",
     "Webhook attempt latency",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+DELIVERY_SECONDS = Histogram(
+    "roomkeeper_webhook_delivery_seconds",
+    "Time from an event's emission to its successful delivery (retries included)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 1800, 7200, 36000),
 )
 LIVEKIT_CALLS = Counter("roomkeeper_livekit_calls_total", "LiveKit API calls", ["method", "result"])
 TIMER_LATENESS = Histogram(

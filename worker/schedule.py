@@ -38,7 +38,8 @@ end
 return out
 """
 
-# KEYS: due, leases, list (may be a dummy)   ARGV: member, token, next_ms ('' = by list), now_ms
+# KEYS: due, leases, list (may be a dummy), wake
+# ARGV: member, token, next_ms ('' = by list), now_ms, wake_keep
 _RELEASE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -48,7 +49,11 @@ elseif redis.call('LLEN', KEYS[3]) > 0 then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
 end
+-- A consumer may be asleep until the lease's end: the member is due sooner now, so wake it.
+redis.call('RPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
 return 1
 """
 
@@ -135,8 +140,14 @@ class Schedule:
     async def release(self, claim: Claim, next_ms: int | None = None) -> bool:
         """Give a member back: due at `next_ms`, or now while its list has items, else gone."""
         ok = await self._release(
-            keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
-            args=[claim.member, claim.token, "" if next_ms is None else next_ms, now_ms()],
+            keys=[self.due_key, self.lease_key, self.list_key(claim.member), self.wake_key],
+            args=[
+                claim.member,
+                claim.token,
+                "" if next_ms is None else next_ms,
+                now_ms(),
+                _WAKE_KEEP,
+            ],
         )
         return bool(ok)
 
