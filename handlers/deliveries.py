@@ -13,7 +13,8 @@ from aiohttp import web
 
 from handlers.replies import ApiError, ok
 from handlers.state import DEPS, LOG_FIELDS, body_of
-from worker.dispatch import ID_PATTERN, STATES, list_deliveries, redeliver, room_deliveries_since
+from worker.deliveries import list_deliveries, redeliver, room_deliveries_since
+from worker.dispatch import ID_PATTERN, STATES
 
 INVALID = "INVALID_PARAMETERS"
 DEFAULT_LIMIT = 50

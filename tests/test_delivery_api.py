@@ -15,7 +15,8 @@ from tests.delivery_fixtures import emit, record, settled
 from tests.servers import Receiver
 from worker import keys
 from worker.delivery import make_session
-from worker.dispatch import Dispatcher, deliveries_in_state
+from worker.dispatch import Dispatcher
+from worker.keys import deliveries_in_state
 
 
 async def listing(stack: Stack, **query: Any) -> dict[str, Any]:

@@ -76,6 +76,12 @@ def deliveries_by_room(room_id: str) -> str:
 
 
 DELIVERY_COUNTS = f"{PREFIX}dlvs:counts"  # hash state -> count
+DELIVERY_PRUNE_LOCK = f"{PREFIX}dlvs:prune"  # string: who prunes old deliveries this turn
+
+
+def deliveries_in_state(state: str) -> str:
+    """Zset (score 0) of the pending or the dead delivery ids (delivered ones have no index)."""
+    return f"{PREFIX}dlvs:state:{state}"
 
 
 def gone(queue_id: str) -> str:
