@@ -30,7 +30,7 @@ from tests.helpers import (
 )
 from tests.servers import Receiver, RedisServer, free_port, run_receiver
 from worker.logs import configure_logging
-from worker.main import worker_settings
+from worker.main import ResilientWorker, worker_settings
 from worker.settings import Settings
 
 
@@ -138,17 +138,24 @@ async def run_api(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
     """Run an arq worker (with its consumers) in this loop."""
-    worker = Worker(**worker_settings(settings), handle_signals=False)
+    worker = ResilientWorker(**worker_settings(settings), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker
     finally:
-        stop = worker.ctx.get("stop")
-        if stop is not None:
-            stop.set()
+        # The same order as `worker.main._run`: stop polling, let running jobs finish (arq's
+        # own bookkeeping after a job included), then close.
+        worker.allow_pick_jobs = False
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        stop = worker.ctx.get("stop")
+        if stop is not None:
+            stop.set()
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=5)
+        worker.tasks.clear()
         await worker.close()
 
 

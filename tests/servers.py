@@ -75,6 +75,18 @@ class RedisServer:
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
+        self._wait_loaded()
+
+    def _wait_loaded(self, timeout: float = 30.0) -> None:
+        """Block until PING answers PONG (a restarted server says LOADING while it reads its AOF)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", self.port), 1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on {self.port} still loading after {timeout} s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (SIGKILL for a crash)."""

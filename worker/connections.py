@@ -36,6 +36,8 @@ def _retry() -> dict[str, Any]:
     """
     return {
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40),
+        # ConnectionError covers BusyLoadingError: a restarted Redis answers LOADING until its
+        # AOF is read back.
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
 

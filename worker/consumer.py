@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from worker.logs import get_logger
 from worker.schedule import Claim, Schedule, now_ms
@@ -43,9 +44,11 @@ async def run_consumer(
             with contextlib.suppress(Exception):
                 await asyncio.shield(schedule.release(claim, now_ms()))
             raise
+        except RedisConnectionError as exc:
+            # The lease runs out and the member is retried: nothing is lost.
+            log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
         except Exception:
             log.exception("claim failed", schedule=schedule.name, member=claim.member)
-            # The lease runs out and the member is retried: nothing is lost.
 
     while not stop.is_set():
         free = concurrency - len(tasks)
@@ -53,6 +56,10 @@ async def run_consumer(
         if free > 0:
             try:
                 claims = await schedule.claim(free, lease_ms)
+            except RedisConnectionError as exc:
+                log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
+                await _pause(stop, 1.0)
+                continue
             except Exception:
                 log.exception("claim failed", schedule=schedule.name)
                 await _pause(stop, 1.0)
@@ -71,6 +78,9 @@ async def run_consumer(
             timeout = idle_max if nxt is None else min(idle_max, (nxt - now_ms()) / 1000)
             if timeout > 0:
                 await schedule.wait(waiter, timeout)
+        except RedisConnectionError as exc:
+            log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
+            await _pause(stop, 1.0)
         except Exception:
             log.exception("wait failed", schedule=schedule.name)
             await _pause(stop, 1.0)

@@ -1,10 +1,15 @@
 """Creating rooms in LiveKit for accepted create jobs, with per-room retry and status.
 
-A batch is worked concurrently; each room is its own job record, so one room's failure never
-holds up another's success. Transient LiveKit failures come back as a delay; the caller re-queues
-those rooms as a deferred batch. Every step is safe to run twice: LiveKit's CreateRoom is
-get-or-create and the session's move to `created` (with its `room_created` event and timers) is a
-guarded transaction.
+A batch is worked concurrently, but never more LiveKit calls at once than the process's `slots`
+allow; each room is its own job record, so one room's failure never holds up another's success.
+Redis work is done per batch, not per room: the jobs and their rooms are read in a round trip
+each, and created rooms are recorded in groups (`worker.create_record`), which is what lets one
+worker keep up with a bulk.
+
+Transient LiveKit failures, and rooms that could not start before the job's deadline, come back as
+a delay; the caller re-queues those as a deferred batch. Every step is safe to run twice: LiveKit's
+CreateRoom is get-or-create and the session's move to `created` (with its `room_created` event and
+timers) is a guarded transaction.
 """
 
 from __future__ import annotations
@@ -15,20 +20,30 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from worker import keys
+from worker.create_record import GroupRecorder, Work, complete_job, fail
 from worker.deps import Deps
-from worker.events import notify_body, notify_room
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.metrics import LIVEKIT_CALLS
-from worker.store import LIVE_STATES, PENDING_STATES
-from worker.timers import arm, room_timers
+from worker.ratelimit import RateLimitBusy, budget
+from worker.store import LIVE_STATES
 
 log = get_logger("roomkeeper.create")
 
 UNAVAILABLE_MSG = "can't create room: livekit unavailable"
+# KEYS: job, room, queued-jobs   ARGV: job_id → 1 when started, 0 when the job is already over
+_START = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st or st == 'complete' or st == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'in_progress')
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[2], 'state') == 'queued' and
+   redis.call('HGET', KEYS[2], 'job_id') == ARGV[1] then
+  redis.call('HSET', KEYS[2], 'state', 'creating')
+end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -62,173 +77,154 @@ def job_request(
     )
 
 
-async def create_batch(deps: Deps, job_ids: list[str]) -> list[RetryIn]:
-    """Create the rooms of `job_ids`; returns the ones to retry later."""
-    results = await asyncio.gather(*(create_one(deps, j) for j in job_ids))
-    return [r for r in results if r is not None]
+async def create_batch(
+    deps: Deps,
+    job_ids: list[str],
+    *,
+    slots: asyncio.Semaphore | None = None,
+    deadline: float | None = None,
+) -> list[RetryIn]:
+    """Create the rooms of `job_ids`; returns the ones to retry later.
+
+    `slots` bounds this process's LiveKit calls in flight; a room that has not got a slot by
+    `deadline` (loop time) is not started and comes back with delay 0. Created rooms are recorded
+    as they come, in groups of whatever has arrived meanwhile (`GroupRecorder`): one transaction
+    under load, no waiting for the batch's slowest call otherwise.
+    """
+    slots = slots or asyncio.Semaphore(len(job_ids) or 1)
+    deadline = deadline if deadline is not None else asyncio.get_running_loop().time() + 3600
+    work = await _load(deps, job_ids)
+    recorder = GroupRecorder(deps)
+    outcomes = await asyncio.gather(*(_attempt(deps, w, slots, deadline, recorder) for w in work))
+    retries: list[RetryIn] = []
+    unavailable: list[tuple[Work, str]] = []
+    for w, outcome in zip(work, outcomes, strict=True):
+        if isinstance(outcome, RetryIn):
+            retries.append(outcome)
+        elif isinstance(outcome, LiveKitUnavailable):
+            unavailable.append((w, str(outcome)))
+        elif isinstance(outcome, LiveKitRejected):
+            msg = f"can't create room: livekit rejected it ({outcome})"
+            await fail(deps, w.job_id, w.room_id, msg)
+    retries.extend(await _retry_or_fail(deps, unavailable))
+    return retries
 
 
-async def create_one(deps: Deps, job_id: str) -> RetryIn | None:
-    """Create one job's room, recording the outcome on the job and the room."""
-    job = await deps.store.job(job_id)
-    if not job or job.get("state") in ("complete", "failed"):
+async def _load(deps: Deps, job_ids: list[str]) -> list[Work]:
+    """Read the jobs, then their rooms (a round trip each); settle those with nothing to call."""
+    jobs = await deps.store.jobs(job_ids)
+    live = [
+        (j, r)
+        for j, r in zip(job_ids, jobs, strict=True)
+        if r.get("state") not in _OVER and "request" in r  # gone (expired) or already over
+    ]
+    requests = [json.loads(r["request"]) for _, r in live]
+    async with deps.redis.pipeline(transaction=False) as pipe:
+        for request in requests:
+            pipe.hmget(keys.room(request["room_id"]), "state", "job_id", "info")
+        rooms = await pipe.execute()
+    work: list[Work] = []
+    for (job_id, job), request, (state, current, info) in zip(live, requests, rooms, strict=True):
+        if current != job_id:
+            await fail(
+                deps, job_id, request["room_id"], "superseded by a newer create of this room"
+            )
+        elif state in LIVE_STATES:
+            await complete_job(deps, job_id, info or "{}")  # a re-run after a crash
+        else:
+            work.append(Work(job_id, job, request))
+    return work
+
+
+_OVER = (None, "complete", "failed")
+
+
+async def _attempt(
+    deps: Deps,
+    w: Work,
+    slots: asyncio.Semaphore,
+    deadline: float,
+    recorder: GroupRecorder,
+) -> RetryIn | LiveKitUnavailable | LiveKitRejected | None:
+    """One room's LiveKit call: created (and recorded), a delay, or LiveKit's error."""
+    info = await _call(deps, w, slots, deadline)
+    if isinstance(info, dict):
+        await recorder.record((w, info))  # outside the slot: recording is not a LiveKit call
         return None
-    request: dict[str, Any] = json.loads(job["request"])
-    room_id = request["room_id"]
-    room = await deps.store.room(room_id)
-    if room.get("job_id") != job_id:
-        await _fail(deps, job_id, room_id, "superseded by a newer create of this room")
-        return None
-    if room.get("state") in LIVE_STATES:
-        await _complete_job(deps, job_id, room.get("info", "{}"))  # a re-run after a crash
-        return None
-    await _start(deps, job_id, room_id)
-    started = time.perf_counter()
-    try:
-        info = await deps.livekit.create_room(
-            room_id,
-            empty_timeout=int(request["empty_timeout"]),
-            max_participants=int(request["max_participants"]),
-            metadata=request["metadata"],
+    return info
+
+
+async def _call(
+    deps: Deps, w: Work, slots: asyncio.Semaphore, deadline: float
+) -> dict[str, Any] | RetryIn | LiveKitUnavailable | LiveKitRejected | None:
+    """Holding a slot: the room's CreateRoom, unless the job's time is up."""
+    loop = asyncio.get_running_loop()
+    async with slots:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return RetryIn(w.job_id, 0.0)  # the job's time is up; a fresh job takes it on
+        if not await _start(deps, w.job_id, w.room_id):
+            return None  # finished by another run meanwhile
+        request = w.request
+        started = time.perf_counter()
+        try:
+            with budget(remaining):
+                info = await deps.livekit.create_room(
+                    w.room_id,
+                    empty_timeout=int(request["empty_timeout"]),
+                    max_participants=int(request["max_participants"]),
+                    metadata=request["metadata"],
+                )
+        except RateLimitBusy as exc:
+            return RetryIn(w.job_id, exc.wait)  # not an attempt: LiveKit was never asked
+        except LiveKitUnavailable as exc:
+            LIVEKIT_CALLS.labels("CreateRoom", "unavailable").inc()
+            return exc
+        except LiveKitRejected as exc:
+            LIVEKIT_CALLS.labels("CreateRoom", "rejected").inc()
+            return exc
+        LIVEKIT_CALLS.labels("CreateRoom", "ok").inc()
+        log.info(
+            "room created",
+            job_id=w.job_id,
+            room_id=w.room_id,
+            sid=info["sid"],
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
-    except LiveKitUnavailable as exc:
-        LIVEKIT_CALLS.labels("CreateRoom", "unavailable").inc()
-        return await _retry_or_fail(deps, job_id, room_id, job, str(exc))
-    except LiveKitRejected as exc:
-        LIVEKIT_CALLS.labels("CreateRoom", "rejected").inc()
-        await _fail(deps, job_id, room_id, f"can't create room: livekit rejected it ({exc})")
-        return None
-    LIVEKIT_CALLS.labels("CreateRoom", "ok").inc()
-    await _created(deps, job_id, request, info, job["event_id"])
-    log.info(
-        "room created",
-        job_id=job_id,
-        room_id=room_id,
-        sid=info["sid"],
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        return info
+
+
+async def _start(deps: Deps, job_id: str, room_id: str) -> bool:
+    """Mark the job in progress and its queued session `creating`; False if the job is over."""
+    script = deps.redis.register_script(_START)  # cheap: a sha1; the call is EVALSHA
+    started = await script(
+        keys=[keys.job(job_id), keys.room(room_id), keys.QUEUED_JOBS], args=[job_id]
     )
-    return None
+    return bool(started)
 
 
-async def _start(deps: Deps, job_id: str, room_id: str) -> None:
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.job(job_id), "state", "in_progress")
-        pipe.zrem(keys.QUEUED_JOBS, job_id)
-        await pipe.execute()
-    # Only the queued session of this job moves to creating.
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(keys.room(room_id))
-            state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
-            if state == "queued" and current == job_id:
-                pipe.multi()
-                pipe.hset(keys.room(room_id), "state", "creating")
-                await pipe.execute()
-        except WatchError:
-            pass
-
-
-async def _retry_or_fail(
-    deps: Deps, job_id: str, room_id: str, job: dict[str, str], error: str
-) -> RetryIn | None:
+async def _retry_or_fail(deps: Deps, unavailable: list[tuple[Work, str]]) -> list[RetryIn]:
+    """Count the attempt of each room LiveKit could not take; fail those out of retries."""
+    if not unavailable:
+        return []
     schedule = deps.settings.create_retry_schedule
-    attempts = int(job.get("attempts", 0)) + 1
-    await deps.redis.hset(keys.job(job_id), mapping={"attempts": attempts, "last_error": error})
-    if attempts > len(schedule):
-        await _fail(deps, job_id, room_id, UNAVAILABLE_MSG)
-        return None
-    log.warning("create will retry", job_id=job_id, room_id=room_id, error=error, attempt=attempts)
-    return RetryIn(job_id, schedule[attempts - 1])
-
-
-async def _fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(keys.room(room_id))
-            state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
-            pipe.multi()
-            if current == job_id and state in PENDING_STATES:
-                pipe.hset(keys.room(room_id), "state", "failed")
-            pipe.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
-            pipe.zrem(keys.QUEUED_JOBS, job_id)
-            pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
-            await pipe.execute()
-        except WatchError:
-            await deps.redis.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
-    log.warning("room create failed", job_id=job_id, room_id=room_id, msg=msg)
-
-
-async def _complete_job(deps: Deps, job_id: str, info_json: str) -> None:
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.job(job_id), mapping={"state": "complete", "room_info": info_json})
-        pipe.zrem(keys.QUEUED_JOBS, job_id)
-        pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
+    retries: list[RetryIn] = []
+    async with deps.redis.pipeline(transaction=False) as pipe:
+        for w, error in unavailable:
+            attempts = int(w.job.get("attempts", 0)) + 1
+            pipe.hset(keys.job(w.job_id), mapping={"attempts": attempts, "last_error": error})
+            if attempts <= len(schedule):
+                retries.append(RetryIn(w.job_id, schedule[attempts - 1]))
+                log.warning(
+                    "create will retry",
+                    job_id=w.job_id,
+                    room_id=w.room_id,
+                    error=error,
+                    attempt=attempts,
+                )
         await pipe.execute()
-
-
-async def _created(
-    deps: Deps, job_id: str, request: dict[str, Any], info: dict[str, Any], event_id: str
-) -> None:
-    """Move the session to `created`, arm its timers and emit `room_created`, all at once."""
-    room_id = request["room_id"]
-    info_json = json.dumps(info, separators=(",", ":"))
-    settings = deps.settings
-    past_ttl = int(settings.past_rooms_retention_days * 86400)
-    metadata = json.loads(info["metadata"] or "{}") if info.get("metadata") else {}
-    body = notify_body(
-        "room_created", notify_room(info), event_id=event_id, created_at=int(time.time())
-    )
-    while True:
-        async with deps.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(keys.room(room_id))
-                state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
-                if current != job_id or state not in PENDING_STATES:
-                    await pipe.reset()
-                    break  # done by an earlier run, or the room moved on
-                pipe.multi()
-                pipe.hset(
-                    keys.room(room_id),
-                    mapping={
-                        "state": "created",
-                        "sid": info["sid"],
-                        "info": info_json,
-                        "title": str(metadata.get("room_title", "")),
-                        "webhook_url": request.get("webhook_url") or "",
-                        "created": info["creation_time"],
-                        "empty_timeout": request["empty_timeout"],
-                        "duration": request["room_duration"],
-                        "participants": 0,
-                        "joined": 0,
-                    },
-                )
-                pipe.zadd(keys.ACTIVE_ROOMS, {room_id: info["creation_time"]})
-                pipe.set(keys.sid(info["sid"]), room_id, ex=past_ttl)
-                arm(
-                    pipe,
-                    deps.timers,
-                    room_timers(
-                        room_id,
-                        info["sid"],
-                        creation_time=int(info["creation_time"]),
-                        empty_timeout=int(request["empty_timeout"]),
-                        duration_min=int(request["room_duration"]),
-                        warnings=settings.session_ending_warnings,
-                    ),
-                )
-                deps.outbox.emit(
-                    pipe,
-                    event_id=event_id,
-                    event="room_created",
-                    room_id=room_id,
-                    body=body,
-                    room_webhook_url=request.get("webhook_url"),
-                )
-                pipe.hset(keys.job(job_id), mapping={"state": "complete", "room_info": info_json})
-                pipe.zrem(keys.QUEUED_JOBS, job_id)
-                pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
-    await _complete_job(deps, job_id, info_json)
+    retrying = {r.job_id for r in retries}
+    for w, _ in unavailable:
+        if w.job_id not in retrying:
+            await fail(deps, w.job_id, w.room_id, UNAVAILABLE_MSG)
+    return retries

@@ -16,6 +16,7 @@ from typing import Any
 
 from arq import Worker, func
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from worker import inbound, jobs, keys
 from worker.connections import arq_redis_settings, deserialize_job, redis_client, serialize_job
@@ -32,6 +33,7 @@ from worker.timers import RECONCILE
 log = get_logger("roomkeeper.worker")
 
 HEARTBEAT_S = 5.0
+REDIS_PAUSE_S = 0.5
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -110,6 +112,34 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker stopped")
 
 
+class ResilientWorker(Worker):
+    """arq's Worker, made to ride out a Redis restart instead of dying with it.
+
+    arq lets a connection error in its poll loop end the worker, and a failure between taking a
+    job slot and starting the job leaks that slot. Here the slot is given back and the poll
+    loop waits for Redis; our own Redis clients retry on their own.
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs, one job at a time, returning the slot when Redis fails mid-way."""
+        for job_id in job_ids:
+            taken = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except RedisError:
+                if self.job_counter > taken:  # arq counted a job it never started
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except RedisError as exc:
+            log.warning("redis unavailable, arq polling paused", error=type(exc).__name__)
+            await asyncio.sleep(REDIS_PAUSE_S)
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker` built from roomkeeper's settings."""
     return {
@@ -168,7 +198,7 @@ def run(settings: Settings) -> int:
 
 
 async def _run(settings: Settings) -> None:
-    worker = Worker(**worker_settings(settings), handle_signals=False)
+    worker = ResilientWorker(**worker_settings(settings), handle_signals=False)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,28 +3,59 @@
 Each call reserves the next free slot of a shared timetable (GCRA) and sleeps until it, so any
 number of worker processes together stay under the rate, and a 50,000-room term start arrives at
 LiveKit as a steady stream instead of a wall.
+
+A caller with a deadline (an arq job must end before its timeout) sets a `budget`: a call whose
+slot lies further away than that reserves nothing and raises `RateLimitBusy`, so the work can be
+handed back to the queue instead of sleeping past the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 from redis.asyncio import Redis
 
 from worker.keys import PREFIX
 
-# KEYS: tat   ARGV: now_ms, interval_ms, burst_ms   → ms to wait before the call may go
+# KEYS: tat   ARGV: now_ms, interval_ms, burst_ms, max_wait_ms (-1 = no bound)
+# → ms to wait before the call may go; negative (-wait) when the slot is beyond max_wait_ms and
+# nothing was reserved.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
-local new_tat = tat + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local wait = tat - now - tonumber(ARGV[3])
 if wait < 0 then wait = 0 end
+local max_wait = tonumber(ARGV[4])
+if max_wait >= 0 and wait > max_wait then return tostring(-wait) end
+local new_tat = tat + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 return tostring(wait)
 """
+
+_max_wait: ContextVar[float | None] = ContextVar("roomkeeper_rate_max_wait", default=None)
+
+
+class RateLimitBusy(Exception):
+    """No slot within the caller's budget; the next one is about `wait` seconds away."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"rate limit: next slot in {wait:.2f} s")
+        self.wait = wait
+
+
+@contextlib.contextmanager
+def budget(seconds: float) -> Iterator[None]:
+    """Calls made inside (in this task) wait at most `seconds` for a slot, else RateLimitBusy."""
+    token = _max_wait.set(max(seconds, 0.0))
+    try:
+        yield
+    finally:
+        _max_wait.reset(token)
 
 
 class RateLimiter:
@@ -38,12 +69,23 @@ class RateLimiter:
         self._reserve = redis.register_script(_RESERVE)
 
     async def wait(self) -> None:
-        """Sleep until this process's call fits the shared rate."""
+        """Sleep until this process's call fits the shared rate (or raise RateLimitBusy)."""
         if self.rps <= 0:
             return
+        max_wait = _max_wait.get()
         now = time.time() * 1000
         wait_ms = float(
-            await self._reserve(keys=[self._key], args=[now, self._interval_ms, self._burst_ms])
+            await self._reserve(
+                keys=[self._key],
+                args=[
+                    now,
+                    self._interval_ms,
+                    self._burst_ms,
+                    -1 if max_wait is None else max_wait * 1000,
+                ],
+            )
         )
+        if wait_ms < 0:
+            raise RateLimitBusy(-wait_ms / 1000)
         if wait_ms > 0:
             await asyncio.sleep(wait_ms / 1000)

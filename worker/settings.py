@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(7.0, gt=0)
     create_retry_schedule: CommaFloats = DEFAULT_CREATE_RETRY_SCHEDULE
     create_batch_size: int = Field(50, ge=1, le=1000)
+    create_concurrency: int = Field(
+        32, ge=1, le=1000, description="LiveKit creates one worker process has in flight at once"
+    )
+    join_token_ttl: int = Field(21600, ge=60, description="seconds a join token is valid")
 
     # Outgoing webhooks.
     webhook_secret: CommaSecrets = Field(min_length=1)
@@ -93,6 +97,9 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(20, ge=1)
     job_timeout: float = Field(20.0, gt=0, description="seconds; a killed job re-runs after this")
     shutdown_grace: float = Field(10.0, ge=0)
+    shutdown_drain: float = Field(
+        2.0, ge=0, description="seconds the API keeps serving after SIGTERM, /readyz 503"
+    )
     worker_health_file: str = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics server")
 

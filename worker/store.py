@@ -39,6 +39,23 @@ return {'new', ARGV[1]}
 """
 
 
+# KEYS: room   ARGV: sid, to_state, now, end_reason ('' = keep), from_states...
+# Compare-and-set on (sid, state): other fields may change meanwhile (a participant joining)
+# without failing the move, which a WATCH on the whole hash would.
+_TRANSITION = """
+if redis.call('HGET', KEYS[1], 'sid') ~= ARGV[1] then return false end
+local st = redis.call('HGET', KEYS[1], 'state')
+for i = 5, #ARGV do
+  if st == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'state_since', ARGV[3])
+    if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'end_reason', ARGV[4]) end
+    return st
+  end
+end
+return false
+"""
+
+
 @dataclass(frozen=True)
 class CreateClaim:
     """What claiming a create found: a new job, one already pending, or a live room."""
@@ -55,15 +72,27 @@ class Store:
         self.redis = redis
         self.job_ttl_s = job_ttl_s
         self._claim_create = redis.register_script(_CLAIM_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
 
     def claim_create_cmd(
         self, pipe: Any, *, room_id: str, job_id: str, request: str, event_id: str
     ) -> None:
         """Add the claim of one create to a pipeline (bulk claims many in one round trip)."""
-        self._claim_create(
-            keys=[keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS],
-            args=[job_id, request, event_id, int(time.time() * 1000), room_id, self.job_ttl_s],
-            client=pipe,
+        # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
+        # nothing would be queued. The pipeline loads the registered script before it runs.
+        pipe.scripts.add(self._claim_create)
+        pipe.evalsha(
+            self._claim_create.sha,
+            3,
+            keys.room(room_id),
+            keys.job(job_id),
+            keys.QUEUED_JOBS,
+            job_id,
+            request,
+            event_id,
+            int(time.time() * 1000),
+            room_id,
+            self.job_ttl_s,
         )
 
     @staticmethod
@@ -105,6 +134,69 @@ class Store:
         """A room's current session ({} when roomkeeper never had it)."""
         record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
         return record
+
+    async def transition(
+        self,
+        room_id: str,
+        sid: str,
+        *,
+        to: str,
+        from_states: tuple[str, ...],
+        reason: str = "",
+    ) -> str | None:
+        """Move session `sid` to `to` if it is in one of `from_states`; the state it left."""
+        previous = await self._transition(
+            keys=[keys.room(room_id)], args=[sid, to, time.time(), reason, *from_states]
+        )
+        return str(previous) if previous else None
+
+    async def active_room_ids(self) -> list[str]:
+        """Rooms with a live session, oldest first."""
+        ids: list[str] = await self.redis.zrange(keys.ACTIVE_ROOMS, 0, -1)
+        return ids
+
+    async def rooms(self, room_ids: list[str]) -> list[dict[str, str]]:
+        """Several session records in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room_id in room_ids:
+                pipe.hgetall(keys.room(room_id))
+            records: list[dict[str, str]] = await pipe.execute()
+            return records
+
+    async def past_rooms(
+        self,
+        room_ids: list[str],
+        *,
+        offset: int,
+        limit: int,
+        newest_first: bool,
+        retention_s: float,
+    ) -> tuple[int, list[dict[str, str]]]:
+        """Ended sessions (of `room_ids`, or all), ordered by end time: (total, one page)."""
+        cutoff = time.time() - retention_s
+        if room_ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room_id in room_ids:
+                    pipe.zrangebyscore(keys.past_by_room(room_id), cutoff, "+inf", withscores=True)
+                per_room = await pipe.execute()
+            entries = sorted((score, sid) for rows in per_room for sid, score in rows)
+            if newest_first:
+                entries.reverse()
+            total = len(entries)
+            sids = [sid for _, sid in entries[offset : offset + limit]]
+        else:
+            await self.redis.zremrangebyscore(keys.PAST_ROOMS, "-inf", f"({cutoff}")
+            total = int(await self.redis.zcard(keys.PAST_ROOMS))
+            end = offset + limit - 1
+            if newest_first:
+                sids = await self.redis.zrevrange(keys.PAST_ROOMS, offset, end)
+            else:
+                sids = await self.redis.zrange(keys.PAST_ROOMS, offset, end)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hgetall(keys.past_room(sid))
+            records: list[dict[str, str]] = [r for r in await pipe.execute() if r]
+        return total, records
 
     async def queued_jobs(self) -> int:
         """Creates accepted but not yet started (for back-pressure and the queue-depth metric)."""

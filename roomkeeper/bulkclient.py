@@ -1,0 +1,313 @@
+"""`create-rooms`' conversation with the API: submit in batches, follow the jobs, report.
+
+Rooms go out through `createBulk` in batches (split further when a body would be too large, and
+retried while the service says its queue is full); their jobs are then followed through
+`job/status` until every room is created or failed. Two progress bars show rooms submitted and
+rooms ready. Re-running a file creates nothing twice: rooms already there come back as
+`exists`.
+
+Exit status: 0 when every valid room exists at the end (bad lines are reported, and make the
+status 1 only with `--strict`); 1 when a room failed or is still pending; 2 for a file or
+configuration problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from roomkeeper.bulkfile import Line
+from worker.signing import body_hmac
+
+MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
+POLL_S = 0.5
+MAX_POLL_S = 5.0
+MAX_ERRORS_SHOWN = 50
+
+
+class CliSettings(BaseSettings):
+    """Only what the command needs (the worker's required settings need not be set here)."""
+
+    model_config = SettingsConfigDict(env_prefix="ROOMKEEPER_", env_file=".env", extra="ignore")
+
+    api_key: str = ""
+    api_secret: SecretStr = SecretStr("")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    def base_url(self) -> str:
+        """Where `roomkeeper api` listens by the same settings (a wildcard means this host)."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+        host = wildcard.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+
+@dataclass
+class Outcome:
+    """What became of one line's room."""
+
+    line: Line
+    outcome: str = "not_submitted"
+    job_id: str = ""
+    sid: str = ""
+    msg: str = ""
+
+
+class ApiFailure(Exception):
+    """The API refused a whole call for a reason retrying will not fix (auth, bad request)."""
+
+
+class Api:
+    """Signed calls to roomkeeper's API (the plugNmeet HMAC over the raw body)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, key: str, secret: str) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+        self.key = key
+        self.secret = secret
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """POST a JSON body; (HTTP status, the plugNmeet answer)."""
+        headers = {
+            "Content-Type": "application/json",
+            "API-KEY": self.key,
+            "HASH-SIGNATURE": body_hmac(body, self.secret),
+        }
+        async with self.session.post(self.url + path, data=body, headers=headers) as resp:
+            text = await resp.text()
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                answer = {"status": False, "msg": text[:200] or resp.reason or ""}
+            return resp.status, answer if isinstance(answer, dict) else {"status": False}
+
+
+_LIMIT = re.compile(r"(?:rooms|job_ids): must hold 1 to (\d+) items")
+
+
+def _bulk_limit(answer: dict[str, Any]) -> int | None:
+    """The server's items-per-call bound, when it refused a call for exceeding it."""
+    match = _LIMIT.match(str(answer.get("msg", "")))
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
+class Runner:
+    """Submits, follows and reports one file's rooms."""
+
+    def __init__(self, api: Api, outcomes: list[Outcome], args: argparse.Namespace) -> None:
+        self.api = api
+        self.outcomes = outcomes
+        self.args = args
+        self.deadline = time.monotonic() + args.timeout
+        self.console = Console(stderr=True, soft_wrap=True)
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.sent: TaskID = self.progress.add_task("submitted", total=len(outcomes), note="")
+        self.ready: TaskID = self.progress.add_task("ready", total=len(outcomes), note="")
+        self.submitting = True
+        self.per_poll = 1000  # job ids per job/status call, lowered if the server says so
+
+    async def run(self) -> None:
+        """Submit every room; meanwhile and afterwards follow their jobs (unless --no-wait)."""
+        with self.progress:
+            follower = None if self.args.no_wait else asyncio.create_task(self.follow())
+            try:
+                await self.submit()
+            finally:
+                self.submitting = False
+            if follower is not None:
+                await follower
+
+    async def submit(self) -> None:
+        size = self.args.batch_size
+        for i in range(0, len(self.outcomes), size):
+            try:
+                await self.submit_batch(self.outcomes[i : i + size])
+            except ApiFailure as exc:
+                self.console.print(f"[red]the API refused the rooms: {exc}[/red]")
+                for o in self.outcomes[i:]:
+                    if o.outcome == "not_submitted":
+                        o.msg = str(exc)
+                return
+
+    async def submit_batch(self, batch: list[Outcome]) -> None:
+        """One createBulk call (split in two while the body is too large for the API)."""
+        body = json.dumps({"rooms": [o.line.request for o in batch]}).encode()
+        if len(body) > MAX_BODY and len(batch) > 1:
+            half = len(batch) // 2
+            await self.submit_batch(batch[:half])
+            await self.submit_batch(batch[half:])
+            return
+        delay = 1.0
+        while True:
+            try:
+                status, answer = await self.api.post("/auth/room/createBulk", body)
+            except (aiohttp.ClientError, OSError) as exc:
+                status, answer = 0, {"msg": f"API unreachable ({type(exc).__name__})"}
+            limit = _bulk_limit(answer)
+            if (status == 413 or limit) and len(batch) > 1:
+                # Too large for this deployment: send it in pieces it takes.
+                size = min(limit or len(batch) // 2, len(batch) // 2 or 1)
+                for i in range(0, len(batch), size):
+                    await self.submit_batch(batch[i : i + size])
+                return
+            if status == 202 and answer.get("status") is True:
+                self.record(batch, answer.get("results") or [])
+                return
+            msg = str(answer.get("msg") or f"HTTP {status}")
+            retryable = status == 0 or msg.startswith("queue is full")
+            if not retryable or time.monotonic() + delay > self.deadline:
+                raise ApiFailure(msg)
+            self.progress.update(self.sent, note=f"waiting: {msg}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def record(self, batch: list[Outcome], results: list[dict[str, Any]]) -> None:
+        for o, result in zip(batch, results, strict=False):
+            if result.get("accepted"):
+                o.outcome, o.job_id = "queued", str(result.get("job_id", ""))
+                o.msg = str(result.get("msg", ""))
+            elif "room_info" in result:
+                o.outcome, o.msg = "exists", str(result.get("msg", ""))
+                o.sid = str((result.get("room_info") or {}).get("sid", ""))
+            else:
+                o.outcome, o.msg = "rejected", str(result.get("msg", ""))
+                self.console.print(f"line {o.line.line}: {o.msg}")
+        self.progress.update(self.sent, advance=len(batch), note="")
+        self.progress.update(self.ready, completed=self.count("created", "exists"))
+
+    def count(self, *outcomes: str) -> int:
+        return sum(o.outcome in outcomes for o in self.outcomes)
+
+    async def follow(self) -> None:
+        """Poll job/status for pending rooms until each is created or failed (or time is up)."""
+        interval, settled = POLL_S, -1
+        while True:
+            pending = [o for o in self.outcomes if o.outcome == "queued"]
+            for i in range(0, len(pending), self.per_poll):
+                await self.poll(pending[i : i + self.per_poll])
+            failed = self.count("failed")
+            self.progress.update(
+                self.ready,
+                completed=self.count("created", "exists"),
+                note=f"[red]{failed} failed[/red]" if failed else "",
+            )
+            if not self.submitting and not any(o.outcome == "queued" for o in self.outcomes):
+                return
+            if time.monotonic() > self.deadline:
+                return
+            # Slow down while nothing moves (a long LiveKit outage), speed up again when it does.
+            now_settled = self.count("created", "exists", "failed")
+            interval = POLL_S if now_settled != settled else min(interval * 2, MAX_POLL_S)
+            settled = now_settled
+            await asyncio.sleep(interval)
+
+    async def poll(self, chunk: list[Outcome]) -> None:
+        body = json.dumps({"job_ids": [o.job_id for o in chunk]}).encode()
+        try:
+            status, answer = await self.api.post("/auth/job/status", body)
+        except (aiohttp.ClientError, OSError):
+            return  # the next round asks again
+        if status != 200 or answer.get("status") is not True:
+            self.per_poll = min(self.per_poll, _bulk_limit(answer) or self.per_poll)
+            return
+        for o, job in zip(chunk, answer.get("jobs") or [], strict=False):
+            state = job.get("state")
+            if state == "complete":
+                o.outcome, o.msg = "created", ""
+                o.sid = str((job.get("room_info") or {}).get("sid", ""))
+            elif state in ("failed", "not_found"):
+                o.outcome, o.msg = "failed", str(job.get("msg", ""))
+                self.console.print(f"line {o.line.line}: room {o.line.room_id}: {o.msg}")
+
+
+def write_report(path: Path, outcomes: list[Outcome]) -> None:
+    """One CSV row per line of the file: room_id, line, outcome, job_id, sid, msg."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["room_id", "line", "outcome", "job_id", "sid", "msg"])
+        for o in sorted(outcomes, key=lambda o: o.line.line):
+            writer.writerow([o.line.room_id, o.line.line, o.outcome, o.job_id, o.sid, o.msg])
+
+
+def _show_bad_lines(console: Console, bad: list[Line]) -> None:
+    for line in bad[:MAX_ERRORS_SHOWN]:
+        console.print(f"line {line.line}: {line.error}", markup=False, highlight=False)
+    if len(bad) > MAX_ERRORS_SHOWN:
+        console.print(f"... and {len(bad) - MAX_ERRORS_SHOWN} more bad lines (see --report)")
+
+
+def _summary(name: str, outcomes: list[Outcome], bad: int) -> str:
+    counts = Counter(o.outcome for o in outcomes)
+    total = len(outcomes) + bad
+    parts = [
+        f"{counts['created']} created",
+        f"{counts['exists']} already existed",
+        f"{counts['failed'] + counts['rejected']} failed",
+        f"{counts['queued']} not created yet",
+    ]
+    if counts["not_submitted"]:
+        parts.append(f"{counts['not_submitted']} not submitted")
+    parts.append(f"{bad} bad lines")
+    return f"{name}: {total} rooms: " + ", ".join(parts)
+
+
+async def run(lines: list[Line], args: argparse.Namespace) -> int:
+    """Submit the good lines and report; the exit status (see the module docstring)."""
+    console = Console(stderr=True, soft_wrap=True)
+    bad = [line for line in lines if line.request is None]
+    good = [line for line in lines if line.request is not None]
+    _show_bad_lines(console, bad)
+    invalid = [Outcome(line, "invalid", msg=line.error or "") for line in bad]
+    name = Path(args.file).name
+    if not 1 <= args.batch_size <= 1000:
+        console.print("--batch-size must be between 1 and 1000")
+        return 2
+    if args.dry_run:
+        if args.report:
+            write_report(Path(args.report), [Outcome(g, "valid") for g in good] + invalid)
+        print(f"{name}: dry run: {len(good)} rooms valid, {len(bad)} bad lines; nothing created")
+        return 1 if bad else 0
+    settings = CliSettings()
+    secret = settings.api_secret.get_secret_value()
+    if not settings.api_key or not secret:
+        console.print("ROOMKEEPER_API_KEY and ROOMKEEPER_API_SECRET must be set (env or .env)")
+        return 2
+    outcomes = [Outcome(line) for line in good]
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        api = Api(session, args.url or settings.base_url(), settings.api_key, secret)
+        await Runner(api, outcomes, args).run()
+    if args.report:
+        write_report(Path(args.report), outcomes + invalid)
+    print(_summary(name, outcomes, len(bad)), flush=True)
+    wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
+    ok = all(o.outcome in wanted for o in outcomes) and not (args.strict and bad)
+    return 0 if ok else 1

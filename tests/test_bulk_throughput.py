@@ -1,0 +1,176 @@
+"""How bulk creation treats LiveKit: batches, a bounded number of calls in flight, a shared
+rate limit across worker processes, and jobs that end before arq's timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from emulator.server import Emulator
+from tests.conftest import make_settings, run_api, run_worker
+from tests.helpers import Api, eventually, livekit_calls, minimal_request
+from tests.helpers import emulator as emulator_control
+from tests.procs import roomkeeper_env, worker_process
+from tests.servers import RedisServer
+from tests.test_bulk import arq_idle, bulk, settled
+from worker.ratelimit import RateLimitBusy, RateLimiter, budget
+
+
+async def arrivals(livekit_url: str) -> list[float]:
+    return sorted(c["at"] for c in await livekit_calls(livekit_url, "CreateRoom"))
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The largest number of `times` inside any half-open window of `window` seconds."""
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def test_two_limiters_on_one_redis_share_one_rate(redis: Redis) -> None:
+    first, second = RateLimiter(redis, 50), RateLimiter(redis, 50)  # two processes' limiters
+    stamps: list[float] = []
+
+    async def call(limiter: RateLimiter) -> None:
+        await limiter.wait()
+        stamps.append(time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.gather(*(call(first if i % 2 else second) for i in range(40)))
+
+    assert time.monotonic() - started >= 39 / 50 * 0.95  # 40 calls at 50/s, together
+    assert most_in_window(sorted(stamps), 0.2) <= 10 + 1
+
+
+async def test_a_call_whose_slot_is_beyond_its_budget_reserves_nothing(redis: Redis) -> None:
+    limiter = RateLimiter(redis, 2)  # a slot every 0.5 s
+    await limiter.wait()  # takes the slot now; the next one is 0.5 s away
+
+    with budget(0.1), pytest.raises(RateLimitBusy) as busy:
+        await limiter.wait()
+
+    assert 0.3 < busy.value.wait <= 0.5
+    started = time.monotonic()
+    await limiter.wait()  # the refused call took no slot: this one gets the next, not the one after
+    assert time.monotonic() - started < 0.6
+
+
+async def test_a_bulk_is_worked_in_batches_not_one_arq_job_per_room(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> None:
+    settings = make_settings(redis_server.url, emulator.url, create_batch_size=50)
+    async with run_api(settings) as url, run_worker(settings) as worker:
+        api = Api(url)
+        try:
+            results = (await bulk(api, [minimal_request(f"batch-{i}") for i in range(200)]))[
+                "results"
+            ]
+            jobs = await settled(api, [r["job_id"] for r in results])
+            await eventually(lambda: arq_idle(redis), what="arq idle")
+        finally:
+            await api.close()
+
+    assert {j["state"] for j in jobs} == {"complete"}
+    assert worker.jobs_complete == 4  # 200 rooms / 50 per arq job
+    assert len(await livekit_calls(emulator.url, "CreateRoom")) == 200
+
+
+async def test_a_worker_keeps_at_most_create_concurrency_livekit_calls_in_flight(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> None:
+    settings = make_settings(redis_server.url, emulator.url, create_concurrency=4)
+    async with run_api(settings) as url, run_worker(settings):
+        api = Api(url)
+        try:
+            await _latency(emulator, 300)
+            results = (await bulk(api, [minimal_request(f"cc-{i}") for i in range(20)]))["results"]
+            jobs = await settled(api, [r["job_id"] for r in results])
+            await eventually(lambda: arq_idle(redis), what="arq idle")
+        finally:
+            await api.close()
+
+    assert {j["state"] for j in jobs} == {"complete"}
+    times = await arrivals(emulator.url)
+    assert len(times) == 20
+    # Each call takes 300 ms: a fifth call may only start once one of the first four answered.
+    assert most_in_window(times, 0.25) <= 4
+    assert times[-1] - times[0] >= 4 * 0.3 * 0.9
+
+
+async def _latency(emulator: Emulator, ms: int) -> None:
+    """Every CreateRoom from now on takes `ms` milliseconds."""
+    fault = {"method": "CreateRoom", "count": -1, "latency_ms": ms}
+    await emulator_control(emulator.url, "faults", "POST", fault)
+
+
+async def test_rooms_without_a_slot_before_the_deadline_move_to_a_fresh_job(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> None:
+    # A 2 s job timeout leaves time to start only the first two slow calls of a batch; the rest
+    # must go to new jobs rather than let arq time the job out (which would strand its rooms).
+    settings = make_settings(
+        redis_server.url, emulator.url, create_concurrency=2, job_timeout=2.0, livekit_timeout=1.0
+    )
+    async with run_api(settings) as url, run_worker(settings) as worker:
+        api = Api(url)
+        try:
+            await _latency(emulator, 500)
+            results = (await bulk(api, [minimal_request(f"slow-{i}") for i in range(10)]))[
+                "results"
+            ]
+            jobs = await settled(api, [r["job_id"] for r in results])
+            await eventually(lambda: arq_idle(redis), what="arq idle")
+        finally:
+            await api.close()
+
+    assert {j["state"] for j in jobs} == {"complete"}
+    assert worker.jobs_failed == 0 and worker.jobs_retried == 0
+    assert worker.jobs_complete >= 5  # two rooms per job at most
+    calls = await livekit_calls(emulator.url, "CreateRoom")
+    assert sorted(c["room"] for c in calls) == sorted(f"slow-{i}" for i in range(10))
+
+
+async def test_livekit_calls_stay_under_the_rate_limit_across_worker_processes(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> None:
+    rps = 20
+    env = roomkeeper_env(
+        redis_server.url,
+        emulator.url,
+        ROOMKEEPER_LIVEKIT_MAX_RPS=str(rps),
+        ROOMKEEPER_CREATE_BATCH_SIZE="5",
+        ROOMKEEPER_WORKER_MAX_JOBS="2",  # so both workers get some of the 12 batches
+        # A short job: most rooms find no slot within its budget and are handed on.
+        ROOMKEEPER_JOB_TIMEOUT="3",
+        ROOMKEEPER_LIVEKIT_TIMEOUT="1",
+    )
+    settings = make_settings(redis_server.url, emulator.url)
+    async with (
+        worker_process(env, "worker-a") as worker_a,
+        worker_process(env, "worker-b") as worker_b,
+        run_api(settings) as url,
+    ):
+        api = Api(url)
+        try:
+            results = (await bulk(api, [minimal_request(f"rate-{i}") for i in range(60)]))[
+                "results"
+            ]
+            jobs = await settled(api, [r["job_id"] for r in results])
+            await eventually(lambda: arq_idle(redis), what="arq idle")
+        finally:
+            await api.close()
+        logs = worker_a.output(), worker_b.output()
+
+    assert {j["state"] for j in jobs} == {"complete"}
+    times = await arrivals(emulator.url)
+    assert len(times) == 60
+    assert most_in_window(times, 1.0) <= rps + 1  # GCRA with a burst of one
+    assert times[-1] - times[0] >= 59 / rps * 0.9
+    assert all('"event": "room created"' in log for log in logs), "both workers created rooms"
+    assert not any("TimeoutError" in log for log in logs)

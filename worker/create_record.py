@@ -1,0 +1,189 @@
+"""What a create job writes when a room's create ends: created, already done, or failed.
+
+A created room's session moves to `created`, its timers are armed and its `room_created` event is
+emitted in one guarded transaction (WATCH on the session), so an event exists exactly when the
+state does and a re-run after a crash writes nothing twice. Rooms are recorded as their LiveKit
+calls return, each time in one transaction for all that have arrived meanwhile (`GroupRecorder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from worker import keys
+from worker.deps import Deps
+from worker.events import notify_body, notify_room
+from worker.logs import get_logger
+from worker.store import PENDING_STATES
+from worker.timers import arm, room_timers
+
+log = get_logger("roomkeeper.create")
+
+# Most rooms recorded per MULTI: enough to amortise the round trips, few enough that a
+# conflicting write (rare) only replays a few.
+RECORD_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Work:
+    """One create job being worked: its record and the request it keeps."""
+
+    job_id: str
+    job: dict[str, str]
+    request: dict[str, Any]
+
+    @property
+    def room_id(self) -> str:
+        """The room the job creates."""
+        return str(self.request["room_id"])
+
+
+Created = tuple[Work, dict[str, Any]]  # a job and the LiveKit room info it got
+
+
+async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
+    """End a job as failed (and its session, if it is still this job's pending one)."""
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(keys.room(room_id))
+            state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
+            pipe.multi()
+            if current == job_id and state in PENDING_STATES:
+                pipe.hset(keys.room(room_id), "state", "failed")
+            pipe.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
+            pipe.zrem(keys.QUEUED_JOBS, job_id)
+            pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
+            await pipe.execute()
+        except WatchError:
+            await deps.redis.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
+    log.warning("room create failed", job_id=job_id, room_id=room_id, msg=msg)
+
+
+def _complete_cmds(pipe: Any, deps: Deps, job_id: str, info_json: str) -> None:
+    """A job's end as complete, with the room it got."""
+    pipe.hset(keys.job(job_id), mapping={"state": "complete", "room_info": info_json})
+    pipe.zrem(keys.QUEUED_JOBS, job_id)
+    pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
+
+
+async def complete_job(deps: Deps, job_id: str, info_json: str) -> None:
+    """Mark a job complete whose room was recorded already (a re-run after a crash)."""
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        _complete_cmds(pipe, deps, job_id, info_json)
+        await pipe.execute()
+
+
+class GroupRecorder:
+    """Records created rooms in groups (a group commit).
+
+    Each caller adds its room; whoever finds the recorder free records everything waiting, in
+    one transaction, while the rooms arriving meanwhile form the next group. A caller returns
+    once its room is recorded (or its group failed, which fails the job and re-runs it).
+    """
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._waiting: list[Created] = []
+        self._lock = asyncio.Lock()
+
+    async def record(self, item: Created) -> None:
+        """Record `item`, with whatever else is waiting when the recorder is free."""
+        self._waiting.append(item)
+        async with self._lock:
+            while any(waiting is item for waiting in self._waiting):
+                chunk = self._waiting[:RECORD_CHUNK]
+                del self._waiting[:RECORD_CHUNK]
+                await _record_created(self.deps, chunk)
+
+
+async def _record_created(deps: Deps, chunk: list[Created]) -> None:
+    """Move each created room's session to `created`, in one transaction when possible."""
+    for _ in range(3):
+        try:
+            await _record_chunk(deps, chunk)
+            return
+        except WatchError:
+            continue  # a room of the chunk changed under us; look again
+    for w, info in chunk:  # busy rooms: one transaction each, so none holds up the rest
+        await _record_chunk(deps, [(w, info)], retry=True)
+
+
+async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False) -> None:
+    """One guarded transaction: sessions still pending on their job become `created`."""
+    room_keys = [keys.room(w.room_id) for w, _ in chunk]
+    while True:
+        async with deps.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*room_keys)
+                # Read on another connection: WATCH is already armed, so any change after this
+                # read still aborts the EXEC below; one round trip instead of one per room.
+                async with deps.redis.pipeline(transaction=False) as reader:
+                    for key in room_keys:
+                        reader.hmget(key, "state", "job_id")
+                    states = await reader.execute()
+                pipe.multi()
+                for (w, info), (state, current) in zip(chunk, states, strict=True):
+                    info_json = json.dumps(info, separators=(",", ":"))
+                    if current != w.job_id or state not in PENDING_STATES:
+                        _complete_cmds(pipe, deps, w.job_id, info_json)  # done by an earlier run
+                    else:
+                        _created_cmds(pipe, deps, w, info, info_json)
+                await pipe.execute()
+                return
+            except WatchError:
+                if not retry:
+                    raise
+
+
+def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> None:
+    """The session's move to `created`, its timers and its `room_created` event."""
+    request, room_id, job_id = w.request, w.room_id, w.job_id
+    settings = deps.settings
+    metadata = json.loads(info["metadata"] or "{}") if info.get("metadata") else {}
+    body = notify_body(
+        "room_created", notify_room(info), event_id=w.job["event_id"], created_at=int(time.time())
+    )
+    pipe.hset(
+        keys.room(room_id),
+        mapping={
+            "state": "created",
+            "sid": info["sid"],
+            "info": info_json,
+            "title": str(metadata.get("room_title", "")),
+            "webhook_url": request.get("webhook_url") or "",
+            "created": info["creation_time"],
+            "empty_timeout": request["empty_timeout"],
+            "duration": request["room_duration"],
+            "participants": 0,
+            "joined": 0,
+        },
+    )
+    pipe.zadd(keys.ACTIVE_ROOMS, {room_id: info["creation_time"]})
+    pipe.set(keys.sid(info["sid"]), room_id, ex=int(settings.past_rooms_retention_days * 86400))
+    arm(
+        pipe,
+        deps.timers,
+        room_timers(
+            room_id,
+            info["sid"],
+            creation_time=int(info["creation_time"]),
+            empty_timeout=int(request["empty_timeout"]),
+            duration_min=int(request["room_duration"]),
+            warnings=settings.session_ending_warnings,
+        ),
+    )
+    deps.outbox.emit(
+        pipe,
+        event_id=w.job["event_id"],
+        event="room_created",
+        room_id=room_id,
+        body=body,
+        room_webhook_url=request.get("webhook_url"),
+    )
+    _complete_cmds(pipe, deps, job_id, info_json)
