@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server dev test lint typecheck pytest bench format clean
+.PHONY: install redis-server dev test lint typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,13 @@ pytest: install
 
 test: lint typecheck pytest
 
-bench: install
-	$(BIN)/python bench/create.py
+BENCHES := create timers deliveries bulk
+
+bench: install  # the figures in the README (about 12 minutes)
+	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
+
+bench-quick: install  # each benchmark's small run (about 3 minutes)
+	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b --quick || exit 1; done
 
 format: install
 	$(BIN)/ruff format .
