@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job as arq_serialize_job
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -26,6 +30,29 @@ def serialize_job(data: dict[str, Any]) -> bytes:
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     """The inverse of `serialize_job`."""
     return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class ArqJob:
+    """An arq job as `ArqRedis.enqueue_job` would write it, for a script to write atomically.
+
+    The API's claim of a create and the enqueue of its job then happen in one Redis round trip
+    and one transaction: no crash can leave a claimed room without its job.
+    """
+
+    job_id: str
+    key: str
+    payload: bytes
+    ttl_ms: int
+    score: int
+    queue: str = QUEUE_NAME
+
+
+def arq_job(function: str, args: tuple[Any, ...], job_id: str) -> ArqJob:
+    """The job record and queue entry arq's worker will pick up (msgpack, never pickle)."""
+    now = int(time.time() * 1000)
+    payload = arq_serialize_job(function, args, {}, None, now, serializer=serialize_job)
+    return ArqJob(job_id, job_key_prefix + job_id, payload, expires_extra_ms, now)
 
 
 def _retry() -> dict[str, Any]:

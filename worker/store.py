@@ -15,11 +15,13 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.connections import ArqJob
 
 PENDING_STATES = ("queued", "creating")
 LIVE_STATES = ("created", "active")
 
-# KEYS: room, job, queued-jobs   ARGV: job_id, request, event_id, now_ms, room_id, job_ttl
+# KEYS: room, job, queued-jobs[, arq job, arq queue]
+# ARGV: job_id, request, event_id, now_ms, room_id, job_ttl[, arq payload, ttl ms, score, arq id]
 _CLAIM_CREATE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'queued' or st == 'creating' then
@@ -35,6 +37,11 @@ redis.call('HSET', KEYS[2], 'job_id', ARGV[1], 'room_id', ARGV[5], 'state', 'que
   'request', ARGV[2], 'event_id', ARGV[3], 'attempts', 0, 'created_ms', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if KEYS[4] then
+  redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
+  redis.call('HSET', KEYS[2], 'arq_job', ARGV[10])
+end
 return {'new', ARGV[1]}
 """
 
@@ -108,13 +115,25 @@ class Store:
         return CreateClaim("ending")
 
     async def claim_create(
-        self, *, room_id: str, job_id: str, request: str, event_id: str
+        self,
+        *,
+        room_id: str,
+        job_id: str,
+        request: str,
+        event_id: str,
+        enqueue: ArqJob | None = None,
     ) -> CreateClaim:
-        """Start a create of `room_id` unless one is pending or the room is live."""
-        raw = await self._claim_create(
-            keys=[keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS],
-            args=[job_id, request, event_id, int(time.time() * 1000), room_id, self.job_ttl_s],
-        )
+        """Start a create of `room_id` unless one is pending or the room is live.
+
+        With `enqueue`, a new claim also writes that arq job, in the same script.
+        """
+        claim_keys = [keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS]
+        args: list[Any] = [job_id, request, event_id, int(time.time() * 1000), room_id]
+        args.append(self.job_ttl_s)
+        if enqueue is not None:
+            claim_keys += [enqueue.key, enqueue.queue]
+            args += [enqueue.payload, enqueue.ttl_ms, enqueue.score, enqueue.job_id]
+        raw = await self._claim_create(keys=claim_keys, args=args)
         return self.parse_claim(raw)
 
     async def job(self, job_id: str) -> dict[str, str]:
