@@ -96,14 +96,7 @@ async def _claim(deps: Deps, valid: list[tuple[int, CreateRoom]]) -> list[Create
                 pipe,
                 room_id=req.room_id,
                 job_id=uuid.uuid4().hex,
-                request=job_request(
-                    room_id=req.room_id,
-                    max_participants=req.max_participants,
-                    empty_timeout=req.empty_timeout,
-                    room_duration=req.room_duration,
-                    webhook_url=req.webhook_url,
-                    metadata_json=req.metadata_json,
-                ),
+                request=job_request(req),
                 event_id=new_event_id(),
             )
         answers = await pipe.execute()

@@ -80,14 +80,7 @@ async def create(request: web.Request) -> web.Response:
     claim = await deps.store.claim_create(
         room_id=req.room_id,
         job_id=job_id,
-        request=job_request(
-            room_id=req.room_id,
-            max_participants=req.max_participants,
-            empty_timeout=req.empty_timeout,
-            room_duration=req.room_duration,
-            webhook_url=req.webhook_url,
-            metadata_json=req.metadata_json,
-        ),
+        request=job_request(req),
         event_id=new_event_id(),
         # The claim writes the arq job itself: one round trip, and never a claim without a job.
         enqueue=arq_job(CREATE_ROOMS, ([job_id],), job_id),

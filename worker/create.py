@@ -26,6 +26,7 @@ from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.metrics import LIVEKIT_CALLS
+from worker.models import CreateRoom
 from worker.ratelimit import RateLimitBusy, budget
 from worker.store import LIVE_STATES
 
@@ -54,24 +55,16 @@ class RetryIn:
     delay: float
 
 
-def job_request(
-    *,
-    room_id: str,
-    max_participants: int,
-    empty_timeout: int,
-    room_duration: int,
-    webhook_url: str | None,
-    metadata_json: str,
-) -> str:
+def job_request(req: CreateRoom) -> str:
     """The request a job record keeps (the validated, normalised create)."""
     return json.dumps(
         {
-            "room_id": room_id,
-            "max_participants": max_participants,
-            "empty_timeout": empty_timeout,
-            "room_duration": room_duration,
-            "webhook_url": webhook_url,
-            "metadata": metadata_json,
+            "room_id": req.room_id,
+            "max_participants": req.max_participants,
+            "empty_timeout": req.empty_timeout,
+            "room_duration": req.room_duration,
+            "webhook_url": req.webhook_url,
+            "metadata": req.metadata_json,
         },
         separators=(",", ":"),
     )

@@ -143,9 +143,12 @@ class Store:
 
     async def jobs(self, job_ids: list[str]) -> list[dict[str, str]]:
         """Several job records in one round trip."""
+        return await self._hashes([keys.job(j) for j in job_ids])
+
+    async def _hashes(self, hash_keys: list[str]) -> list[dict[str, str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(keys.job(job_id))
+            for key in hash_keys:
+                pipe.hgetall(key)
             records: list[dict[str, str]] = await pipe.execute()
             return records
 
@@ -176,11 +179,7 @@ class Store:
 
     async def rooms(self, room_ids: list[str]) -> list[dict[str, str]]:
         """Several session records in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for room_id in room_ids:
-                pipe.hgetall(keys.room(room_id))
-            records: list[dict[str, str]] = await pipe.execute()
-            return records
+        return await self._hashes([keys.room(r) for r in room_ids])
 
     async def past_rooms(
         self,
@@ -211,11 +210,8 @@ class Store:
                 sids = await self.redis.zrevrange(keys.PAST_ROOMS, offset, end)
             else:
                 sids = await self.redis.zrange(keys.PAST_ROOMS, offset, end)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.hgetall(keys.past_room(sid))
-            records: list[dict[str, str]] = [r for r in await pipe.execute() if r]
-        return total, records
+        records = await self._hashes([keys.past_room(sid) for sid in sids])
+        return total, [r for r in records if r]
 
     async def queued_jobs(self) -> int:
         """Creates accepted but not yet started (for back-pressure and the queue-depth metric)."""
