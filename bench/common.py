@@ -19,7 +19,7 @@ from tests.servers import Process, RedisServer, free_port, wait_for_port
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0–100) by nearest rank."""
+    """The q-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")

@@ -49,7 +49,9 @@ async def main() -> None:
     bare = Process([sys.executable, "-m", "bench.bare", str(port)], {}, "bare").start()
     try:
         wait_for_port(port)
-        base = load(f"http://127.0.0.1:{port}/auth/room/create", args.concurrency, args.duration, "b")
+        base = load(
+            f"http://127.0.0.1:{port}/auth/room/create", args.concurrency, args.duration, "b"
+        )
     finally:
         bare.stop()
 

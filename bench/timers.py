@@ -78,14 +78,13 @@ async def phase_roomkeeper(
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
         before = int((await redis.info("memory"))["used_memory"])
-        async with roomkeeper(
-            redis_server, emu.url, workers=workers, api_port=api_port
-        ) as (url, procs):
+        async with roomkeeper(redis_server, emu.url, workers=workers, api_port=api_port) as (
+            url,
+            procs,
+        ):
             started = time.time()
             await create_through_api(url, n, empty)
-            await wait_until(
-                lambda: _count(redis, n), 120, "every room created", every=0.25
-            )
+            await wait_until(lambda: _count(redis, n), 120, "every room created", every=0.25)
             created_s = time.time() - started
             # Memory once every room is tracked (and before the first deadline).
             after = int((await redis.info("memory"))["used_memory"])

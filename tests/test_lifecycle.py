@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -173,7 +174,9 @@ async def test_empty_timeout_ends_an_unjoined_room_within_a_second_of_its_deadli
         )
         deadline = created["room_info"]["creation_time"] + 2
 
-        calls = await eventually(lambda: delete_calls(stack, "lonely"), timeout=6, what="DeleteRoom")
+        calls = await eventually(
+            lambda: delete_calls(stack, "lonely"), timeout=6, what="DeleteRoom"
+        )
 
         assert deadline <= calls[0]["at"] <= deadline + 1.0
         await receiver.wait_for(lambda r: "session_ended" in events_of(receiver, "lonely"))
@@ -213,9 +216,7 @@ async def _timer_gone(redis: Redis, prefix: str) -> bool:
 async def test_room_duration_ends_the_room_on_time_after_session_ending(
     redis_server: RedisServer, slow_emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
-    settings = make_settings(
-        redis_server.url, slow_emulator.url, session_ending_warnings="30,10"
-    )
+    settings = make_settings(redis_server.url, slow_emulator.url, session_ending_warnings="30,10")
     async with run_stack(settings, slow_emulator) as stack:
         request = minimal_request("timed", webhook_url=receiver.at("/hook"))
         request["metadata"]["room_features"] = {"room_duration": 1}
@@ -231,9 +232,10 @@ async def test_room_duration_ends_the_room_on_time_after_session_ending(
         warnings = [e for e in receiver.events() if e["event"] == "session_ending"]
         assert [w["seconds_left"] for w in warnings] == [30, 10]
         assert story.index("session_ending") < story.index("session_ended")
-        assert next(e for e in receiver.events() if e["event"] == "session_ended")[
-            "reason"
-        ] == "room_duration"
+        assert (
+            next(e for e in receiver.events() if e["event"] == "session_ended")["reason"]
+            == "room_duration"
+        )
 
 
 async def test_reconciliation_ends_a_room_deleted_behind_our_back(
@@ -271,7 +273,7 @@ async def test_only_one_worker_reconciles_at_a_time(
 
         # Three workers, one lease: about one ListRooms per interval, not three.
         assert len(calls) <= elapsed / 0.5 + 2
-        gaps = [b["at"] - a["at"] for a, b in zip(calls, calls[1:], strict=False)]
+        gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(calls)]
         assert min(gaps) >= 0.4, gaps
 
 

@@ -29,9 +29,7 @@ def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -
     return MessageToJson(event)
 
 
-def token_for(
-    body: str, *, secret: str = LK_SECRET, ttl: datetime.timedelta | None = None
-) -> str:
+def token_for(body: str, *, secret: str = LK_SECRET, ttl: datetime.timedelta | None = None) -> str:
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
     token = api.AccessToken(LK_KEY, secret).with_sha256(digest)
     if ttl is not None:
@@ -88,9 +86,7 @@ async def test_the_same_event_delivered_twice_is_processed_once(
     second = await post_webhook(stack.url, body, {"Authorization": token_for(body)})
 
     assert (first, second) == (200, 200)
-    await receiver.wait_for(
-        lambda r: any(x.json["event"] == "participant_joined" for x in r)
-    )
+    await receiver.wait_for(lambda r: any(x.json["event"] == "participant_joined" for x in r))
     await eventually(lambda: _drained(redis), what="inbound and delivery queues drained")
     assert [e["event"] for e in receiver.events()].count("participant_joined") == 1
     assert await redis.hget("rk:room:hooked", "participants") == "1"
