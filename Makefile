@@ -40,7 +40,7 @@ pytest: install
 
 test: lint typecheck pytest
 
-BENCHES := create timers deliveries bulk
+BENCHES := create timers deliveries inbound bulk
 
 bench: install  # the figures in the README (about 12 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done

@@ -322,9 +322,14 @@ async def main(args: argparse.Namespace) -> None:
             results["bare_latency"] |= {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
             async with worker(redis_server, args.concurrency) as proc:
+                before = (await redis.info("memory"))["used_memory"]
                 results["parallel"] = await throughput(
                     redis, outbox, http, base, "parallel", rooms, per_room
                 )
+                # What a delivered event leaves behind for the retention period (its record and
+                # attempt log), with the queues empty again.
+                retained = (await redis.info("memory"))["used_memory"] - before
+                results["bytes_per_delivery"] = retained / results["parallel"]["count"]
                 results["serial"] = await throughput(redis, outbox, http, base, "serial", 1, single)
                 results["latency"] = await latency(
                     redis, outbox, http, base, "latency", args.rate, lat_seconds, rooms=50
@@ -348,6 +353,8 @@ async def main(args: argparse.Namespace) -> None:
         ("  bare aiohttp POST loop", f"{r['bare_parallel']['rate']:.0f} POSTs/s "
          f"({r['bare_parallel']['seconds']:.2f} s)"),
         ("  ratio worker / bare", f"{r['parallel']['rate'] / r['bare_parallel']['rate']:.2f}"),
+        ("  Redis kept per delivered event", f"{r['bytes_per_delivery']:.0f} bytes "
+         "(record and attempt log, for the retention period)"),
         ("deliveries, one room (ordered)", f"{single} events"),
         ("  roomkeeper worker", f"{r['serial']['rate']:.0f} deliveries/s "
          f"(out-of-order: {r['serial']['disorder']})"),

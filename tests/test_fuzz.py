@@ -66,16 +66,18 @@ def live_api(redis_server: RedisServer) -> Iterator[str]:
          "--api-secret", LK_SECRET, "--webhook-url", f"http://127.0.0.1:{api_port}/webhook"],
         {}, "emulator",
     ).start()  # fmt: skip
-    wait_for_port(emu_port)
-    env = roomkeeper_env(redis_server.url, f"http://127.0.0.1:{emu_port}")
-    api = Process(roomkeeper_cmd("api", "--port", str(api_port)), env, "api").start()
-    worker = Process(roomkeeper_cmd("worker"), env, "worker").start()
-    url = f"http://127.0.0.1:{api_port}"
+    started = [emulator]
     try:
+        wait_for_port(emu_port)
+        env = roomkeeper_env(redis_server.url, f"http://127.0.0.1:{emu_port}")
+        api = Process(roomkeeper_cmd("api", "--port", str(api_port)), env, "api").start()
+        started.append(api)
+        started.append(Process(roomkeeper_cmd("worker"), env, "worker").start())
+        url = f"http://127.0.0.1:{api_port}"
         _wait_healthy(url, api)
         yield url
     finally:
-        for proc in (worker, api, emulator):
+        for proc in reversed(started):
             proc.stop()
 
 

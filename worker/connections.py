@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from arq import ArqRedis, create_pool
+from arq import ArqRedis
 from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job as arq_serialize_job
@@ -77,24 +77,31 @@ def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
     return hosts
 
 
-def redis_client(settings: Settings, **kwargs: Any) -> Redis:
-    """A text-mode client for roomkeeper's keys (a Sentinel master when sentinels are set).
+def _client(settings: Settings, redis_class: type[Redis], **options: Any) -> Any:
+    """A client of `redis_class` (a Sentinel master when sentinels are set).
 
-    With Sentinel, the password, user and database still come from `ROOMKEEPER_REDIS_URL`, as
-    they do for arq's pool, so both clients reach the same data.
+    It connects on first use, so building one never waits and cannot be left half-open. With
+    Sentinel, the password, user and database still come from `ROOMKEEPER_REDIS_URL`, so every
+    client reaches the same data.
     """
+    options = {**_retry(), **options}
     if settings.redis_sentinels:
         url = RedisSettings.from_dsn(settings.redis_url)
         sentinel = Sentinel(
             _sentinel_hosts(settings),
-            decode_responses=True,
             password=url.password,
             username=url.username,
             db=url.database,
-            **{**_retry(), **kwargs},
+            **options,
         )
-        return sentinel.master_for(settings.redis_sentinel_master)
-    return Redis.from_url(settings.redis_url, decode_responses=True, **{**_retry(), **kwargs})
+        return sentinel.master_for(settings.redis_sentinel_master, redis_class=redis_class)
+    return redis_class.from_url(settings.redis_url, **options)
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> Redis:
+    """A text-mode client for roomkeeper's keys."""
+    client: Redis = _client(settings, Redis, decode_responses=True, **kwargs)
+    return client
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
@@ -110,11 +117,14 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
     return base
 
 
-async def arq_pool(settings: Settings) -> ArqRedis:
-    """arq's pool for enqueueing, with msgpack jobs."""
-    return await create_pool(
-        arq_redis_settings(settings),
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=QUEUE_NAME,
-    )
+def arq_pool(settings: Settings) -> ArqRedis:
+    """arq's client for enqueueing: bytes, msgpack jobs, roomkeeper's queue.
+
+    Not arq's `create_pool`: that pings at once and, cancelled mid-ping (a process stopped while
+    starting), drops a half-open pool that nothing can close any more.
+    """
+    pool: ArqRedis = _client(settings, ArqRedis)
+    pool.job_serializer = serialize_job
+    pool.job_deserializer = deserialize_job
+    pool.default_queue_name = QUEUE_NAME
+    return pool

@@ -77,7 +77,7 @@ async def run_consumer(
             nxt = await schedule.next_due_ms()
             timeout = idle_max if nxt is None else min(idle_max, (nxt - now_ms()) / 1000)
             if timeout > 0:
-                await schedule.wait(waiter, timeout)
+                await _until_stopped(schedule.wait(waiter, timeout), stop)
         except RedisConnectionError as exc:
             log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
             await _pause(stop, 1.0)
@@ -90,6 +90,25 @@ async def run_consumer(
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _until_stopped(wait: Awaitable[None], stop: asyncio.Event) -> None:
+    """Await `wait`, cut short by `stop`: shutting down does not sit out a blocking pop.
+
+    The cut-off pop's connection is dropped by redis-py; the waiter is private to this consumer
+    and closed at shutdown anyway.
+    """
+    waiting = asyncio.ensure_future(wait)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, stopping):
+            task.cancel()
+        await asyncio.gather(waiting, stopping, return_exceptions=True)
+    failure = None if waiting.cancelled() else waiting.exception()
+    if failure is not None:
+        raise failure  # Redis errors reach the loop's handlers as before
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -51,7 +51,7 @@ async def open_deps(settings: Settings) -> Deps:
     return Deps(
         settings=settings,
         redis=redis,
-        arq=await arq_pool(settings),
+        arq=arq_pool(settings),
         livekit=LiveKit(
             settings.livekit_url,
             settings.livekit_api_key,
