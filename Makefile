@@ -42,7 +42,7 @@ test: lint typecheck pytest
 
 BENCHES := create timers deliveries inbound bulk
 
-bench: install  # the figures in the README (about 12 minutes)
+bench: install  # the figures in the README (about 15 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)

@@ -34,7 +34,7 @@ from aiohttp import web
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, report, wait_until
+from bench.common import Emulator, helper_server, report, wait_until
 from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.procs import roomkeeper_env
 from tests.servers import Process, RedisServer, free_port, wait_for_port
@@ -264,12 +264,8 @@ async def main() -> None:
     redis = RedisServer()
     redis.start()
     emu = Emulator(tick=3600).start()
-    receiver_port = free_port()
-    receiver = Process(
-        [sys.executable, "-m", "bench.bulk", "--receiver", str(receiver_port)], {}, "receiver"
-    ).start()
+    receiver, receiver_port = helper_server("bench.bulk", "--receiver", "receiver")
     try:
-        wait_for_port(receiver_port)
         in_flight = args.concurrency * args.workers
         emu_cpu = cpu_s(emu.proc)
         base_s = await baseline(emu.url, args.rooms, in_flight)

@@ -27,6 +27,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
+def helper_server(module: str, flag: str, name: str) -> tuple[Process, int]:
+    """A bench module run again as a helper server (receiver, baseline) on a free port, in its
+    own process so it never shares a CPU loop with what it measures; up before this returns."""
+    port = free_port()
+    proc = Process([sys.executable, "-m", module, flag, str(port)], {}, name).start()
+    try:
+        wait_for_port(port)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port
+
+
 def rss_mib(pid: int) -> float:
     """Resident set size of a process, MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

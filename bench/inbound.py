@@ -33,9 +33,9 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, report, roomkeeper, wait_until
+from bench.common import Emulator, helper_server, report, roomkeeper, wait_until
 from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET
-from tests.servers import Process, RedisServer, free_port, wait_for_port
+from tests.servers import RedisServer
 from worker.signing import body_hmac
 
 CONCURRENCY = 32
@@ -160,13 +160,8 @@ async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rk-bench-inbound-"))
 
     # 1. baseline
-    bare_port = free_port()
-    bare = Process(
-        [sys.executable, "-m", "bench.inbound", "--serve-bare", str(bare_port)], {}, "bare"
-    )
-    bare.start()
+    bare, bare_port = helper_server("bench.inbound", "--serve-bare", "bare")
     try:
-        wait_for_port(bare_port)
         fake_rooms = {f"in-{i}": f"RM_{i}" for i in range(n_rooms)}
         baseline_file = tmp / "baseline.jsonl"
         baseline_file.write_text(
@@ -180,14 +175,10 @@ async def main(args: argparse.Namespace) -> None:
     redis_server = RedisServer()
     redis_server.start()
     emu = Emulator(tick=3600).start()
-    rec_port = free_port()
-    receiver = Process(
-        [sys.executable, "-m", "bench.inbound", "--serve-receiver", str(rec_port)], {}, "receiver"
-    ).start()
+    receiver, rec_port = helper_server("bench.inbound", "--serve-receiver", "receiver")
     rec = f"http://127.0.0.1:{rec_port}"
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        wait_for_port(rec_port)
         async with (
             roomkeeper(redis_server, emu.url, workers=1) as (url, _),
             aiohttp.ClientSession() as http,

@@ -43,7 +43,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A private `redis-server` process; `restart()` keeps its data dir (and AOF, if on)."""
 
-    def __init__(self, *, appendonly: bool = False) -> None:
+    def __init__(self, *, appendonly: bool = False, appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -53,6 +53,7 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="roomkeeper-redis-")
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,7 +70,7 @@ class RedisServer:
             "--dir", self.dir,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

@@ -90,6 +90,10 @@ async def test_sigterm_on_the_api_under_balanced_load_resets_nothing_and_loses_n
             await eventually(lambda: _all_complete(redis, accepted), timeout=60, what="jobs done")
         rooms = await _rooms(emu.url)
         assert len(rooms) == len(accepted)
+    print(
+        f"\nfault: API SIGTERMed under load: {len(outcomes['answered'])} requests answered, "
+        f"{len(outcomes['reset'])} reset, {len(accepted)} creates accepted, {len(rooms)} created"
+    )
 
 
 async def _at_least(outcomes: dict[str, list], n: int) -> bool:
@@ -136,6 +140,10 @@ async def test_sigterm_on_a_worker_under_load_leaves_the_rest_for_the_next_worke
             await api.close()
         rooms = await _rooms(emu.url)
         assert sorted(r["name"] for r in rooms) == sorted(f"w-{i}" for i in range(200))
+    print(
+        f"\nfault: worker SIGTERMed mid-run: exited 0 in {took:.1f} s, 200 creates accepted, "
+        f"{len(rooms)} created (the rest by the next worker)"
+    )
 
 
 async def _some_complete(redis: Redis, job_ids: list[str]) -> bool:
