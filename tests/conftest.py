@@ -30,7 +30,7 @@ from tests.helpers import (
 )
 from tests.servers import Receiver, RedisServer, free_port, run_receiver
 from worker.logs import configure_logging
-from worker.main import ResilientWorker, worker_settings
+from worker.main import ResilientWorker, stop_worker, worker_settings
 from worker.settings import Settings
 
 
@@ -143,20 +143,7 @@ async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
     try:
         yield worker
     finally:
-        # The same order as `worker.main._run`: stop polling, let running jobs finish (arq's
-        # own bookkeeping after a job included), then close.
-        worker.allow_pick_jobs = False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        stop = worker.ctx.get("stop")
-        if stop is not None:
-            stop.set()
-        running = [t for t in worker.tasks.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=5)
-        worker.tasks.clear()
-        await worker.close()
+        await stop_worker(worker, task, settings.shutdown_grace)  # what `roomkeeper worker` does
 
 
 @contextlib.asynccontextmanager

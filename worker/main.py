@@ -211,8 +211,12 @@ async def _run(settings: Settings) -> None:
         await main  # startup failed: let the error show
         return
     log.info("worker stopping", grace_s=settings.shutdown_grace)
-    # Stop taking new work everywhere; what is running gets the grace period, the rest stays
-    # queued (arq) or scheduled (consumers) for other workers.
+    await stop_worker(worker, main, settings.shutdown_grace)
+
+
+async def stop_worker(worker: Worker, main: asyncio.Task[None], grace: float) -> None:
+    """Stop taking new work everywhere; what is running gets `grace` seconds, the rest stays
+    queued (arq) or scheduled (consumers) for other workers. `main` runs `worker.async_run()`."""
     worker.allow_pick_jobs = False
     main.cancel()  # the poll loop: no job starts after this
     with contextlib.suppress(asyncio.CancelledError):
@@ -222,9 +226,10 @@ async def _run(settings: Settings) -> None:
         stop.set()
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
-        _, late = await asyncio.wait(running, timeout=settings.shutdown_grace)
+        _, late = await asyncio.wait(running, timeout=grace)
         for task in late:  # arq puts a cancelled job back on the queue at once
             task.cancel()
+        # Awaited before the pool closes: a cancelled job still releases its connections.
         await asyncio.gather(*late, return_exceptions=True)
     worker.tasks.clear()
     await worker.close()
