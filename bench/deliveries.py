@@ -214,17 +214,7 @@ async def emit_batch(redis: Redis, outbox: Outbox, url: str, events: list[tuple[
 
 async def emit_one(redis: Redis, outbox: Outbox, url: str, room_id: str, seq: int) -> None:
     """One event in its own transaction, as the worker's producers do."""
-    body = event_body(room_id, seq, PAD)
-    async with redis.pipeline(transaction=True) as pipe:
-        outbox.emit(
-            pipe,
-            event_id=json.loads(body)["id"],
-            event="participant_joined",
-            room_id=room_id,
-            body=body,
-            room_webhook_url=url,
-        )
-        await pipe.execute()
+    await emit_batch(redis, outbox, url, [(room_id, seq)])
 
 
 async def stats(http: aiohttp.ClientSession, base: str, phase: str, lat: bool = False) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -31,6 +32,14 @@ def most_in_window(times: list[float], window: float) -> int:
             start += 1
         most = max(most, end - start + 1)
     return most
+
+
+async def bulk_to_the_end(api: Api, redis: Redis, prefix: str, n: int) -> list[dict[str, Any]]:
+    """Submit `n` rooms in one createBulk; wait until each job settled and arq is idle."""
+    results = (await bulk(api, [minimal_request(f"{prefix}-{i}") for i in range(n)]))["results"]
+    jobs = await settled(api, [r["job_id"] for r in results])
+    await eventually(lambda: arq_idle(redis), what="arq idle")
+    return jobs
 
 
 async def test_two_limiters_on_one_redis_share_one_rate(redis: Redis) -> None:
@@ -68,11 +77,7 @@ async def test_a_bulk_is_worked_in_batches_not_one_arq_job_per_room(
     async with run_api(settings) as url, run_worker(settings) as worker:
         api = Api(url)
         try:
-            results = (await bulk(api, [minimal_request(f"batch-{i}") for i in range(200)]))[
-                "results"
-            ]
-            jobs = await settled(api, [r["job_id"] for r in results])
-            await eventually(lambda: arq_idle(redis), what="arq idle")
+            jobs = await bulk_to_the_end(api, redis, "batch", 200)
         finally:
             await api.close()
 
@@ -89,9 +94,7 @@ async def test_a_worker_keeps_at_most_create_concurrency_livekit_calls_in_flight
         api = Api(url)
         try:
             await _latency(emulator, 300)
-            results = (await bulk(api, [minimal_request(f"cc-{i}") for i in range(20)]))["results"]
-            jobs = await settled(api, [r["job_id"] for r in results])
-            await eventually(lambda: arq_idle(redis), what="arq idle")
+            jobs = await bulk_to_the_end(api, redis, "cc", 20)
         finally:
             await api.close()
 
@@ -121,11 +124,7 @@ async def test_rooms_without_a_slot_before_the_deadline_move_to_a_fresh_job(
         api = Api(url)
         try:
             await _latency(emulator, 500)
-            results = (await bulk(api, [minimal_request(f"slow-{i}") for i in range(10)]))[
-                "results"
-            ]
-            jobs = await settled(api, [r["job_id"] for r in results])
-            await eventually(lambda: arq_idle(redis), what="arq idle")
+            jobs = await bulk_to_the_end(api, redis, "slow", 10)
         finally:
             await api.close()
 
@@ -158,11 +157,7 @@ async def test_livekit_calls_stay_under_the_rate_limit_across_worker_processes(
     ):
         api = Api(url)
         try:
-            results = (await bulk(api, [minimal_request(f"rate-{i}") for i in range(60)]))[
-                "results"
-            ]
-            jobs = await settled(api, [r["job_id"] for r in results])
-            await eventually(lambda: arq_idle(redis), what="arq idle")
+            jobs = await bulk_to_the_end(api, redis, "rate", 60)
         finally:
             await api.close()
         logs = worker_a.output(), worker_b.output()
