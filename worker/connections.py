@@ -104,24 +104,13 @@ def redis_client(settings: Settings, **kwargs: Any) -> Redis:
     return client
 
 
-def arq_redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings for the same Redis."""
-    base = RedisSettings.from_dsn(settings.redis_url)
-    base.retry = _retry()["retry"]
-    base.retry_on_error = _retry()["retry_on_error"]
-    base.conn_retries = 30  # a worker starting while Redis restarts waits instead of dying
-    if settings.redis_sentinels:
-        base.host = _sentinel_hosts(settings)
-        base.sentinel = True
-        base.sentinel_master = settings.redis_sentinel_master
-    return base
-
-
 def arq_pool(settings: Settings) -> ArqRedis:
-    """arq's client for enqueueing: bytes, msgpack jobs, roomkeeper's queue.
+    """arq's client (the API's and workers' enqueueing, and a worker's own polling): bytes,
+    msgpack jobs, roomkeeper's queue.
 
     Not arq's `create_pool`: that pings at once and, cancelled mid-ping (a process stopped while
-    starting), drops a half-open pool that nothing can close any more.
+    starting), drops a half-open pool that nothing can close any more. A worker starting while
+    Redis restarts waits on its first commands instead (the retry policy above, about 30 s).
     """
     pool: ArqRedis = _client(settings, ArqRedis)
     pool.job_serializer = serialize_job

@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from worker import inbound, jobs, keys
-from worker.connections import arq_redis_settings, deserialize_job, redis_client, serialize_job
+from worker.connections import arq_pool, deserialize_job, redis_client, serialize_job
 from worker.consumer import run_consumer
 from worker.delivery import make_session
 from worker.deps import Deps, open_deps
@@ -145,7 +145,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [func(jobs.create_rooms, name=jobs.CREATE_ROOMS, max_tries=1000)],
         "queue_name": keys.QUEUE_NAME,
-        "redis_settings": arq_redis_settings(settings),
+        "redis_pool": arq_pool(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
