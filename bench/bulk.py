@@ -35,10 +35,10 @@ from livekit import api
 from redis.asyncio import Redis
 
 from bench.common import Emulator, helper_server, report, wait_until
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET
-from tests.procs import roomkeeper_env
-from tests.servers import Process, RedisServer, free_port, wait_for_port
-from worker.signing import body_hmac
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
+from tests.support.procs import roomkeeper_env
+from tests.support.servers import Process, RedisServer, free_port, wait_for_port
+from worker.webhooks.signing import body_hmac
 
 PER_CALL = 1000
 DEFAULT_CONCURRENCY = 32  # ROOMKEEPER_CREATE_CONCURRENCY's default, per worker process

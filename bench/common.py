@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers import LK_KEY, LK_SECRET
-from tests.procs import roomkeeper_env
-from tests.servers import Process, RedisServer, free_port, wait_for_port
+from tests.support.api import LK_KEY, LK_SECRET
+from tests.support.procs import roomkeeper_env
+from tests.support.servers import Process, RedisServer, free_port, wait_for_port
 
 
 def percentile(values: Sequence[float], q: float) -> float:

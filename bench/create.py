@@ -21,8 +21,8 @@ import subprocess
 import sys
 
 from bench.common import Emulator, report, roomkeeper
-from tests.helpers import API_KEY, API_SECRET
-from tests.servers import Process, RedisServer, free_port, wait_for_port
+from tests.support.api import API_KEY, API_SECRET
+from tests.support.servers import Process, RedisServer, free_port, wait_for_port
 
 
 def load(url: str, concurrency: int, duration: float, prefix: str) -> dict[str, object]:

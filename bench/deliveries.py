@@ -32,14 +32,14 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
-from tests.procs import roomkeeper_env
-from tests.servers import Process, RedisServer, free_port, wait_for_port
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+from tests.support.procs import roomkeeper_env
+from tests.support.servers import Process, RedisServer, free_port, wait_for_port
 from worker import keys
-from worker.dispatch import SCHEDULE_NAME, Outbox
-from worker.events import notify_body
-from worker.schedule import Schedule
+from worker.queue.schedule import Schedule
 from worker.settings import Settings
+from worker.webhooks.bodies import notify_body
+from worker.webhooks.engine import SCHEDULE_NAME, Outbox
 
 # --- the receiver (its own process) ------------------------------------------------------------
 

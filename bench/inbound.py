@@ -34,9 +34,9 @@ from livekit import api
 from redis.asyncio import Redis
 
 from bench.common import Emulator, helper_server, report, roomkeeper, wait_until
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET
-from tests.servers import RedisServer
-from worker.signing import body_hmac
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
+from tests.support.servers import RedisServer
+from worker.webhooks.signing import body_hmac
 
 CONCURRENCY = 32
 

@@ -18,7 +18,7 @@ from collections import Counter
 
 import aiohttp
 
-from worker.signing import body_hmac
+from worker.webhooks.signing import body_hmac
 
 
 def _body(i: int, prefix: str) -> bytes:

@@ -26,9 +26,9 @@ from livekit import api
 from redis.asyncio import Redis
 
 from bench.common import Emulator, percentile, report, roomkeeper, rss_mib, wait_until
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
-from tests.servers import RedisServer, free_port
-from worker.signing import body_hmac
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
+from tests.support.servers import RedisServer, free_port
+from worker.webhooks.signing import body_hmac
 
 CONCURRENCY = 64  # the baseline's LiveKit calls in flight
 

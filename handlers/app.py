@@ -30,9 +30,9 @@ from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import STATUS_CODE, ApiError, failure
 from handlers.state import BODY, DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
 from worker.deps import open_deps
-from worker.inbound import Inbox
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
+from worker.rooms.livekit_events import Inbox
 from worker.settings import Settings
 
 log = get_logger("roomkeeper.api")

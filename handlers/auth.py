@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Mapping
 
 from handlers.replies import ApiError
-from worker.signing import verify_body_hmac
+from worker.webhooks.signing import verify_body_hmac
 
 MISSING = "MISSING_REQUIRED_PARAMETER"
 

@@ -23,12 +23,12 @@ from handlers.replies import ApiError, ok
 from handlers.rooms import create_limits
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
 from worker import keys
-from worker.create import job_request
 from worker.deps import Deps
-from worker.events import new_event_id
-from worker.jobs import enqueue_batches
-from worker.models import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
-from worker.store import CreateClaim, Store, api_room_info
+from worker.rooms.create import job_request
+from worker.rooms.jobs import enqueue_batches
+from worker.rooms.records import CreateClaim, Store, api_room_info
+from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.webhooks.bodies import new_event_id
 
 INVALID = "INVALID_PARAMETERS"
 # The contract's status codes have no "try later"; a full queue is the service's own limit.

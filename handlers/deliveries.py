@@ -1,7 +1,8 @@
 """Webhook deliveries: listing and redelivery (`/auth/webhook/deliveries`, `/redeliver`).
 
 Both routes sit behind the `/auth/*` middleware (signature, JSON, error mapping); this module
-only validates fields, naming each one in its message, and calls the engine in `worker.dispatch`.
+only validates fields, naming each one in its message, and calls the engine in
+`worker.webhooks.engine`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from aiohttp import web
 
 from handlers.replies import ApiError, ok
 from handlers.state import DEPS, LOG_FIELDS, body_of
-from worker.deliveries import list_deliveries, redeliver, room_deliveries_since
-from worker.dispatch import ID_PATTERN, STATES
+from worker.webhooks.engine import ID_PATTERN, STATES
+from worker.webhooks.log import list_deliveries, redeliver, room_deliveries_since
 
 INVALID = "INVALID_PARAMETERS"
 DEFAULT_LIMIT = 50

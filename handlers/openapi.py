@@ -1,8 +1,8 @@
 """`GET /openapi.json`: the API described.
 
 The create request's schema is generated from the very models that validate it
-(`worker.models.CreateRoomRequest`); the rest are pydantic models written here. A test keeps the
-two honest: every route the app serves is described, and schemathesis checks real answers
+(`worker.rooms.request.CreateRoomRequest`); the rest are pydantic models written here. A test
+keeps the two honest: every route the app serves is described, and schemathesis checks real answers
 against these schemas.
 """
 
@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker import __version__
-from worker.models import CreateRoomRequest
+from worker.rooms.request import CreateRoomRequest
 
 StatusCode = Literal[
     "SUCCESS",

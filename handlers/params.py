@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.replies import ApiError
-from worker.models import RequestInvalid, parse_room_id
+from worker.rooms.request import RequestInvalid, parse_room_id
 
 INVALID = "INVALID_PARAMETERS"
 

@@ -10,9 +10,9 @@ from aiohttp import web
 from handlers.params import boolean, request_object, room_id_of, text
 from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, body_of
-from worker.lifecycle import end_room
 from worker.livekit import LiveKitError
-from worker.store import LIVE_STATES
+from worker.rooms.ending import end_room
+from worker.rooms.records import LIVE_STATES
 
 INVALID = "INVALID_PARAMETERS"
 

@@ -12,7 +12,7 @@ from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, body_of
 from worker.deps import Deps
 from worker.livekit import LiveKitError
-from worker.store import LIVE_STATES, room_info_of
+from worker.rooms.records import LIVE_STATES, room_info_of
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16

@@ -13,13 +13,13 @@ from aiohttp import web
 from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
 from worker.connections import arq_job
-from worker.create import job_request
 from worker.deps import Deps
-from worker.events import new_event_id
-from worker.jobs import CREATE_ROOMS
-from worker.models import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.rooms.create import job_request
+from worker.rooms.jobs import CREATE_ROOMS
+from worker.rooms.records import api_room_info
+from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
 from worker.settings import Settings
-from worker.store import api_room_info
+from worker.webhooks.bodies import new_event_id
 
 INVALID = "INVALID_PARAMETERS"
 

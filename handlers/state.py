@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.deps import Deps
-from worker.inbound import Inbox
+from worker.rooms.livekit_events import Inbox
 from worker.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 
 from roomkeeper.bulkfile import Line
-from worker.signing import body_hmac
+from worker.webhooks.signing import body_hmac
 
 MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
 POLL_S = 0.5

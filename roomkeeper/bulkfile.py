@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel
 
-from worker.models import CreateLimits, CreateRoomRequest, RequestInvalid, parse_create_room
+from worker.rooms.request import CreateLimits, CreateRoomRequest, RequestInvalid, parse_create_room
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TRUE = frozenset({"true", "1", "yes", "y", "on"})

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.signing import body_hmac
+from worker.webhooks.signing import body_hmac
 
 DEV_ENV = {
     "LIVEKIT_API_KEY": "devkey",

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from handlers.app import create_app
-from tests.helpers import (
+from tests.support.api import (
     API_KEY,
     API_SECRET,
     LK_KEY,
@@ -28,7 +28,7 @@ from tests.helpers import (
     WEBHOOK_SECRET,
     Api,
 )
-from tests.servers import Receiver, RedisServer, free_port, run_receiver
+from tests.support.servers import Receiver, RedisServer, free_port, run_receiver
 from worker.logs import configure_logging
 from worker.main import ResilientWorker, stop_worker, worker_settings
 from worker.settings import Settings

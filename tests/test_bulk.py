@@ -10,8 +10,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tests.conftest import Stack, make_settings, run_api, run_stack, run_worker
-from tests.helpers import Api, eventually, livekit_calls, livekit_rooms, minimal_request
-from tests.servers import Receiver
+from tests.support.api import Api, eventually, livekit_calls, livekit_rooms, minimal_request
+from tests.support.servers import Receiver
 
 BULK = "/auth/room/createBulk"
 STATUS = "/auth/job/status"

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from tests.conftest import make_settings, run_api, run_worker
-from tests.helpers import Api, eventually, livekit_calls, minimal_request
-from tests.helpers import emulator as emulator_control
-from tests.procs import roomkeeper_env, worker_process
-from tests.servers import RedisServer
+from tests.support.api import Api, eventually, livekit_calls, minimal_request
+from tests.support.api import emulator as emulator_control
+from tests.support.procs import roomkeeper_env, worker_process
+from tests.support.servers import RedisServer
 from tests.test_bulk import arq_idle, bulk, settled
 from worker.ratelimit import RateLimitBusy, RateLimiter, budget
 

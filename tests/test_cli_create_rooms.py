@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from emulator.server import Emulator
 from roomkeeper.bulkfile import read_csv
 from tests.conftest import Stack, make_settings, run_stack
-from tests.helpers import API_KEY, API_SECRET, eventually, livekit_calls, livekit_rooms
-from tests.servers import ROOT, Receiver, RedisServer
+from tests.support.api import API_KEY, API_SECRET, eventually, livekit_calls, livekit_rooms
+from tests.support.servers import ROOT, Receiver, RedisServer
 from tests.test_bulk import CreatedEvents
 
 

@@ -9,8 +9,8 @@ from livekit import api
 from standardwebhooks import Webhook
 
 from tests.conftest import Stack, make_settings, run_stack
-from tests.helpers import API_KEY, API_SECRET, WEBHOOK_SECRET, eventually, seed_request
-from tests.servers import Receiver, free_port
+from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, eventually, seed_request
+from tests.support.servers import Receiver, free_port
 
 
 def created_events(receiver: Receiver, room_id: str) -> list[dict]:

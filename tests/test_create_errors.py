@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.helpers import API_KEY, minimal_request, seed_request
-from worker.signing import body_hmac
+from tests.support.api import API_KEY, minimal_request, seed_request
+from worker.webhooks.signing import body_hmac
 
 
 def features(**room_features: Any) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from standardwebhooks import Webhook
 
 from emulator.server import Emulator
 from tests.conftest import Stack, make_settings, run_stack
-from tests.delivery_fixtures import emit, queue_drained, record, settled, untrusted_tls_receiver
-from tests.helpers import (
+from tests.support.api import (
     API_KEY,
     API_SECRET,
     WEBHOOK_SECRET,
@@ -24,7 +23,8 @@ from tests.helpers import (
     eventually,
     minimal_request,
 )
-from tests.servers import Received, Receiver, RedisServer
+from tests.support.delivery import emit, queue_drained, record, settled, untrusted_tls_receiver
+from tests.support.servers import Received, Receiver, RedisServer
 
 
 @contextlib.asynccontextmanager

@@ -11,12 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
-from tests.delivery_fixtures import emit, record, settled
-from tests.servers import Receiver
+from tests.support.delivery import emit, record, settled
+from tests.support.servers import Receiver
 from worker import keys
-from worker.delivery import make_session
-from worker.dispatch import Dispatcher
 from worker.keys import deliveries_in_state
+from worker.webhooks.attempt import make_session
+from worker.webhooks.engine import Dispatcher
 
 
 async def listing(stack: Stack, **query: Any) -> dict[str, Any]:
@@ -245,7 +245,7 @@ async def test_pruning_removes_finished_records_and_keeps_the_counts_right(
 
 
 async def _settled(redis: Redis, ids: list[str]) -> None:
-    from tests.helpers import eventually
+    from tests.support.api import eventually
 
     await eventually(lambda: settled(redis, ids), what=f"{len(ids)} deliveries settled")
 

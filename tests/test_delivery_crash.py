@@ -9,9 +9,9 @@ import time
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.helpers import Api, minimal_request
-from tests.procs import api_process, roomkeeper_env, worker_process
-from tests.servers import Receiver, RedisServer
+from tests.support.api import Api, minimal_request
+from tests.support.procs import api_process, roomkeeper_env, worker_process
+from tests.support.servers import Receiver, RedisServer
 
 
 async def test_a_worker_killed_mid_attempt_leaves_the_event_to_the_next_worker(

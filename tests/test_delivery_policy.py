@@ -9,7 +9,8 @@ from email.utils import formatdate
 
 import pytest
 
-from worker.delivery import (
+from worker.settings import DEFAULT_RETRY_SCHEDULE
+from worker.webhooks.attempt import (
     AttemptResult,
     Delivered,
     Failed,
@@ -19,9 +20,8 @@ from worker.delivery import (
     jittered,
     parse_retry_after,
 )
-from worker.dispatch import ID_PATTERN, id_floor, new_delivery_id, public_url, queue_id
-from worker.netguard import blocked_reason, parse_cidrs
-from worker.settings import DEFAULT_RETRY_SCHEDULE
+from worker.webhooks.engine import ID_PATTERN, id_floor, new_delivery_id, public_url, queue_id
+from worker.webhooks.netguard import blocked_reason, parse_cidrs
 
 SCHEDULE = DEFAULT_RETRY_SCHEDULE  # 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
 

@@ -1,7 +1,7 @@
 """The SSRF guard end to end (contract §4): a real `roomkeeper worker` without the loopback
 allow-list refuses every internal target at connect time, at once, with the reason.
 
-It runs in a network namespace of its own (see `tests.delivery_fixtures`), so a failing guard
+It runs in a network namespace of its own (see `tests.support.delivery`), so a failing guard
 could never send a packet to a private address outside this machine.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.delivery_fixtures import run_ssrf_probe
+from tests.support.delivery import run_ssrf_probe
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from handlers.app import create_app
 from roomkeeper.cli import build_parser, run_worker
 from worker.metrics import QUEUE_DEPTH
 from worker.settings import Settings, load_settings
-from worker.signing import webhook_headers
+from worker.webhooks.signing import webhook_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port
 
 
 def _wait_for(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from tests.conftest import make_settings, run_api, run_stack
-from tests.helpers import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms, minimal_request
-from tests.procs import roomkeeper_env, worker_process
-from tests.servers import Receiver, RedisServer, free_port, run_receiver
+from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms, minimal_request
+from tests.support.procs import roomkeeper_env, worker_process
+from tests.support.servers import Receiver, RedisServer, free_port, run_receiver
 
 
 def bulk(prefix: str, n: int, webhook_url: str) -> dict[str, Any]:

@@ -26,10 +26,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET
-from tests.procs import roomkeeper_env
-from tests.servers import Process, RedisServer, free_port, roomkeeper_cmd, wait_for_port
-from worker.signing import body_hmac
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
+from tests.support.procs import roomkeeper_env
+from tests.support.servers import Process, RedisServer, free_port, roomkeeper_cmd, wait_for_port
+from worker.webhooks.signing import body_hmac
 
 EXAMPLES_PER_ROUTE = 15  # per route and mode: both modes over 16 routes is ~450 requests
 

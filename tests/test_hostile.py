@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import Stack
-from tests.helpers import minimal_request
+from tests.support.api import minimal_request
 
 
 def nested(depth: int) -> str:

@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 
 from emulator.server import Emulator
 from tests.conftest import Stack, make_settings, run_stack, run_worker
-from tests.helpers import (
+from tests.support.api import (
     API_KEY,
     API_SECRET,
     LK_KEY,
@@ -33,7 +33,7 @@ from tests.helpers import (
     minimal_request,
     seed_request,
 )
-from tests.servers import Receiver, RedisServer
+from tests.support.servers import Receiver, RedisServer
 
 
 def events_of(receiver: Receiver, room_id: str) -> list[str]:

@@ -14,8 +14,8 @@ from livekit import api
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
-from tests.helpers import LK_KEY, LK_SECRET, eventually, minimal_request
-from tests.servers import Receiver
+from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
+from tests.support.servers import Receiver
 
 
 def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -> str:

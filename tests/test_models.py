@@ -23,14 +23,14 @@ from plugnmeet_sdk.schemas.data import (
 )
 from plugnmeet_sdk.schemas.requests import CreateRoomRequest
 
-from worker.models import (
+from worker.rooms.request import (
     CreateLimits,
     CreateRoom,
     RequestInvalid,
     parse_create_room,
     parse_room_id,
 )
-from worker.netguard import parse_cidrs
+from worker.webhooks.netguard import parse_cidrs
 
 # The example request from the user's seed document (000_c6989e4d3af78a2e.txt), verbatim.
 SEED_EXAMPLE: dict[str, Any] = {

@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from tests.conftest import Stack, make_settings, run_api
-from tests.helpers import eventually, minimal_request
-from tests.procs import roomkeeper_env, worker_process
-from tests.servers import RedisServer, free_port
+from tests.support.api import eventually, minimal_request
+from tests.support.procs import roomkeeper_env, worker_process
+from tests.support.servers import RedisServer, free_port
 
 
 async def get(url: str) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from plugnmeet_sdk.schemas.requests import CreateRoomRequest
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
-from tests.helpers import (
+from tests.support.api import (
     API_KEY,
     API_SECRET,
     LK_KEY,
@@ -34,8 +34,8 @@ from tests.helpers import (
     livekit_rooms,
     seed_request,
 )
-from tests.procs import api_process, roomkeeper_env, worker_process
-from tests.servers import Receiver, RedisServer, free_port
+from tests.support.procs import api_process, roomkeeper_env, worker_process
+from tests.support.servers import Receiver, RedisServer, free_port
 
 
 def sdk_request(room_id: str, webhook_url: str) -> CreateRoomRequest:
@@ -118,7 +118,7 @@ async def test_two_apis_and_two_workers_share_one_redis_and_create_one_room(
 async def test_a_bad_setting_stops_startup_naming_the_variable(redis_server: RedisServer) -> None:
     env = roomkeeper_env(redis_server.url, "http://127.0.0.1:1", ROOMKEEPER_PORT="not-a-port")
     env["ROOMKEEPER_WEBHOOK_SECRET"] = "plain-secret"
-    from tests.servers import Process, roomkeeper_cmd
+    from tests.support.servers import Process, roomkeeper_cmd
 
     proc = Process(roomkeeper_cmd("api"), env, "api").start()
     code = proc.wait(20)

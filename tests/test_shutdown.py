@@ -11,10 +11,18 @@ import aiohttp
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, Api, eventually, minimal_request
-from tests.procs import api_process, roomkeeper_env, worker_process
-from tests.servers import RedisServer
-from worker.signing import body_hmac
+from tests.support.api import (
+    API_KEY,
+    API_SECRET,
+    LK_KEY,
+    LK_SECRET,
+    Api,
+    eventually,
+    minimal_request,
+)
+from tests.support.procs import api_process, roomkeeper_env, worker_process
+from tests.support.servers import RedisServer
+from worker.webhooks.signing import body_hmac
 
 
 async def balancer(url: str, routable: asyncio.Event, stop: asyncio.Event) -> None:

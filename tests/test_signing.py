@@ -16,8 +16,8 @@ from livekit import api
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.helpers import API_KEY, API_SECRET, WEBHOOK_SECRET, WEBHOOK_SECRET_OLD
-from worker.signing import (
+from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, WEBHOOK_SECRET_OLD
+from worker.webhooks.signing import (
     WEBHOOK_TOKEN_TTL,
     body_hmac,
     standard_signature,

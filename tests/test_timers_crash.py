@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from tests.conftest import make_settings, run_api
-from tests.helpers import LK_KEY, LK_SECRET, Api, eventually, livekit_calls, minimal_request
-from tests.procs import roomkeeper_env, worker_process
-from tests.servers import RedisServer
+from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_calls, minimal_request
+from tests.support.procs import roomkeeper_env, worker_process
+from tests.support.servers import RedisServer
 
 
 async def test_a_timer_pending_when_its_worker_is_killed_fires_on_time_in_the_next_worker(

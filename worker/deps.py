@@ -12,14 +12,14 @@ from arq import ArqRedis
 from redis.asyncio import Redis
 
 from worker.connections import arq_pool, redis_client
-from worker.dispatch import SCHEDULE_NAME as DELIVERY_SCHEDULE
-from worker.dispatch import Outbox
 from worker.livekit import LiveKit
+from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
-from worker.schedule import Schedule
+from worker.rooms.records import Store
+from worker.rooms.timers import SCHEDULE_NAME as TIMER_SCHEDULE
 from worker.settings import Settings
-from worker.store import Store
-from worker.timers import SCHEDULE_NAME as TIMER_SCHEDULE
+from worker.webhooks.engine import SCHEDULE_NAME as DELIVERY_SCHEDULE
+from worker.webhooks.engine import Outbox
 
 INBOUND_SCHEDULE = "in"
 

@@ -18,17 +18,18 @@ from arq import Worker, func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from worker import inbound, jobs, keys
+from worker import keys
 from worker.connections import arq_pool, deserialize_job, redis_client, serialize_job
-from worker.consumer import run_consumer
-from worker.delivery import make_session
 from worker.deps import Deps, open_deps
-from worker.dispatch import Dispatcher
-from worker.lifecycle import on_timer
 from worker.logs import configure_logging, get_logger
-from worker.schedule import now_ms
+from worker.queue.consumer import run_consumer
+from worker.queue.schedule import now_ms
+from worker.rooms import jobs, livekit_events
+from worker.rooms.ending import on_timer
+from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
-from worker.timers import RECONCILE
+from worker.webhooks.attempt import make_session
+from worker.webhooks.engine import Dispatcher
 
 log = get_logger("roomkeeper.worker")
 
@@ -69,7 +70,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(
             run_consumer(
                 deps.inbound,
-                lambda c: inbound.work(deps, c),
+                lambda c: livekit_events.work(deps, c),
                 waiter=waiters[1],
                 stop=stop,
                 concurrency=64,

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from worker.signing import body_hmac
+from worker.webhooks.signing import body_hmac
 
 T = TypeVar("T")
 

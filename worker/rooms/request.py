@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from worker.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
+from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
 
 MAX_PARTICIPANTS = 100_000
 MAX_EMPTY_TIMEOUT = 31 * 24 * 3600  # seconds

@@ -1,7 +1,7 @@
 """Helpers for the delivery tests: emitting events straight into Redis, reading the delivery log,
 a fake DNS server, a TLS receiver with an untrusted certificate, and the SSRF probe.
 
-The SSRF probe (`python -m tests.delivery_fixtures ssrf-probe`) runs inside a fresh network
+The SSRF probe (`python -m tests.support.delivery ssrf-probe`) runs inside a fresh network
 namespace made by the test (`unshare --net --mount`): only loopback exists there, and
 `/etc/resolv.conf` is bind-mounted to point at a fake DNS server the probe serves on 127.0.0.1:53.
 So the real `roomkeeper worker`, resolving with the system resolver, sees a name that resolves to
@@ -30,13 +30,13 @@ from aiohttp import web
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from redis.asyncio import Redis
 
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
-from tests.servers import ROOT, Receiver, RedisServer, free_port
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+from tests.support.servers import ROOT, Receiver, RedisServer, free_port
 from worker import keys
-from worker.dispatch import SCHEDULE_NAME, Outbox
-from worker.events import notify_body
-from worker.schedule import Schedule
+from worker.queue.schedule import Schedule
 from worker.settings import Settings
+from worker.webhooks.bodies import notify_body
+from worker.webhooks.engine import SCHEDULE_NAME, Outbox
 
 # --- emitting and reading ----------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ def ssrf_controls(port: int) -> list[str]:
 
 
 async def _ssrf_probe() -> dict[str, Any]:
-    from tests.procs import roomkeeper_env, worker_process
+    from tests.support.procs import roomkeeper_env, worker_process
 
     loop = asyncio.get_running_loop()
     dns = FakeDns({INTERNAL_NAME: "10.1.2.3", ALLOWED_NAME: "127.0.0.2"})
@@ -268,7 +268,7 @@ def run_ssrf_probe(timeout: float = 60.0) -> dict[str, Any]:
         script = (
             "ip link set lo up && "
             f"mount --bind {conf.name} /etc/resolv.conf && "
-            f"exec {sys.executable} -m tests.delivery_fixtures ssrf-probe"
+            f"exec {sys.executable} -m tests.support.delivery ssrf-probe"
         )
         proc = subprocess.run(
             ["unshare", "--net", "--mount", "sh", "-c", script],

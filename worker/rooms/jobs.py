@@ -1,4 +1,4 @@
-"""arq job functions: thin orchestration over the plain async code in `worker.create`.
+"""arq job functions: thin orchestration over the plain async code in `worker.rooms.create`.
 
 One arq job carries a batch of create jobs (`create_batch_size` rooms), so a bulk is not bound by
 arq's per-job overhead. Every arq job id is derived from what it carries, and recorded on each
@@ -19,10 +19,10 @@ import structlog
 from arq import Retry
 
 from worker import keys
-from worker.create import RetryIn, create_batch
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.metrics import JOB_SECONDS, JOBS
+from worker.rooms.create import RetryIn, create_batch
 from worker.settings import Settings
 
 log = get_logger("roomkeeper.jobs")

@@ -3,7 +3,7 @@
 A batch is worked concurrently, but never more LiveKit calls at once than the process's `slots`
 allow; each room is its own job record, so one room's failure never holds up another's success.
 Redis work is done per batch, not per room: the jobs and their rooms are read in a round trip
-each, and created rooms are recorded in groups (`worker.create_record`), which is what lets one
+each, and created rooms are recorded in groups (`worker.rooms.created`), which is what lets one
 worker keep up with a bulk.
 
 Transient LiveKit failures, and rooms that could not start before the job's deadline, come back as
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import keys
-from worker.create_record import GroupRecorder, Work, complete_job, fail
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.metrics import LIVEKIT_CALLS
-from worker.models import CreateRoom
 from worker.ratelimit import RateLimitBusy, budget
-from worker.store import LIVE_STATES
+from worker.rooms.created import GroupRecorder, Work, complete_job, fail
+from worker.rooms.records import LIVE_STATES
+from worker.rooms.request import CreateRoom
 
 log = get_logger("roomkeeper.create")
 

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from worker import keys
-from worker.dispatch import Outbox, id_floor, record_ttl_s
 from worker.keys import deliveries_in_state
-from worker.schedule import now_ms
+from worker.queue.schedule import now_ms
+from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
 @dataclass(frozen=True)

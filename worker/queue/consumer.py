@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from worker.logs import get_logger
-from worker.schedule import Claim, Schedule, now_ms
+from worker.queue.schedule import Claim, Schedule, now_ms
 
 log = get_logger("roomkeeper.consumer")
 

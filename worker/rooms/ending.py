@@ -14,13 +14,13 @@ from redis.exceptions import WatchError
 
 from worker import keys
 from worker.deps import Deps
-from worker.events import derived_event_id, notify_body, notify_room
 from worker.livekit import LiveKitError
 from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
-from worker.schedule import Claim, now_ms
-from worker.store import LIVE_STATES, room_info_of
-from worker.timers import RECONCILE, Timer, disarm, room_timers
+from worker.queue.schedule import Claim, now_ms
+from worker.rooms.records import LIVE_STATES, room_info_of
+from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
+from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.lifecycle")
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from tests.helpers import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
-from tests.servers import Process, free_port, roomkeeper_cmd
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+from tests.support.servers import Process, free_port, roomkeeper_cmd
 
 
 def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, str]:

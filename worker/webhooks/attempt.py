@@ -25,7 +25,7 @@ from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from worker.netguard import IPNetwork, blocked_reason
+from worker.webhooks.netguard import IPNetwork, blocked_reason
 
 RESPONSE_KEEP = 4096
 GUARD = "refused by the SSRF guard"

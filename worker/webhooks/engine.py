@@ -28,7 +28,11 @@ import aiohttp
 from redis.asyncio import Redis
 
 from worker import __version__, keys
-from worker.delivery import (
+from worker.logs import get_logger
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
+from worker.queue.schedule import Claim, Schedule, now_ms
+from worker.settings import Settings
+from worker.webhooks.attempt import (
     AttemptResult,
     Delivered,
     Failed,
@@ -39,11 +43,7 @@ from worker.delivery import (
     jittered,
     send,
 )
-from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
-from worker.schedule import Claim, Schedule, now_ms
-from worker.settings import Settings
-from worker.signing import webhook_headers
+from worker.webhooks.signing import webhook_headers
 
 log = get_logger("roomkeeper.dispatch")
 

@@ -18,10 +18,10 @@ from redis.exceptions import WatchError
 
 from worker import keys
 from worker.deps import Deps
-from worker.events import notify_body, notify_room
 from worker.logs import get_logger
-from worker.store import PENDING_STATES
-from worker.timers import arm, room_timers
+from worker.rooms.records import PENDING_STATES
+from worker.rooms.timers import arm, room_timers
+from worker.webhooks.bodies import notify_body, notify_room
 
 log = get_logger("roomkeeper.create")
 

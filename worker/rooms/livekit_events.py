@@ -18,12 +18,12 @@ from redis.exceptions import WatchError
 
 from worker import keys
 from worker.deps import Deps
-from worker.events import derived_event_id, notify_body, notify_room
-from worker.lifecycle import finalize
 from worker.livekit import proto_dict
 from worker.logs import get_logger
-from worker.schedule import Claim, Schedule, now_ms
-from worker.store import LIVE_STATES, PENDING_STATES, room_info_of
+from worker.queue.schedule import Claim, Schedule, now_ms
+from worker.rooms.ending import finalize
+from worker.rooms.records import LIVE_STATES, PENDING_STATES, room_info_of
+from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.inbound")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.schedule import Schedule
+from worker.queue.schedule import Schedule
 
 SCHEDULE_NAME = "timers"
 RECONCILE = "reconcile"

@@ -1,0 +1,1 @@
+"""What the tests share: the stack, processes, receivers, the seed request, `eventually`."""

@@ -1,0 +1,1 @@
+"""The durable lease-and-claim schedule and the consumer loop that works it."""

@@ -1,0 +1,1 @@
+"""Rooms: the create request, records, submit, create pipeline, ending, timers, LiveKit events."""
