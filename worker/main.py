@@ -22,6 +22,7 @@ from worker import keys
 from worker.connections import arq_pool, deserialize_job, redis_client, serialize_job
 from worker.deps import Deps, open_deps
 from worker.logs import configure_logging, get_logger
+from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
@@ -194,7 +195,7 @@ def run(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    asyncio.run(_run(settings))
+    run_loop(_run(settings), settings.event_loop)
     return 0
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
+
+import orjson
 
 EVENTS = (
     "room_created",
@@ -69,4 +70,4 @@ def notify_body(
         body.update(extra)
     body["id"] = event_id
     body["created_at"] = str(int(time.time()) if created_at is None else created_at)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)

@@ -43,7 +43,7 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
-from worker.webhooks.signing import webhook_headers
+from worker.webhooks.signing import Signer
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -257,6 +257,12 @@ class Dispatcher:
         self._settle_script = redis.register_script(_SETTLE)
         self._prune_script = redis.register_script(_PRUNE)
         self._next_prune = 0.0
+        self.signer = Signer(
+            api_key=settings.api_key,
+            api_secret=settings.api_secret.get_secret_value(),
+            keys=settings.webhook_secrets,
+            user_agent=USER_AGENT,
+        )
 
     async def work(self, claim: Claim) -> None:
         """Deliver from one queue until it is empty or must wait for a retry."""
@@ -325,15 +331,7 @@ class Dispatcher:
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
-        headers = webhook_headers(
-            body=raw,
-            msg_id=record["event_id"],
-            now=stamp,
-            api_key=self.settings.api_key,
-            api_secret=self.settings.api_secret.get_secret_value(),
-            keys=self.settings.webhook_secrets,
-            user_agent=USER_AGENT,
-        )
+        headers = self.signer.headers(body=raw, msg_id=record["event_id"], now=stamp)
         began = time.time()
         result = await send(
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
