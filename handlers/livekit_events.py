@@ -46,7 +46,7 @@ async def receive(request: web.Request) -> web.Response:
     if not event.id or not event.room.name:
         log.info("livekit event without id or room ignored", lk_event=event.event)
         return web.Response(text="ignored\n")
-    fresh = await request.app[INBOX].accept(event, text)
+    fresh = await request.app[INBOX].accept(event)
     return web.Response(text="ok\n" if fresh else "duplicate\n")
 
 

@@ -8,11 +8,14 @@ crash applies nothing twice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from typing import Any
 
 from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.message import DecodeError
 from livekit import api
 from redis.exceptions import WatchError
 
@@ -53,11 +56,25 @@ return 1
 """
 
 
-def parse_event(body: str) -> api.WebhookEvent:
-    """A LiveKit webhook body (protojson) as a message; ValueError when it is not one."""
+def encode_event(event: api.WebhookEvent) -> str:
+    """How a verified event waits for the workers: the message the API parsed, as protobuf
+    (base64, the schedule's lists hold text), so no worker parses its JSON a second time."""
+    return base64.b64encode(event.SerializeToString()).decode()
+
+
+def parse_event(item: str) -> api.WebhookEvent:
+    """A queued event as a message; ValueError when it is not one.
+
+    An item starting with `{` is LiveKit's JSON body as queued before events were stored
+    encoded (an API of the previous version may still be filing them during an upgrade).
+    """
     try:
-        return Parse(body, api.WebhookEvent(), ignore_unknown_fields=True)
-    except ParseError as exc:
+        if item.startswith("{"):
+            return Parse(item, api.WebhookEvent(), ignore_unknown_fields=True)
+        event = api.WebhookEvent()
+        event.ParseFromString(base64.b64decode(item, validate=True))
+        return event
+    except (ParseError, DecodeError, binascii.Error) as exc:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
 
 
@@ -68,8 +85,8 @@ class Inbox:
         self.schedule = schedule
         self._accept = schedule.redis.register_script(_ACCEPT)
 
-    async def accept(self, event: api.WebhookEvent, body: str) -> bool:
-        """File `body` on its room's FIFO; False when this event id was seen already."""
+    async def accept(self, event: api.WebhookEvent) -> bool:
+        """File `event` on its room's FIFO; False when this event id was seen already."""
         room = event.room.name
         return bool(
             await self._accept(
@@ -79,7 +96,7 @@ class Inbox:
                     self.schedule.list_key(room),
                     self.schedule.wake_key,
                 ],
-                args=[SEEN_TTL, body, now_ms(), room],
+                args=[SEEN_TTL, encode_event(event), now_ms(), room],
             )
         )
 
@@ -100,69 +117,80 @@ async def work(deps: Deps, claim: Claim) -> None:
 
 
 async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
-    """Apply one event; False means "not yet" (its room is still being created)."""
+    """Apply one event; False means "not yet" (its room is still being created).
+
+    Three round trips in the usual case: WATCH, one read of the session and the event's marker,
+    and the transaction that applies it.
+    """
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
-    record = await deps.store.room(room_id)
-    if await deps.redis.exists(done):
+    room_key = keys.room(room_id)
+    finalized = False
+    while True:
+        async with deps.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(room_key, done)
+                # Read on another connection: WATCH is already armed, so any change after this
+                # read still aborts the EXEC below.
+                async with deps.redis.pipeline(transaction=False) as reader:
+                    reader.hgetall(room_key)
+                    reader.exists(done)
+                    record, seen = await reader.execute()
+                if seen:
+                    await pipe.reset()
+                    return True
+                if record.get("sid") != sid:
+                    await pipe.reset()
+                    return await _not_this_session(deps, event, record)
+                if event.event == "room_finished" and not finalized:
+                    await pipe.reset()
+                    await finalize(deps, room_id, sid, "room_finished")
+                    finalized = True
+                    continue  # the session changed: read it again
+                live = record.get("state") in LIVE_STATES
+                participants = int(record.get("participants", 0))
+                pipe.multi()
+                if live and event.event == "room_started" and record["state"] == "created":
+                    pipe.hset(room_key, "state", "active")
+                elif live and event.event == "participant_joined":
+                    participants += 1
+                    pipe.hset(room_key, mapping={"participants": participants, "state": "active"})
+                    pipe.hincrby(room_key, "joined", 1)
+                elif live and event.event == "participant_left":
+                    participants = max(0, participants - 1)
+                    pipe.hset(room_key, "participants", participants)
+                if event.event in FORWARDED:
+                    _emit(deps, pipe, event, room_id, record, participants if live else 0)
+                pipe.set(done, 1, ex=SEEN_TTL)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
+
+
+async def _not_this_session(deps: Deps, event: api.WebhookEvent, record: dict[str, str]) -> bool:
+    """An event whose sid is not the room's current session: too early, an earlier one, or
+    not a room of ours."""
+    done = keys.lk_event_done(event.id)
+    room_id, sid = event.room.name, event.room.sid
+    if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
+        return False
+    past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
+    if not past:
+        log.info(
+            "livekit event dropped: not a room of ours",
+            lk_event=event.event,
+            room_id=room_id,
+            sid=sid,
+        )
+        await deps.redis.set(done, 1, ex=SEEN_TTL)
         return True
-    if record.get("sid") != sid:
-        if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
-            return False
-        past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
-        if not past:
-            log.info(
-                "livekit event dropped: not a room of ours",
-                lk_event=event.event,
-                room_id=room_id,
-                sid=sid,
-            )
-            await deps.redis.set(done, 1, ex=SEEN_TTL)
-            return True
-        await _forward(deps, event, room_id, past.get("webhook_url") or None)
-        return True
-    if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "room_finished")
-    await _apply_to_session(deps, event, room_id)
+    await _forward(deps, event, room_id, past.get("webhook_url") or None)
     return True
 
 
 def _age_ms(event: api.WebhookEvent) -> float:
     return now_ms() - event.created_at * 1000 if event.created_at else 0
-
-
-async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -> None:
-    done = keys.lk_event_done(event.id)
-    while True:
-        async with deps.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(keys.room(room_id), done)
-                if await pipe.exists(done):
-                    await pipe.reset()
-                    return
-                record = await pipe.hgetall(keys.room(room_id))
-                live = record.get("state") in LIVE_STATES
-                participants = int(record.get("participants", 0))
-                pipe.multi()
-                if live and event.event == "room_started" and record["state"] == "created":
-                    pipe.hset(keys.room(room_id), "state", "active")
-                elif live and event.event == "participant_joined":
-                    participants += 1
-                    pipe.hset(
-                        keys.room(room_id),
-                        mapping={"participants": participants, "state": "active"},
-                    )
-                    pipe.hincrby(keys.room(room_id), "joined", 1)
-                elif live and event.event == "participant_left":
-                    participants = max(0, participants - 1)
-                    pipe.hset(keys.room(room_id), "participants", participants)
-                if event.event in FORWARDED:
-                    _emit(deps, pipe, event, room_id, record, participants if live else 0)
-                pipe.set(done, 1, ex=SEEN_TTL)
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
 
 
 def _emit(
