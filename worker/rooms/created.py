@@ -47,6 +47,11 @@ class Work:
 Created = tuple[Work, dict[str, Any]]  # a job and the LiveKit room info it got
 
 
+def creation_ms(info: dict[str, Any]) -> int:
+    """When LiveKit created the room, in ms (whole seconds from info stored before ms were)."""
+    return int(info.get("creation_time_ms") or int(info["creation_time"]) * 1000)
+
+
 async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
     """End a job as failed (and its session, if it is still this job's pending one)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
@@ -158,6 +163,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
             "title": str(metadata.get("room_title", "")),
             "webhook_url": request.get("webhook_url") or "",
             "created": info["creation_time"],
+            "created_ms": creation_ms(info),
             "empty_timeout": request["empty_timeout"],
             "duration": request["room_duration"],
             "participants": 0,
@@ -172,7 +178,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_timers(
             room_id,
             info["sid"],
-            creation_time=int(info["creation_time"]),
+            creation_ms=creation_ms(info),
             empty_timeout=int(request["empty_timeout"]),
             duration_min=int(request["room_duration"]),
             warnings=settings.session_ending_warnings,

@@ -122,7 +122,8 @@ def _session_timers(deps: Deps, room_id: str, sid: str, record: dict[str, str]) 
     return room_timers(
         room_id,
         sid,
-        creation_time=int(record.get("created", 0)),
+        # Sessions recorded before `created_ms` existed armed their timers from whole seconds.
+        creation_ms=int(record.get("created_ms") or int(record.get("created", 0)) * 1000),
         empty_timeout=int(record.get("empty_timeout", 0)),
         duration_min=int(record.get("duration", 0)),
         warnings=deps.settings.session_ending_warnings,
