@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Any
@@ -16,7 +15,7 @@ from worker.connections import arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS
-from worker.rooms.records import api_room_info
+from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
 from worker.settings import Settings
 from worker.webhooks.bodies import new_event_id
@@ -97,16 +96,11 @@ async def create(request: web.Request) -> web.Response:
     state = job.get("state")
     if state == "complete":
         msg = "success" if claim.kind == "new" else "room already exists"
-        return room_reply(msg, _info(job))
+        return room_reply(msg, completed_room_info(job, await deps.store.room(req.room_id)))
     if state == "failed":
         return failure("INTERNAL_SERVER_ERROR", job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
     return queued(claim.job_id, **extra)
-
-
-def _info(job: dict[str, str]) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(job.get("room_info") or "{}")
-    return info
 
 
 def setup(app: web.Application) -> None:

@@ -47,7 +47,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session)
+    dispatcher = Dispatcher(deps.redis, settings, session, priority=deps.priority)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -66,6 +66,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                 lease_ms=30_000,
                 idle_max=1.0,
                 grace=grace,
+                priority=deps.priority,
+                urgent=True,
             )
         ),
         asyncio.create_task(
@@ -77,6 +79,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=64,
                 lease_ms=30_000,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
         asyncio.create_task(
@@ -88,6 +91,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=settings.webhook_concurrency,
                 lease_ms=dispatcher.lease_ms,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
     ]

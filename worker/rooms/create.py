@@ -114,16 +114,16 @@ async def _load(deps: Deps, job_ids: list[str]) -> list[Work]:
     requests = [json.loads(r["request"]) for _, r in live]
     async with deps.redis.pipeline(transaction=False) as pipe:
         for request in requests:
-            pipe.hmget(keys.room(request["room_id"]), "state", "job_id", "info")
+            pipe.hmget(keys.room(request["room_id"]), "state", "job_id", "sid")
         rooms = await pipe.execute()
     work: list[Work] = []
-    for (job_id, job), request, (state, current, info) in zip(live, requests, rooms, strict=True):
+    for (job_id, job), request, (state, current, sid) in zip(live, requests, rooms, strict=True):
         if current != job_id:
             await fail(
                 deps, job_id, request["room_id"], "superseded by a newer create of this room"
             )
         elif state in LIVE_STATES:
-            await complete_job(deps, job_id, info or "{}")  # a re-run after a crash
+            await complete_job(deps, job_id, request["room_id"], sid or "")  # a crash's re-run
         else:
             work.append(Work(job_id, job, request))
     return work
@@ -153,6 +153,7 @@ async def _call(
     """Holding a slot: the room's CreateRoom, unless the job's time is up."""
     loop = asyncio.get_running_loop()
     async with slots:
+        await deps.priority.step_aside()  # a timer firing goes first
         remaining = deadline - loop.time()
         if remaining <= 0:
             return RetryIn(w.job_id, 0.0)  # the job's time is up; a fresh job takes it on

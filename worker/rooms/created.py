@@ -70,17 +70,24 @@ async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
     log.warning("room create failed", job_id=job_id, room_id=room_id, msg=msg)
 
 
-def _complete_cmds(pipe: Any, deps: Deps, job_id: str, info_json: str) -> None:
-    """A job's end as complete, with the room it got."""
-    pipe.hset(keys.job(job_id), mapping={"state": "complete", "room_info": info_json})
+def _complete_cmds(pipe: Any, deps: Deps, job_id: str, room_id: str, sid: str) -> None:
+    """A job's end as complete, with the session it made.
+
+    The record is written afresh with short fields only: the request (and its metadata) was
+    for the create, and the room's info is the session's. A hash that once held a long value
+    stays in Redis's large encoding, several times the bytes, so it is replaced, not trimmed.
+    """
+    job = keys.job(job_id)
+    pipe.delete(job)
+    pipe.hset(job, mapping={"job_id": job_id, "room_id": room_id, "state": "complete", "sid": sid})
     pipe.zrem(keys.QUEUED_JOBS, job_id)
     pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
 
 
-async def complete_job(deps: Deps, job_id: str, info_json: str) -> None:
+async def complete_job(deps: Deps, job_id: str, room_id: str, sid: str) -> None:
     """Mark a job complete whose room was recorded already (a re-run after a crash)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
-        _complete_cmds(pipe, deps, job_id, info_json)
+        _complete_cmds(pipe, deps, job_id, room_id, sid)
         await pipe.execute()
 
 
@@ -136,7 +143,8 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                 for (w, info), (state, current) in zip(chunk, states, strict=True):
                     info_json = json.dumps(info, separators=(",", ":"))
                     if current != w.job_id or state not in PENDING_STATES:
-                        _complete_cmds(pipe, deps, w.job_id, info_json)  # done by an earlier run
+                        # done by an earlier run
+                        _complete_cmds(pipe, deps, w.job_id, w.room_id, info["sid"])
                     else:
                         _created_cmds(pipe, deps, w, info, info_json)
                 await pipe.execute()
@@ -192,4 +200,4 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         body=body,
         room_webhook_url=request.get("webhook_url"),
     )
-    _complete_cmds(pipe, deps, job_id, info_json)
+    _complete_cmds(pipe, deps, job_id, room_id, info["sid"])

@@ -106,6 +106,7 @@ async def work(deps: Deps, claim: Claim) -> None:
     schedule = deps.inbound
     lease_ms = 30_000
     while (body := await schedule.head(claim.member)) is not None:
+        await deps.priority.step_aside()
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.

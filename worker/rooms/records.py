@@ -236,3 +236,15 @@ def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
         "enabled_codecs": info.get("enabled_codecs", []),
         "metadata": info.get("metadata", ""),
     }
+
+
+def completed_room_info(job: dict[str, str], session: dict[str, str]) -> dict[str, Any]:
+    """A complete job's room: its session's info while that session is the room's current one;
+    once a newer create has replaced it, only the sid and name the job kept."""
+    sid = job.get("sid", "")
+    if sid and session.get("sid") == sid:
+        return room_info_of(session)
+    if "room_info" in job:  # a job completed before jobs kept only the sid
+        kept: dict[str, Any] = json.loads(job["room_info"] or "{}")
+        return kept
+    return {"sid": sid, "name": job.get("room_id", "")}

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from worker import __version__, keys
 from worker.logs import get_logger
 from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
+from worker.queue.consumer import Priority
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -247,8 +248,16 @@ return 2
 class Dispatcher:
     """The consumer side: works due (room, URL) queues, one delivery at a time each."""
 
-    def __init__(self, redis: Redis, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        *,
+        priority: Priority | None = None,
+    ) -> None:
         self.redis = redis
+        self.priority = priority
         self.settings = settings
         self.session = session
         self.schedule = Schedule(redis, SCHEDULE_NAME)
@@ -277,6 +286,8 @@ class Dispatcher:
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
         while True:
+            if self.priority is not None:
+                await self.priority.step_aside()
             head = await self._peek(qid)
             if head is None:
                 await self.schedule.release(claim)
