@@ -16,7 +16,6 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
@@ -177,6 +177,38 @@ class Head:
     body: str | None
 
 
+@dataclass(frozen=True)
+class Final:
+    """A head delivery's final outcome (delivered or dead), still to be settled."""
+
+    outcome: Delivered | Failed | Gone
+    result: AttemptResult | None
+    attempt: int | None
+    began: float
+
+
+def _head(raw: list[Any]) -> Head:
+    """A head as `peek.lua` (and the tail of `advance.lua`'s answer) returns it."""
+    flat = raw[1]
+    record = dict(zip(flat[::2], flat[1::2], strict=True))
+    gone = len(raw) > 2 and int(raw[2]) == 1
+    return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+
+
+def _final_state(outcome: Outcome) -> tuple[str, str]:
+    """The state (and reason) a final outcome leaves a delivery in."""
+    if isinstance(outcome, Failed):
+        return "dead", outcome.reason
+    if isinstance(outcome, Gone):
+        return "dead", GONE_REASON
+    return "delivered", ""
+
+
+def _entry(result: AttemptResult, began: float) -> str:
+    """An attempt's log entry as stored."""
+    return orjson.dumps(result.as_record(began)).decode()
+
+
 class Dispatcher:
     """The consumer side: works due (room, URL) queues, one delivery at a time each."""
 
@@ -196,6 +228,7 @@ class Dispatcher:
         self.lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
+        self._advance_script = lua.script(redis, "worker.webhooks", "advance")
         self._prune_script = lua.script(redis, "worker.webhooks", "prune")
         self._next_prune = 0.0
         self.signer = Signer(
@@ -217,21 +250,21 @@ class Dispatcher:
 
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
-        while True:
+        head = await self._peek(qid)
+        while head is not None:
             if self.priority is not None:
                 await self.priority.step_aside()
-            head = await self._peek(qid)
-            if head is None:
-                await self.schedule.release(claim)
-                return
-            outcome = await self._deliver(qid, head)
-            if isinstance(outcome, RetryLater):
+            step = await self._deliver(qid, head)
+            if isinstance(step, RetryLater):
                 # The whole queue waits, so nothing behind this delivery overtakes it.
-                await self.schedule.release(claim, now_ms() + int(outcome.after * 1000))
+                await self.schedule.release(claim, now_ms() + int(step.after * 1000))
                 return
-            # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
-            if await self.schedule.pop(claim, head.delivery_id, self.lease_ms) < 0:
+            # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
+            # skipped: settled, popped and the next head read in one round trip.
+            held, head = await self._advance(claim, head, step)
+            if not held:
                 return  # the lease was lost; whoever holds it now goes on
+        await self.schedule.release(claim)
 
     async def _peek(self, qid: str) -> Head | None:
         """The head delivery of a queue, read (and marked in flight) in one round trip."""
@@ -239,22 +272,65 @@ class Dispatcher:
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
             args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
         )
-        if not raw:
-            return None
-        flat = raw[1]
-        record = dict(zip(flat[::2], flat[1::2], strict=True))
-        gone = len(raw) > 2 and int(raw[2]) == 1
-        return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+        return _head(raw) if raw else None
 
-    async def _deliver(self, qid: str, head: Head) -> Outcome | None:
-        """Attempt the head delivery of a queue; None when it was already finished."""
+    async def _advance(
+        self, claim: Claim, head: Head, step: Final | None
+    ) -> tuple[bool, Head | None]:
+        """Settle a finished head (if `step`), pop it and read the next: (whether the lease
+        still holds, the next head or None when the queue is empty)."""
+        did, qid = head.delivery_id, claim.member
+        ttl = record_ttl_s(self.settings)
+        state = reason = entry = attempts = ""
+        if step is not None:
+            state, reason = _final_state(step.outcome)
+            if step.result is not None:
+                entry = _entry(step.result, step.began)
+            attempts = "" if step.attempt is None else str(step.attempt)
+        raw = await self._advance_script(
+            keys=[
+                keys.delivery(did),
+                keys.delivery_attempts(did),
+                keys.DELIVERY_COUNTS,
+                keys.deliveries_in_state("pending"),
+                keys.deliveries_in_state("dead"),
+                keys.gone(qid),
+                self.schedule.due_key,
+                self.schedule.lease_key,
+                self.schedule.list_key(qid),
+            ],
+            args=[
+                did,
+                entry,
+                attempts,
+                state,
+                reason,
+                f"{time.time():.6f}",
+                ttl,
+                ttl if step is not None and isinstance(step.outcome, Gone) else "",
+                qid,
+                claim.token,
+                now_ms() + self.lease_ms,
+                keys.delivery(""),
+                keys.event_body(""),
+            ],
+        )
+        if step is not None:
+            self._observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
+        if int(raw[1]) < 0:
+            return False, None
+        return True, (_head(raw[2:]) if int(raw[1]) == 1 else None)
+
+    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | None:
+        """Attempt the head delivery of a queue: a final outcome to settle, a retry (settled
+        already), or None when it was already finished."""
         did, record = head.delivery_id, head.record
         if record.get("state") != "pending":
             return None  # finished by a consumer that died before popping it, or pruned
         if head.gone:
-            return await self._give_up(did, record, GONE_EARLIER)
+            return Final(Failed(GONE_EARLIER), None, None, time.time())
         if head.body is None:
-            return await self._give_up(did, record, BODY_EXPIRED)
+            return Final(Failed(BODY_EXPIRED), None, None, time.time())
         schedule = self.settings.webhook_retry_schedule
         jitter = self.settings.webhook_jitter
         attempt = int(record.get("attempts", 0))
@@ -266,9 +342,9 @@ class Dispatcher:
             lost = AttemptResult(None, INTERRUPTED, (time.time() - began) * 1000, "")
             verdict = decide(lost, attempt, schedule, jitter)
             ATTEMPTS.labels("interrupted").inc()
-            await self._settle(did, record, lost, attempt, verdict, began)
             if isinstance(verdict, Failed):
-                return verdict
+                return Final(verdict, lost, attempt, began)
+            await self._settle(did, record, lost, attempt, verdict, began)
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
         attempt += 1
@@ -282,14 +358,10 @@ class Dispatcher:
         outcome = decide(result, attempt, schedule, jitter)
         ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        await self._settle(did, record, result, attempt, outcome, began)
-        return outcome
-
-    async def _give_up(self, did: str, record: dict[str, str], reason: str) -> Failed:
-        """Dead-letter a delivery without an attempt."""
-        outcome = Failed(reason)
-        await self._settle(did, record, None, None, outcome, time.time())
-        return outcome
+        if isinstance(outcome, RetryLater):
+            await self._settle(did, record, result, attempt, outcome, began)
+            return outcome
+        return Final(outcome, result, attempt, began)
 
     async def _settle(
         self,
@@ -302,14 +374,11 @@ class Dispatcher:
     ) -> None:
         """Log the attempt and apply its outcome in one step; count and log the transition."""
         state, reason, next_at = "pending", "", ""
-        if isinstance(outcome, Delivered):
-            state = "delivered"
-        elif isinstance(outcome, Failed):
-            state, reason = "dead", outcome.reason
-        elif isinstance(outcome, Gone):
-            state, reason = "dead", GONE_REASON
-        elif result is not None and result.error != INTERRUPTED:
-            next_at = f"{time.time() + outcome.after:.3f}"
+        if isinstance(outcome, RetryLater):
+            if result is not None and result.error != INTERRUPTED:
+                next_at = f"{time.time() + outcome.after:.3f}"
+        else:
+            state, reason = _final_state(outcome)
         ttl = record_ttl_s(self.settings)
         moved = await self._settle_script(
             keys=[
@@ -322,7 +391,7 @@ class Dispatcher:
             ],
             args=[
                 did,
-                json.dumps(result.as_record(began)) if result is not None else "",
+                _entry(result, began) if result is not None else "",
                 "" if attempt is None else attempt,
                 state,
                 reason,
@@ -332,6 +401,18 @@ class Dispatcher:
                 ttl if isinstance(outcome, Gone) else "",
             ],
         )
+        self._observe(did, record, result, attempt, outcome, moved)
+
+    def _observe(
+        self,
+        did: str,
+        record: dict[str, str],
+        result: AttemptResult | None,
+        attempt: int | None,
+        outcome: Outcome,
+        moved: Any,
+    ) -> None:
+        """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
         fields = {
             "delivery_id": did,
             "event_id": record.get("event_id"),
@@ -349,8 +430,9 @@ class Dispatcher:
                 duration_ms=round(result.duration_ms, 1),
                 outcome=type(outcome).__name__,
             )
-        if int(moved) != 1 or state == "pending":
+        if int(moved) != 1 or isinstance(outcome, RetryLater):
             return
+        state, reason = _final_state(outcome)
         DELIVERIES.labels(state).inc()
         if state == "delivered":
             DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
