@@ -416,6 +416,16 @@ async def test_pop_of_a_head_already_gone_keeps_the_list(redis: Redis) -> None:
     assert await redis.zscore("s:due", "a") == 9000
 
 
+async def test_pop_with_next_also_returns_the_new_head(redis: Redis) -> None:
+    script = run(redis, "worker.queue", "pop")
+    k = ["s:due", "s:lease", "s:q:a"]
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "y")
+    assert await script(keys=k, args=["a", "tok", "x", 9_000, "1"]) == [1, "y"]
+    assert await script(keys=k, args=["a", "tok", "y", 9_000, "1"]) == [0, None]
+    assert await script(keys=k, args=["a", "stale", "y", 9_000, "1"]) == -1
+
+
 async def test_pop_with_a_lost_lease_changes_nothing(redis: Redis) -> None:
     await leased(redis)
     await redis.rpush("s:q:a", "x")

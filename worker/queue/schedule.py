@@ -111,6 +111,18 @@ class Schedule:
             )
         )
 
+    async def pop_next(self, claim: Claim, head: str, lease_ms: int) -> tuple[bool, str | None]:
+        """`pop`, and the new head in the same round trip: (whether the lease still holds, the
+        member's next item or None)."""
+        raw = await self._pop(
+            keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
+            args=[claim.member, claim.token, head, now_ms() + lease_ms, "1"],
+        )
+        if not isinstance(raw, list):
+            return False, None
+        nxt = raw[1]
+        return True, (nxt.decode() if isinstance(nxt, bytes) else nxt) or None
+
     async def head(self, member: str) -> str | None:
         """The oldest item of a member's list."""
         raw = await self.redis.lindex(self.list_key(member), 0)
