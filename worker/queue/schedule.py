@@ -57,24 +57,32 @@ class Schedule:
 
     # Producers add commands to a caller's pipeline, so a state change and the work it causes
     # commit together.
-    def add(self, pipe: Any, member: str, at_ms: int, *, replace: bool = False) -> None:
-        """Schedule `member` at `at_ms` (keeping an earlier/leased time unless `replace`)."""
+    def add(
+        self, pipe: Any, member: str, at_ms: int, *, replace: bool = False, wake: bool = True
+    ) -> None:
+        """Schedule `member` at `at_ms` (keeping an earlier/leased time unless `replace`).
+
+        `wake=False` leaves the wake-up to the caller, who adds many members to one pipeline
+        and calls `wake` once.
+        """
         if replace:
             pipe.zadd(self.due_key, {member: at_ms})
         else:
             pipe.zadd(self.due_key, {member: at_ms}, nx=True)
-        self._wake(pipe)
+        if wake:
+            self.wake(pipe)
 
-    def push(self, pipe: Any, member: str, item: str, at_ms: int) -> None:
+    def push(self, pipe: Any, member: str, item: str, at_ms: int, *, wake: bool = True) -> None:
         """Append `item` to `member`'s list and make sure the member is scheduled."""
         pipe.rpush(self.list_key(member), item)
-        self.add(pipe, member, at_ms)
+        self.add(pipe, member, at_ms, wake=wake)
 
     def remove(self, pipe: Any, member: str) -> None:
         """Unschedule a member (a timer that no longer applies)."""
         pipe.zrem(self.due_key, member)
 
-    def _wake(self, pipe: Any) -> None:
+    def wake(self, pipe: Any) -> None:
+        """Cut a sleeping consumer's wait short (once per pipeline is enough)."""
         pipe.rpush(self.wake_key, 1)
         pipe.ltrim(self.wake_key, -_WAKE_KEEP, -1)
 

@@ -140,6 +140,7 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                         reader.hmget(key, "state", "job_id")
                     states = await reader.execute()
                 pipe.multi()
+                created = 0
                 for (w, info), (state, current) in zip(chunk, states, strict=True):
                     info_json = json.dumps(info, separators=(",", ":"))
                     if current != w.job_id or state not in PENDING_STATES:
@@ -147,6 +148,10 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                         _complete_cmds(pipe, deps, w.job_id, w.room_id, info["sid"])
                     else:
                         _created_cmds(pipe, deps, w, info, info_json)
+                        created += 1
+                if created:  # one wake-up per schedule for the whole group
+                    deps.timers.wake(pipe)
+                    deps.outbox.schedule.wake(pipe)
                 await pipe.execute()
                 return
             except WatchError:
@@ -191,6 +196,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
             duration_min=int(request["room_duration"]),
             warnings=settings.session_ending_warnings,
         ),
+        wake=False,
     )
     deps.outbox.emit(
         pipe,
@@ -199,5 +205,6 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_id=room_id,
         body=body,
         room_webhook_url=request.get("webhook_url"),
+        wake=False,
     )
     _complete_cmds(pipe, deps, job_id, room_id, info["sid"])

@@ -66,10 +66,12 @@ def room_timers(
     return timers
 
 
-def arm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:
+def arm(pipe: Any, schedule: Schedule, timers: list[Timer], *, wake: bool = True) -> None:
     """Add timers to a pipeline (with the state change that needs them)."""
     for timer in timers:
-        schedule.add(pipe, timer.member, timer.deadline_ms)
+        schedule.add(pipe, timer.member, timer.deadline_ms, wake=False)
+    if wake and timers:
+        schedule.wake(pipe)
 
 
 def disarm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:

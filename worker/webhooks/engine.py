@@ -131,8 +131,10 @@ class Outbox:
         room_id: str,
         body: bytes,
         room_webhook_url: str | None,
+        wake: bool = True,
     ) -> list[str]:
-        """Queue `body` for every target on `pipe`; returns the delivery ids."""
+        """Queue `body` for every target on `pipe`; returns the delivery ids (`wake=False`:
+        the caller wakes the schedule once for a pipeline of many events)."""
         urls = self.targets(room_webhook_url)
         if not urls:
             return []
@@ -162,8 +164,10 @@ class Outbox:
             pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
             pipe.zadd(keys.deliveries_in_state("pending"), {did: 0})
             pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
-            self.schedule.push(pipe, qid, did, first_at)
+            self.schedule.push(pipe, qid, did, first_at, wake=False)
             ids.append(did)
+        if wake:
+            self.schedule.wake(pipe)
         return ids
 
 
