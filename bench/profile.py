@@ -40,6 +40,7 @@ PHASES: list[tuple[str, re.Pattern[str]]] = [
 OURS = re.compile(r"\((worker|handlers)/")
 # Fallbacks, when no phase above and none of our frames is on the stack.
 LOOP = re.compile(r"asyncio/|uvloop|selectors\.py")
+UVLOOP = re.compile(r"^Runner\.run |^run \(worker/loop\.py")
 IDLE = re.compile(r"Selector\.select|concurrent/futures/thread\.py")
 
 
@@ -47,6 +48,8 @@ def phase_of(frames: list[str]) -> str:
     """The phase of one stack (root first)."""
     if frames and IDLE.search(frames[-1]):
         return "idle (waiting)"
+    if frames and UVLOOP.search(frames[-1]):
+        return "event loop"  # uvloop's own C work (socket I/O, callbacks) shows as its run
     if any("<frozen importlib" in f for f in frames):
         return "imports / start-up"
     for frame in reversed(frames):

@@ -421,9 +421,13 @@ async def test_pop_with_next_also_returns_the_new_head(redis: Redis) -> None:
     k = ["s:due", "s:lease", "s:q:a"]
     await leased(redis)
     await redis.rpush("s:q:a", "x", "y")
+    assert await script(keys=k, args=["a", "stale", "x", 9_000, "1"]) == -1
     assert await script(keys=k, args=["a", "tok", "x", 9_000, "1"]) == [1, "y"]
+    assert await redis.zscore("s:due", "a") == 9000
+    # The last item: the member is given back as release.lua gives back an empty one.
     assert await script(keys=k, args=["a", "tok", "y", 9_000, "1"]) == [0, None]
-    assert await script(keys=k, args=["a", "stale", "y", 9_000, "1"]) == -1
+    assert await redis.zscore("s:due", "a") is None
+    assert await redis.hexists("s:lease", "a") == 0
 
 
 async def test_pop_with_a_lost_lease_changes_nothing(redis: Redis) -> None:
@@ -679,7 +683,12 @@ async def the_three_scripts(
     head = await peek(
         keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "50.0"]
     )
-    return [moved, 0] if head is None else [moved, 1, *head]
+    if head is None:
+        release = run(redis, "worker.queue", "release")
+        k = ["dq:due", "dq:lease", "q:list", "dq:wake"]
+        await release(keys=k, args=["q", "tok", "", 0, 64])
+        return [moved, 0]
+    return [moved, 1, *head]
 
 
 async def snapshot(redis: Redis) -> dict[str, Any]:
@@ -698,10 +707,12 @@ async def snapshot(redis: Redis) -> dict[str, Any]:
     return out
 
 
-async def a_queue(redis: Redis, head_state: str = "pending", next_state: str = "pending") -> None:
+async def a_queue(
+    redis: Redis, head_state: str = "pending", next_state: str = "pending", only_one: bool = False
+) -> None:
     await redis.zadd("dq:due", {"q": 5_000})
     await redis.hset("dq:lease", "q", "tok")
-    await redis.rpush("q:list", "d1", "d2", "d3")
+    await redis.rpush("q:list", *(["d1"] if only_one else ["d1", "d2", "d3"]))
     if head_state:
         await redis.hset(
             keys.delivery("d1"),
@@ -722,6 +733,7 @@ ADVANCE_CASES = {
     "head already finished (nothing to settle)": ({"head_state": "delivered"}, {"state": ""}),
     "head pruned": ({"head_state": ""}, {}),
     "next already finished": ({"next_state": "delivered"}, {}),
+    "the last one": ({"only_one": True}, {}),
 }
 
 
@@ -747,12 +759,11 @@ async def test_advance_returns_the_next_head_marked_in_flight(redis: Redis) -> N
     assert await redis.zscore("dq:due", "q") == 9000
 
 
-async def test_advance_of_the_last_delivery_reports_an_empty_queue(redis: Redis) -> None:
-    await a_queue(redis)
-    await redis.delete("q:list")
-    await redis.rpush("q:list", "d1")
+async def test_advance_of_the_last_delivery_gives_the_empty_queue_back(redis: Redis) -> None:
+    await a_queue(redis, only_one=True)
     assert await advance(redis) == [1, 0]
-    assert await redis.exists("q:list") == 0
+    assert await redis.exists("q:list", "dq:lease") == 0
+    assert await redis.zscore("dq:due", "q") is None
 
 
 async def test_advance_with_a_lost_lease_settles_but_pops_nothing(redis: Redis) -> None:

@@ -7,7 +7,8 @@
 -- ARGV[2] token           the claim's token
 -- ARGV[3] expected_head   the item the caller handled (popped only if it is still the head)
 -- ARGV[4] lease_until_ms  the renewed lease's end
--- ARGV[5] with_next       '1' = also return the new head (saves the caller a round trip)
+-- ARGV[5] with_next       '1' = also return the new head, and give the member back (as
+--                         release.lua does) when the list is now empty: one round trip for both
 -- Returns the list's length after the pop (with `with_next`: {length, new head or false}), or
 -- -1 when the token no longer holds the member.
 local due, leases, list = KEYS[1], KEYS[2], KEYS[3]
@@ -18,6 +19,11 @@ if redis.call('HGET', leases, member) ~= token then return -1 end
 if redis.call('LINDEX', list, 0) == expected_head then redis.call('LPOP', list) end
 redis.call('ZADD', due, lease_until_ms, member)
 if with_next == '1' then
-  return {redis.call('LLEN', list), redis.call('LINDEX', list, 0)}
+  local head = redis.call('LINDEX', list, 0)
+  if not head then
+    redis.call('HDEL', leases, member)
+    redis.call('ZREM', due, member)
+  end
+  return {redis.call('LLEN', list), head}
 end
 return redis.call('LLEN', list)

@@ -121,7 +121,7 @@ class Schedule:
 
     async def pop_next(self, claim: Claim, head: str, lease_ms: int) -> tuple[bool, str | None]:
         """`pop`, and the new head in the same round trip: (whether the lease still holds, the
-        member's next item or None)."""
+        member's next item or None). With no next item the member is given back (released)."""
         raw = await self._pop(
             keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
             args=[claim.member, claim.token, head, now_ms() + lease_ms, "1"],

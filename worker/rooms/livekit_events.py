@@ -104,8 +104,8 @@ async def work(deps: Deps, claim: Claim) -> None:
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
         held, body = await schedule.pop_next(claim, body, lease_ms)
-        if not held:
-            return
+        if not held or body is None:
+            return  # lost the lease, or the queue is empty and was given back with the pop
     await schedule.release(claim)
 
 

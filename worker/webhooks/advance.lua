@@ -1,6 +1,7 @@
 -- Finish the head delivery of a claimed (room, URL) queue and read the next, in one round trip:
 -- settle.lua's step (log the attempt, move the delivery on), then pop.lua's (drop the head,
--- renew the lease), then peek.lua's (the new head, marked in flight). For a delivery that is
+-- renew the lease), then peek.lua's (the new head, marked in flight), or, when the queue is now
+-- empty, release.lua's (the queue given back and unscheduled). For a delivery that is
 -- delivered or dead; a retry settles alone and gives the queue back. Keep the three steps as
 -- their own scripts do them (tests/test_lua_scripts.py compares them).
 --
@@ -27,7 +28,7 @@
 -- ARGV[12] record_prefix delivery record key without the id
 -- ARGV[13] body_prefix   event body key without the event id
 -- Returns {settled, -1} when the token no longer holds the queue (settled as settle.lua
--- returns), {settled, 0} when the queue is now empty, else {settled, 1, next_id, record
+-- returns), {settled, 0} when the queue is now empty (and released), else {settled, 1, next_id, record
 -- [, gone (0/1) [, body]]} as peek.lua returns the new head.
 local record, attempt_log, counts, pending_index, dead_index, gone, due, leases, list =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -71,7 +72,12 @@ redis.call('ZADD', due, lease_until, member)
 
 -- peek.lua
 local did = redis.call('LINDEX', list, 0)
-if not did then return {settled, 0} end
+if not did then
+  -- release.lua, for an empty list
+  redis.call('HDEL', leases, member)
+  redis.call('ZREM', due, member)
+  return {settled, 0}
+end
 local rkey = record_prefix .. did
 local rec = redis.call('HGETALL', rkey)
 local next_state, event_id

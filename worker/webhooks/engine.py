@@ -266,8 +266,10 @@ class Dispatcher:
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
             # skipped: settled, popped and the next head read in one round trip.
             held, head = await self._advance(claim, head, step)
-            if not held:
-                return  # the lease was lost; whoever holds it now goes on
+            if not held or head is None:
+                # The lease was lost (whoever holds it now goes on), or the queue is empty and
+                # was given back by the same script.
+                return
         await self.schedule.release(claim)
 
     async def _peek(self, qid: str) -> Head | None:
@@ -282,7 +284,7 @@ class Dispatcher:
         self, claim: Claim, head: Head, step: Final | None
     ) -> tuple[bool, Head | None]:
         """Settle a finished head (if `step`), pop it and read the next: (whether the lease
-        still holds, the next head or None when the queue is empty)."""
+        still holds, the next head or None when the queue is empty, then released)."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
         state = reason = entry = attempts = ""
