@@ -39,7 +39,7 @@ def job(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure and repair
+QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure
 
 
 def lk_event_seen(event_id: str) -> str:

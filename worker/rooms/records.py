@@ -40,24 +40,37 @@ class Store:
         self._transition = lua.script(redis, "worker.rooms", "transition")
 
     def claim_create_cmd(
-        self, pipe: Any, *, room_id: str, job_id: str, request: str, event_id: str
+        self,
+        pipe: Any,
+        *,
+        room_id: str,
+        job_id: str,
+        request: str,
+        event_id: str,
+        enqueue: ArqJob,
     ) -> None:
-        """Add the claim of one create to a pipeline (bulk claims many in one round trip)."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
         # nothing would be queued. The pipeline loads the registered script before it runs.
         pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
-            3,
+            5,
             keys.room(room_id),
             keys.job(job_id),
             keys.QUEUED_JOBS,
+            enqueue.key,
+            enqueue.queue,
             job_id,
             request,
             event_id,
             int(time.time() * 1000),
             room_id,
             self.job_ttl_s,
+            enqueue.payload,
+            enqueue.ttl_ms,
+            enqueue.score,
+            enqueue.job_id,
         )
 
     @staticmethod
@@ -71,28 +84,6 @@ class Store:
         if kind == "pending":
             return CreateClaim("pending", job_id=value)
         return CreateClaim("ending")
-
-    async def claim_create(
-        self,
-        *,
-        room_id: str,
-        job_id: str,
-        request: str,
-        event_id: str,
-        enqueue: ArqJob | None = None,
-    ) -> CreateClaim:
-        """Start a create of `room_id` unless one is pending or the room is live.
-
-        With `enqueue`, a new claim also writes that arq job, in the same script.
-        """
-        claim_keys = [keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS]
-        args: list[Any] = [job_id, request, event_id, int(time.time() * 1000), room_id]
-        args.append(self.job_ttl_s)
-        if enqueue is not None:
-            claim_keys += [enqueue.key, enqueue.queue]
-            args += [enqueue.payload, enqueue.ttl_ms, enqueue.score, enqueue.job_id]
-        raw = await self._claim_create(keys=claim_keys, args=args)
-        return self.parse_claim(raw)
 
     async def job(self, job_id: str) -> dict[str, str]:
         """A create job's record ({} when unknown or expired)."""
