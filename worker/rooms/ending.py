@@ -178,7 +178,7 @@ async def _warn(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
             "seconds_left": seconds_left,
         },
     )
-    once = f"{keys.PREFIX}once:{event_id}"
+    once = keys.once(event_id)
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(once)

@@ -77,14 +77,13 @@ class Inbox:
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    lease_ms = 30_000
     while (body := await schedule.head(claim.member)) is not None:
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        if await schedule.pop(claim, body, lease_ms) < 0:
+        if await schedule.pop(claim, body) < 0:
             return
     await schedule.release(claim)
 
