@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq import ArqRedis
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.connections import arq_pool, redis_client
+from worker.arqueue import ArqRedis, arq_pool
+from worker.connections import redis_client
 from worker.livekit import LiveKit
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker import keys, lua
-from worker.connections import ArqJob
+from worker.arqueue import ArqJob
 from worker.rooms.session import (
     LIVE_STATES,
     PENDING_STATES,
