@@ -18,6 +18,7 @@ from worker.livekit import LiveKitError
 from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
+from worker.rooms.recordings import RECORD_TIMER, start_auto, stop_session_recording
 from worker.rooms.records import LIVE_STATES, room_info_of
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
@@ -46,6 +47,7 @@ async def end_room(
     )
     if previous is None:
         return "not_active"
+    await stop_session_recording(deps, record)
     try:
         await deps.livekit.delete_room(room_id)
     except LiveKitError:
@@ -163,6 +165,8 @@ async def _fire(deps: Deps, timer: Timer) -> None:
         await end_room(deps, timer.room_id, "room_duration", sid=timer.sid, record=record)
     elif timer.kind.startswith("warn:"):
         await _warn(deps, timer, record)
+    elif timer.kind.startswith(f"{RECORD_TIMER}:"):
+        await start_auto(deps, timer, record)
 
 
 async def _warn(deps: Deps, timer: Timer, record: dict[str, str]) -> None:

@@ -61,6 +61,7 @@ class CreateLimits:
     """Operator-set bounds for one create request."""
 
     default_empty_timeout: int = 1800  # seconds, used when empty_timeout is 0/absent
+    default_departure_timeout: int = 60  # seconds, used when departure_timeout is 0/absent
     max_room_duration: int = 0  # minutes; 0 = no cap, else every room_duration is capped to it
     allowed_cidrs: tuple[IPNetwork, ...] = ()  # opened for the webhook_url SSRF check
     max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
@@ -78,6 +79,7 @@ class CreateRoom:
     room_id: str
     max_participants: int  # 0 = unlimited
     empty_timeout: int  # seconds, resolved against the default
+    departure_timeout: int  # seconds, resolved against the default
     room_duration: int  # minutes, after the cap; 0 = unlimited
     webhook_url: str | None
     metadata: dict[str, Any]
@@ -357,6 +359,13 @@ class CreateRoomRequest(BaseModel):
     room_id: str
     max_participants: int = Field(0, strict=True, ge=0, le=MAX_PARTICIPANTS)
     empty_timeout: int = Field(0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT)
+    departure_timeout: int = Field(
+        0,
+        strict=True,
+        ge=0,
+        le=MAX_EMPTY_TIMEOUT,
+        validation_alias=AliasChoices("departure_timeout", "departureTimeout"),
+    )
     metadata: RoomMetadata
 
     @field_validator("room_id", mode="before")
@@ -378,7 +387,12 @@ _RULES = {
     "greater_than_equal": "must be an integer >= {ge}",
     "less_than_equal": "must be at most {le}",
 }
-_UNITS = {"empty_timeout": " seconds (31 days)", "room_duration": " minutes (31 days)"}
+_UNITS = {
+    "empty_timeout": " seconds (31 days)",
+    "departure_timeout": " seconds (31 days)",
+    "departureTimeout": " seconds (31 days)",
+    "room_duration": " minutes (31 days)",
+}
 
 
 def _message(error: ErrorDetails) -> str:
@@ -412,6 +426,7 @@ def parse_create_room(data: object, limits: CreateLimits = CreateLimits()) -> Cr
         room_id=request.room_id,
         max_participants=request.max_participants,
         empty_timeout=request.empty_timeout or limits.default_empty_timeout,
+        departure_timeout=request.departure_timeout or limits.default_departure_timeout,
         room_duration=request.metadata.room_features.room_duration,
         webhook_url=request.metadata.webhook_url,
         metadata=metadata,
