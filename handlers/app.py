@@ -21,6 +21,7 @@ from handlers import (
     livekit_events,
     openapi,
     ops,
+    recordings,
     room_actions,
     room_queries,
     rooms,
@@ -145,7 +146,17 @@ def create_app(settings: Settings) -> web.Application:
         await deps.aclose()
 
     app.cleanup_ctx.append(clients)
-    routes = (rooms, room_queries, room_actions, bulk, deliveries, livekit_events, ops, openapi)
+    routes = (
+        rooms,
+        room_queries,
+        room_actions,
+        bulk,
+        deliveries,
+        recordings,
+        livekit_events,
+        ops,
+        openapi,
+    )
     for module in routes:
         module.setup(app)
     return app

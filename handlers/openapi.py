@@ -267,6 +267,59 @@ class RedeliverAnswer(Common):
     queued: int | None = None
 
 
+class RecordingsRequest(_Doc):
+    """recording/fetch (`from_` is accepted for the Python SDK)."""
+
+    room_ids: list[str] | None = None
+    room_sid: str | None = None
+    from_: int | None = Field(None, alias="from")
+    limit: int | None = Field(None, ge=1, le=100)
+    order_by: Literal["ASC", "DESC"] | None = None
+
+
+class Recording(_Doc):
+    """plugNmeet's RecordingInfo: one finished recording (file_size in MB)."""
+
+    record_id: str
+    room_id: str
+    room_sid: str
+    file_path: str
+    file_size: float
+    creation_time: int
+    room_creation_time: int
+
+
+class RecordingsResult(_Doc):
+    """A page of recordings."""
+
+    total_recordings: int
+    from_: int = Field(alias="from")
+    limit: int
+    order_by: Literal["ASC", "DESC"]
+    recordings_list: list[Recording]
+
+
+class RecordingsAnswer(Common):
+    """recording/fetch."""
+
+    result: RecordingsResult | None = None
+
+
+class RecordIdRequest(_Doc):
+    """A request naming one recording (its egress id)."""
+
+    record_id: str
+
+
+class RecordingAnswer(Common):
+    """recording/info: the recording and its session."""
+
+    recording_info: Recording | None = None
+    room_info: PastRoom | None = None
+
+
+NOT_HERE = "Not supported: recordings are files in your egress storage"
+
 # route → (summary, request model, {HTTP status: answer model})
 AUTH_ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict[int, type[BaseModel]]]] = {
     "/auth/room/create": (
@@ -282,6 +335,10 @@ AUTH_ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict[int, type[BaseMod
     "/auth/job/status": ("Create jobs' states", JobStatusRequest, {200: JobStatusAnswer}),
     "/auth/webhook/deliveries": ("Webhook deliveries", DeliveriesRequest, {200: DeliveriesAnswer}),
     "/auth/webhook/redeliver": ("Send deliveries again", RedeliverRequest, {200: RedeliverAnswer}),
+    "/auth/recording/fetch": ("Finished recordings", RecordingsRequest, {200: RecordingsAnswer}),
+    "/auth/recording/info": ("One recording", RecordIdRequest, {200: RecordingAnswer}),
+    "/auth/recording/delete": (NOT_HERE, RecordIdRequest, {200: Common}),
+    "/auth/recording/getDownloadToken": (NOT_HERE, RecordIdRequest, {200: Common}),
 }  # fmt: skip
 
 _ERRORS = {

@@ -254,3 +254,48 @@ async def test_a_recording_that_never_starts_is_reported_with_the_reason(
     assert "unavailable" in info["recorder_msg"]
     calls = (await stack.lk("calls?method=StartRoomCompositeEgress"))["calls"]
     assert len(calls) == 3
+
+
+# ------------------------------------------------------------------ /auth/recording/*
+
+
+async def test_recordings_seen_are_listed_and_described_in_plugnmeet_shapes(
+    stack: Stack, receiver: Receiver, lk: api.LiveKitAPI
+) -> None:
+    await created_room(stack, receiver, "archive")
+    egress = await lk.egress.start_room_composite_egress(file_request("archive"))
+    await eventually(lambda: has(receiver, "start_recording"), what="start_recording")
+    _, active = await stack.api.post("/auth/room/getActiveRoomInfo", {"room_id": "archive"})
+    assert active["room"]["room_info"]["is_recording"] is True
+    _, listed = await stack.api.post("/auth/recording/fetch", {"room_ids": ["archive"]})
+    assert listed["result"]["total_recordings"] == 0  # no file yet
+
+    await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress.egress_id))
+    await eventually(lambda: has(receiver, "recording_proceeded"), what="recording_proceeded")
+    _, active = await stack.api.post("/auth/room/getActiveRoomInfo", {"room_id": "archive"})
+    assert active["room"]["room_info"]["is_recording"] is False
+
+    ready = recording_events(receiver)[-1]["recording_info"]
+    _, listed = await stack.api.post("/auth/recording/fetch", {"room_ids": ["archive"]})
+    assert listed["status"] is True
+    result = listed["result"]
+    assert (result["total_recordings"], result["from"], result["order_by"]) == (1, 0, "DESC")
+    row = result["recordings_list"][0]
+    assert row["record_id"] == egress.egress_id and row["room_id"] == "archive"
+    assert (row["file_path"], row["file_size"]) == (ready["file_path"], ready["file_size"])
+    assert row["room_sid"] == recording_events(receiver)[0]["room"]["sid"]
+    _, others = await stack.api.post("/auth/recording/fetch", {"room_ids": ["elsewhere"]})
+    assert others["result"]["recordings_list"] == [] and others["msg"] == "no recordings found"
+
+    _, info = await stack.api.post("/auth/recording/info", {"record_id": egress.egress_id})
+    assert info["status"] is True and info["recording_info"] == row
+    assert info["room_info"]["room_id"] == "archive" and info["room_info"]["ended"] == 0
+    _, missing = await stack.api.post("/auth/recording/info", {"record_id": "EG_nothing"})
+    assert (missing["status"], missing["status_code"]) == (False, "NOT_FOUND")
+
+    for route in ("delete", "getDownloadToken"):
+        status, answer = await stack.api.post(
+            f"/auth/recording/{route}", {"record_id": egress.egress_id}
+        )
+        assert status == 200 and answer["status"] is False
+        assert answer["msg"].startswith("not supported here: recordings are files in your egress")

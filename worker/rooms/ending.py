@@ -18,7 +18,7 @@ from worker.livekit import LiveKitError
 from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
-from worker.rooms.recordings import RECORD_TIMER, start_auto, stop_session_recording
+from worker.rooms.auto_recording import RECORD_TIMER, start_auto, stop_session_recording
 from worker.rooms.records import LIVE_STATES, room_info_of
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room

@@ -21,7 +21,7 @@ from worker.deps import Deps
 from worker.livekit import LiveKitError, proto_dict
 from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
-from worker.rooms import recordings
+from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
 from worker.rooms.records import LIVE_STATES, PENDING_STATES, room_info_of
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
@@ -184,8 +184,8 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     and counted
                     and event.event == "participant_joined"
                     and not record.get("rec_claim")
-                    and recordings.is_admin(event.participant)
-                    and recordings.wants_auto_recording(record)
+                    and auto_recording.is_admin(event.participant)
+                    and auto_recording.wants_auto_recording(record)
                 )
                 pipe.multi()
                 if live and event.event == "room_started" and record["state"] == "created":
@@ -202,7 +202,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                         mapping={"participants": participants, "state": "active"},
                     )
                     if auto:
-                        recordings.claim_auto_recording(pipe, deps, room_id, sid)
+                        auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
                 elif live and counted and present:
                     # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
