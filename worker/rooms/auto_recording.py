@@ -84,9 +84,10 @@ def egress_request(settings: Settings, room_name: str) -> api.RoomCompositeEgres
             endpoint=query.get("endpoint", [""])[0],
             force_path_style=query.get("force_path_style", [""])[0] in ("1", "true"),
         )
-        if settings.recording_s3_access_key and settings.recording_s3_secret:
+        secret = settings.recording_s3_secret
+        if settings.recording_s3_access_key and secret and secret.get_secret_value():
             s3.access_key = settings.recording_s3_access_key
-            s3.secret = settings.recording_s3_secret.get_secret_value()
+            s3.secret = secret.get_secret_value()
         file = api.EncodedFileOutput(filepath=parts.path.lstrip("/") or "{room_name}-{time}", s3=s3)
     else:
         file = api.EncodedFileOutput(filepath=output)
