@@ -299,3 +299,37 @@ async def test_recordings_seen_are_listed_and_described_in_plugnmeet_shapes(
         )
         assert status == 200 and answer["status"] is False
         assert answer["msg"].startswith("not supported here: recordings are files in your egress")
+
+
+@pytest.fixture
+async def s3_stack(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> AsyncIterator[Stack]:
+    settings = make_settings(
+        redis_server.url,
+        emulator.url,
+        recording_output="s3://lessons/{room_name}/{time}.mp4?endpoint=http://127.0.0.1:9&region=x1",
+        recording_s3_access_key="AKIDEXAMPLE",
+        recording_s3_secret="s3-secret-for-the-egress",
+    )
+    async with run_stack(settings, emulator) as s:
+        yield s
+
+
+async def test_an_s3_output_sends_bucket_endpoint_and_credentials_to_the_egress(
+    s3_stack: Stack, receiver: Receiver
+) -> None:
+    stack = s3_stack
+    await stack.api.create(auto_request("uploaded", receiver))
+    await eventually(lambda: has(receiver, "room_started"))
+    await join_with_token(stack, "uploaded", "teacher", admin=True)
+    await eventually(lambda: has(receiver, "start_recording"), what="start_recording")
+
+    (egress,) = await egresses(stack, "uploaded")
+    s3 = egress["room_composite"]["file_outputs"][0]["s3"]
+    assert (s3["bucket"], s3["endpoint"], s3["region"]) == ("lessons", "http://127.0.0.1:9", "x1")
+    assert (s3["access_key"], s3["secret"]) == ("AKIDEXAMPLE", "s3-secret-for-the-egress")
+    await stack.api.post("/auth/room/endRoom", {"room_id": "uploaded"})
+    await eventually(lambda: has(receiver, "recording_proceeded"), what="recording_proceeded")
+    ready = recording_events(receiver)[-1]["recording_info"]
+    assert ready["file_path"].startswith("http://127.0.0.1:9/lessons/uploaded/")
