@@ -176,7 +176,8 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                 members = keys.members(sid)
                 present = False
                 if live and counted:
-                    await pipe.watch(members)
+                    # No WATCH of its own: every change to the set goes with a write to the
+                    # watched session hash, in the same transaction.
                     present = bool(await pipe.sismember(members, identity))
                 participants = int(record.get("participants", 0))
                 auto = (
