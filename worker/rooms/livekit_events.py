@@ -138,6 +138,8 @@ def _unwanted(deps: Deps, record: dict[str, str]) -> bool:
 async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str, str]) -> bool:
     """Delete a room re-created behind our back (a client with an old token auto-creates it)."""
     room_id = event.room.name
+    if await deps.store.room(room_id) != record:
+        return False  # a create of this room began meanwhile: let it take the room instead
     try:
         await deps.livekit.delete_room(room_id)
     except LiveKitError as exc:
@@ -145,12 +147,13 @@ async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str
             log.warning("unwanted room not deleted yet", room_id=room_id, error=str(exc))
             return False
         log.error("unwanted room left in livekit", room_id=room_id, error=str(exc))
-    log.info(
-        "room re-created in livekit deleted" if record else "unknown room deleted",
-        room_id=room_id,
-        sid=event.room.sid,
-        ended_sid=record.get("sid"),
-    )
+    else:
+        log.info(
+            "room re-created in livekit deleted" if record else "unknown room deleted",
+            room_id=room_id,
+            sid=event.room.sid,
+            ended_sid=record.get("sid"),
+        )
     await deps.redis.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
     return True
 
