@@ -11,7 +11,6 @@ failures on `ROOMKEEPER_RECORDING_RETRY_SCHEDULE`, and reports a start that neve
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +23,7 @@ from worker.livekit import LiveKitError, LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
 from worker.rooms.recordings import owner_fields
-from worker.rooms.records import room_info_of
+from worker.rooms.session import RoomSession
 from worker.rooms.timers import Timer, arm
 from worker.settings import Settings
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room, recording_info
@@ -48,10 +47,10 @@ def is_admin(p: api.ParticipantInfo) -> bool:
     return isinstance(meta, dict) and meta.get("is_admin") is True
 
 
-def wants_auto_recording(record: dict[str, str]) -> bool:
+def wants_auto_recording(session: RoomSession) -> bool:
     """Whether the session's room asked for cloud recording as soon as an admin joins."""
     try:
-        meta = json.loads(room_info_of(record).get("metadata") or "{}")
+        meta = json.loads(session.info.get("metadata") or "{}")
     except ValueError:
         return False
     features = meta.get("room_features") if isinstance(meta, dict) else None
@@ -65,7 +64,7 @@ def wants_auto_recording(record: dict[str, str]) -> bool:
 
 def claim_auto_recording(pipe: Any, deps: Deps, room_id: str, sid: str) -> None:
     """In the join's transaction: this session's one recording is claimed; start it now."""
-    pipe.hset(keys.room(room_id), "rec_claim", int(time.time()))
+    deps.store.recording_claim_cmds(pipe, room_id)
     arm(pipe, deps.timers, [Timer(f"{RECORD_TIMER}:1", room_id, sid, now_ms())])
 
 
@@ -94,10 +93,10 @@ def egress_request(settings: Settings, room_name: str) -> api.RoomCompositeEgres
     return api.RoomCompositeEgressRequest(room_name=room_name, file_outputs=[file])
 
 
-async def start_auto(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
+async def start_auto(deps: Deps, timer: Timer, session: RoomSession) -> None:
     """A `record:N` timer fired for a live session: start its recording, retry, or report."""
     attempt = int(timer.kind.split(":", 1)[1])
-    if record.get("egress"):
+    if session.egress_id:
         return  # started by an earlier run
     try:
         # A run killed after LiveKit started the egress left it running: adopt it.
@@ -118,12 +117,12 @@ async def start_auto(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
                 await pipe.execute()
             log.warning("auto recording will retry", room_id=timer.room_id, error=str(exc))
             return
-        await _report_failed(deps, timer, record, f"after {attempt} attempts: {exc}")
+        await _report_failed(deps, timer, session, f"after {attempt} attempts: {exc}")
         return
     except LiveKitRejected as exc:
-        await _report_failed(deps, timer, record, f"livekit refused it ({exc})")
+        await _report_failed(deps, timer, session, f"livekit refused it ({exc})")
         return
-    await _adopt(deps, timer, record, egress_id)
+    await _adopt(deps, timer, session, egress_id)
     log.info("auto recording started", room_id=timer.room_id, egress_id=egress_id)
 
 
@@ -131,7 +130,7 @@ def _ids(timer: Timer) -> tuple[str, str]:
     return timer.room_id, timer.sid
 
 
-async def _adopt(deps: Deps, timer: Timer, record: dict[str, str], egress_id: str) -> None:
+async def _adopt(deps: Deps, timer: Timer, session: RoomSession, egress_id: str) -> None:
     """Write down the session's recording (guarded: the session must still be this one)."""
     ttl = int(deps.settings.past_rooms_retention_days * 86400)
     async with deps.redis.pipeline(transaction=True) as pipe:
@@ -141,28 +140,30 @@ async def _adopt(deps: Deps, timer: Timer, record: dict[str, str], egress_id: st
                 await pipe.reset()
                 return
             pipe.multi()
-            pipe.hset(keys.room(timer.room_id), "egress", egress_id)
-            pipe.hset(keys.egress(egress_id), mapping={**owner_fields(record), "auto": 1})
+            deps.store.recording_cmds(pipe, timer.room_id, egress_id)
+            pipe.hset(keys.egress(egress_id), mapping={**owner_fields(session), "auto": 1})
             pipe.expire(keys.egress(egress_id), ttl)
             await pipe.execute()
         except WatchError:
             # The session changed meanwhile (a join): it still is ours if its sid is.
             if (await deps.store.room(timer.room_id)).get("sid") == timer.sid:
-                await deps.redis.hset(keys.room(timer.room_id), "egress", egress_id)
+                async with deps.redis.pipeline(transaction=True) as again:
+                    deps.store.recording_cmds(again, timer.room_id, egress_id)
+                    await again.execute()
 
 
-async def _report_failed(deps: Deps, timer: Timer, record: dict[str, str], why: str) -> None:
+async def _report_failed(deps: Deps, timer: Timer, session: RoomSession, why: str) -> None:
     """The recording could not start: tell the room's targets once, with the reason."""
     msg = f"could not start the recording {why}"
     log.warning("auto recording failed", room_id=timer.room_id, sid=timer.sid, reason=msg)
     event_id = derived_event_id(timer.sid, "auto-recording-failed")
     body = notify_body(
         "end_recording",
-        notify_room(room_info_of(record), num_participants=int(record.get("participants", 0))),
+        notify_room(session.info, num_participants=session.participants),
         event_id=event_id,
         extra={"recording_info": recording_info("", msg)},
     )
-    once = f"{keys.PREFIX}once:{event_id}"
+    once = keys.once(event_id)
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(once)
@@ -177,16 +178,16 @@ async def _report_failed(deps: Deps, timer: Timer, record: dict[str, str], why: 
                 event="end_recording",
                 room_id=timer.room_id,
                 body=body,
-                room_webhook_url=record.get("webhook_url") or None,
+                room_webhook_url=session.webhook_url or None,
             )
             await pipe.execute()
         except WatchError:
             return
 
 
-async def stop_session_recording(deps: Deps, record: dict[str, str]) -> None:
+async def stop_session_recording(deps: Deps, session: RoomSession) -> None:
     """Stop the session's auto recording before its room is deleted (LiveKit would end it too)."""
-    egress_id = record.get("egress")
+    egress_id = session.egress_id
     if not egress_id:
         return
     try:

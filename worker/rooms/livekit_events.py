@@ -23,7 +23,8 @@ from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
-from worker.rooms.records import LIVE_STATES, PENDING_STATES, room_info_of
+from worker.rooms.records import PENDING_STATES, room_info_of
+from worker.rooms.session import RoomSession
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.inbound")
@@ -84,14 +85,13 @@ class Inbox:
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    lease_ms = 30_000
     while (body := await schedule.head(claim.member)) is not None:
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        if await schedule.pop(claim, body, lease_ms) < 0:
+        if await schedule.pop(claim, body) < 0:
             return
     await schedule.release(claim)
 
@@ -174,8 +174,9 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     await pipe.reset()
                     return
                 record = await pipe.hgetall(keys.room(room_id))
-                live = record.get("state") in LIVE_STATES
-                sid = record.get("sid", "")
+                session = RoomSession.from_hash(room_id, record)
+                live = session.live
+                sid = session.sid
                 members = keys.members(sid)
                 present = False
                 if live and counted:
@@ -187,31 +188,28 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     live
                     and counted
                     and event.event == "participant_joined"
-                    and not record.get("rec_claim")
+                    and not session.recording_claimed
                     and auto_recording.is_admin(event.participant)
-                    and auto_recording.wants_auto_recording(record)
+                    and auto_recording.wants_auto_recording(session)
                 )
                 pipe.multi()
                 if live and event.event == "room_started" and record["state"] == "created":
-                    pipe.hset(keys.room(room_id), "state", "active")
+                    deps.store.started_cmds(pipe, room_id)
                 elif live and counted and event.event == "participant_joined":
                     # Counted once per identity present: a repeated join does not inflate it.
-                    if not present:
+                    if present:
+                        deps.store.started_cmds(pipe, room_id)
+                    else:
                         participants += 1
-                        pipe.sadd(members, identity)
-                        pipe.expire(members, SEEN_TTL * 7)
-                        pipe.hincrby(keys.room(room_id), "joined", 1)
-                    pipe.hset(
-                        keys.room(room_id),
-                        mapping={"participants": participants, "state": "active"},
-                    )
+                        deps.store.member_cmds(
+                            pipe, room_id, sid, identity, participants, came=True
+                        )
                     if auto:
                         auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
                 elif live and counted and present:
                     # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
-                    pipe.srem(members, identity)
-                    pipe.hset(keys.room(room_id), "participants", participants)
+                    deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
                 if event.event in FORWARDED:
                     _emit(deps, pipe, event, room_id, record, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)

@@ -22,7 +22,8 @@ from worker import keys
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
-from worker.rooms.records import PENDING_STATES, room_info_of
+from worker.rooms.records import PENDING_STATES
+from worker.rooms.session import RoomSession
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room, recording_info
 
 log = get_logger("roomkeeper.recordings")
@@ -59,13 +60,13 @@ class _Owner:
     current: bool  # the session is the room's current one (its record shows the recording)
 
 
-def owner_fields(record: dict[str, str]) -> dict[str, Any]:
-    info = room_info_of(record)
+def owner_fields(session: RoomSession) -> dict[str, Any]:
+    """What an egress record keeps of the session it belongs to."""
     return {
-        "room_id": info.get("name", ""),
-        "sid": record.get("sid", ""),
-        "webhook_url": record.get("webhook_url", ""),
-        "info": record.get("info") or "{}",
+        "room_id": session.room_id,
+        "sid": session.sid,
+        "webhook_url": session.webhook_url,
+        "info": json.dumps(session.info, separators=(",", ":")),
     }
 
 
@@ -79,7 +80,9 @@ async def _owner(deps: Deps, event: api.WebhookEvent) -> _Owner | Literal[False]
     if mine.get("sid"):
         return _Owner(mine, participants, mine.get("sid") == record.get("sid"))
     if current:
-        return _Owner(owner_fields(record), participants, True)
+        return _Owner(
+            owner_fields(RoomSession.from_hash(info.room_name, record)), participants, True
+        )
     age = now_ms() - event.created_at * 1000 if event.created_at else 0
     if record.get("state") in PENDING_STATES and age < PENDING_WAIT_MS:
         return False
@@ -124,9 +127,12 @@ async def apply_egress(deps: Deps, event: api.WebhookEvent) -> bool:
                 pipe.multi()
                 _record(pipe, key, info, fields, mine, sends, ttl)
                 if owner.current:
-                    flag = "is_active_rtmp" if _is_stream(info) else "is_recording"
-                    live = 0 if info.status in _FINAL else 1
-                    pipe.hset(keys.room(fields["room_id"]), flag, live)
+                    deps.store.egress_flag_cmds(
+                        pipe,
+                        fields["room_id"],
+                        stream=_is_stream(info),
+                        running=info.status not in _FINAL,
+                    )
                 for name, recording in sends:
                     _emit(deps, pipe, event, info, fields, owner.participants, name, recording)
                 pipe.set(done, 1, ex=SEEN_TTL)
