@@ -8,6 +8,7 @@ from livekit import api
 
 from handlers.state import INBOX, LOG_FIELDS, SETTINGS
 from worker.logs import get_logger
+from worker.rooms.livekit_events import room_of
 
 log = get_logger("roomkeeper.livekit_events")
 
@@ -41,9 +42,9 @@ async def receive(request: web.Request) -> web.Response:
     request[LOG_FIELDS] = {
         "lk_event": event.event,
         "lk_event_id": event.id,
-        "room_id": event.room.name,
+        "room_id": room_of(event),
     }
-    if not event.id or not event.room.name:
+    if not event.id or not room_of(event):
         log.info("livekit event without id or room ignored", lk_event=event.event)
         return web.Response(text="ignored\n")
     fresh = await request.app[INBOX].accept(event, text)

@@ -22,6 +22,7 @@ def create_limits(settings: Settings) -> CreateLimits:
     """The validation limits the settings call for."""
     return CreateLimits(
         default_empty_timeout=settings.default_empty_timeout,
+        default_departure_timeout=settings.default_departure_timeout,
         max_room_duration=settings.max_room_duration,
         allowed_cidrs=settings.webhook_allowed_cidrs,
     )
