@@ -2,7 +2,8 @@
 
 This module reads the file: each line (CSV row or JSON line) becomes one create request, checked
 locally with the service's own validation, so a bad line is reported with its line number before
-anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones (and runs the command).
+anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones (and
+runs the command).
 
 CSV: a header row names request fields, nested ones as dotted paths
 (`metadata.room_features.room_duration`). Cells are typed by the field they fill: integers for
