@@ -12,6 +12,7 @@ from aiohttp import web
 
 from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
+from worker import keys
 from worker.connections import arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
@@ -91,6 +92,7 @@ async def create(request: web.Request) -> web.Response:
         return failure("CONFLICT", "room is ending; create it again once it has ended")
     assert claim.job_id is not None
     request[LOG_FIELDS]["job_id"] = claim.job_id
+    await deps.replicas.confirm(deps.redis, [keys.job(claim.job_id)])
     if wants_async(request):
         return queued(claim.job_id)
     job = await wait_for_job(deps, claim.job_id, settings.create_wait)

@@ -15,6 +15,7 @@ from worker.connections import arq_pool, redis_client
 from worker.livekit import LiveKit
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
+from worker.replicas import ReplicaWait
 from worker.rooms.records import Store
 from worker.rooms.timers import SCHEDULE_NAME as TIMER_SCHEDULE
 from worker.settings import Settings
@@ -36,6 +37,7 @@ class Deps:
     outbox: Outbox
     timers: Schedule
     inbound: Schedule
+    replicas: ReplicaWait
 
     async def aclose(self) -> None:
         """Close every client this object opened."""
@@ -63,4 +65,5 @@ async def open_deps(settings: Settings) -> Deps:
         outbox=Outbox(settings, Schedule(redis, DELIVERY_SCHEDULE)),
         timers=Schedule(redis, TIMER_SCHEDULE),
         inbound=Schedule(redis, INBOUND_SCHEDULE),
+        replicas=ReplicaWait.from_settings(settings),
     )
