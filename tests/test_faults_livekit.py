@@ -39,7 +39,8 @@ async def retried(redis: Redis, job_ids: list[str]) -> bool:
     """Every job has been tried at least twice, and none finished."""
     records = await job_records(redis, job_ids)
     return all(
-        int(r.get("attempts", 0)) >= 2 and r.get("state") in ("queued", "in_progress") for r in records
+        int(r.get("attempts", 0)) >= 2 and r.get("state") in ("queued", "in_progress")
+        for r in records
     )
 
 
