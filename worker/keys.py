@@ -95,6 +95,8 @@ def job(job_id: str) -> str:
 
 QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure
 
+REPLICA_BARRIER = f"{PREFIX}replica:barrier"  # counter the replica confirmation writes and waits on
+
 
 def lk_event_seen(event_id: str) -> str:
     """String: a LiveKit event id already accepted (dedup window)."""

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     redis_sentinel_master: str = "mymaster"
+    redis_min_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a write before the API accepts work"
+    )
+    redis_min_replicas_timeout: float = Field(
+        1.0, gt=0, description="seconds the API waits for those replicas before refusing"
+    )
 
     # Room defaults and lifecycle.
     default_empty_timeout: int = Field(1800, ge=1)
