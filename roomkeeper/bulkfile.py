@@ -2,7 +2,8 @@
 
 This module reads the file: each line (CSV row or JSON line) becomes one create request, checked
 locally with the service's own validation, so a bad line is reported with its line number before
-anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones.
+anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones (and
+runs the command).
 
 CSV: a header row names request fields, nested ones as dotted paths
 (`metadata.room_features.room_duration`). Cells are typed by the field they fill: integers for
@@ -13,22 +14,21 @@ default), since a cell cannot say "empty object". JSON Lines: one create request
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import ipaddress
 import json
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel
+from pydantic import BaseModel
 
 from worker.rooms.request import CreateLimits, CreateRoomRequest, RequestInvalid, parse_create_room
+from worker.wire import names_of
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TRUE = frozenset({"true", "1", "yes", "y", "on"})
@@ -80,9 +80,7 @@ def _field_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     """Every dotted field path of the create request (aliases included) and its cell type."""
     kinds: dict[str, str] = {}
     for name, field in model.model_fields.items():
-        names = [name]
-        if isinstance(field.validation_alias, AliasChoices):
-            names += [c for c in field.validation_alias.choices if isinstance(c, str)]
+        names = names_of(field, name)
         sub = _model_of(field.annotation)
         for alias in dict.fromkeys(names):
             path = f"{prefix}{alias}"
@@ -256,21 +254,3 @@ def unknown_columns(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     return [h.strip() for h in header if h.strip() and h.strip() not in FIELD_KINDS]
-
-
-async def main(args: argparse.Namespace) -> int:
-    """Read, check, submit and (unless --no-wait) follow the rooms of `args.file`."""
-    from roomkeeper.bulkclient import run
-
-    path = Path(args.file)
-    try:
-        lines = read_rooms(path)
-    except FileError as exc:
-        print(f"roomkeeper create-rooms: {exc}", file=sys.stderr)
-        return 2
-    for column in unknown_columns(path):
-        # Newer plugNmeet fields pass through; a typo would too, so say so once.
-        print(
-            f"note: column {column} is not a field roomkeeper knows; sent as text", file=sys.stderr
-        )
-    return await run(lines, args)

@@ -64,7 +64,6 @@ async def run_consumer(
     waiter: Redis,
     stop: asyncio.Event,
     concurrency: int,
-    lease_ms: int,
     idle_max: float = 1.0,
     grace: float = 10.0,
     priority: Priority | None = None,
@@ -102,7 +101,7 @@ async def run_consumer(
             await priority.step_aside()
         if free > 0:
             try:
-                claims = await schedule.claim(free, lease_ms)
+                claims = await schedule.claim(free)
             except RedisConnectionError as exc:
                 log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
                 await _pause(stop, 1.0)
