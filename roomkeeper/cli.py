@@ -8,14 +8,23 @@ import signal
 import sys
 from typing import Any
 
-from worker.settings import Settings, SettingsError, load_settings
+from worker import __version__
+from worker.settings import Settings, SettingsError, load_settings, unknown_variables
+
+
+def _warn_unknown_variables() -> None:
+    for warning in unknown_variables():
+        print(f"roomkeeper: warning: {warning}", file=sys.stderr)
 
 
 def _settings() -> Settings:
+    """The settings, or one line per bad variable on stderr and exit status 2 (no traceback)."""
+    _warn_unknown_variables()
     try:
         return load_settings()
     except SettingsError as exc:
-        print(f"roomkeeper: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"roomkeeper: invalid configuration: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -34,14 +43,16 @@ def run_api(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Run one arq worker with the schedule consumers until SIGINT/SIGTERM."""
+    if args.check:
+        # A liveness probe runs where the secrets may not be mounted: it reads only the file.
+        from worker.main import check_health
+        from worker.settings import HealthCheckSettings
+
+        _warn_unknown_variables()
+        return int(check_health(HealthCheckSettings().worker_health_file))
     from worker.main import run
 
-    settings = _settings()
-    if args.check:
-        from worker.main import check_health
-
-        return int(check_health(settings))
-    return int(run(settings))
+    return int(run(_settings()))
 
 
 def run_dev(args: argparse.Namespace) -> int:
@@ -61,6 +72,7 @@ def run_create_rooms(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="roomkeeper", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"roomkeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="serve the plugNmeet-compatible API")
