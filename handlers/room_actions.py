@@ -23,7 +23,7 @@ async def end(request: web.Request) -> web.Response:
     room_id = room_id_of(body_of(request))
     request[LOG_FIELDS] = {"room_id": room_id}
     try:
-        result = await end_room(deps, room_id, "ended by the API (endRoom)")
+        result = await end_room(deps, room_id, "ended_by_api")
     except LiveKitError as exc:
         raise ApiError("INTERNAL_SERVER_ERROR", f"can't end room: {exc}") from None
     if result == "not_found":

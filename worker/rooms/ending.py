@@ -20,7 +20,14 @@ from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms.records import LIVE_STATES, room_info_of
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
-from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
+from worker.webhooks.bodies import (
+    EndReason,
+    derived_event_id,
+    end_reason,
+    end_reason_fields,
+    notify_body,
+    notify_room,
+)
 
 log = get_logger("roomkeeper.lifecycle")
 
@@ -31,7 +38,7 @@ RETRY_MS = 2000
 async def end_room(
     deps: Deps,
     room_id: str,
-    reason: str,
+    reason: EndReason,
     *,
     sid: str | None = None,
     record: dict[str, str] | None = None,
@@ -57,7 +64,7 @@ async def end_room(
     return "ended"
 
 
-async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
+async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> bool:
     """Move session `sid` to ended and emit `session_ended`; False if it already was."""
     settings = deps.settings
     past_ttl = int(settings.past_rooms_retention_days * 86400)
@@ -71,18 +78,19 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     return False
                 info = room_info_of(record)
                 ended = time.time()
-                reason = record.get("end_reason") or reason
+                # The first cause recorded wins: a timer's end that LiveKit confirms stays its own.
+                code = end_reason(record.get("end_reason") or reason)
                 event_id = derived_event_id(sid, "session_ended")
                 body = notify_body(
                     "session_ended",
                     notify_room(info, num_participants=0),
                     event_id=event_id,
-                    extra={"reason": reason},
+                    extra=end_reason_fields(code),
                 )
                 pipe.multi()
                 pipe.hset(
                     keys.room(room_id),
-                    mapping={"state": "ended", "ended": ended, "end_reason": reason},
+                    mapping={"state": "ended", "ended": ended, "end_reason": code},
                 )
                 pipe.expire(keys.room(room_id), past_ttl)
                 pipe.zrem(keys.ACTIVE_ROOMS, room_id)
@@ -96,7 +104,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                         "webhook_url": record.get("webhook_url", ""),
                         "created": record.get("created", "0"),
                         "ended": int(ended),
-                        "reason": reason,
+                        "reason": code,
                     },
                 )
                 pipe.expire(keys.past_room(sid), past_ttl)
@@ -112,7 +120,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     room_webhook_url=record.get("webhook_url") or None,
                 )
                 await pipe.execute()
-                log.info("room ended", room_id=room_id, sid=sid, reason=reason)
+                log.info("room ended", room_id=room_id, sid=sid, reason=code)
                 return True
             except WatchError:
                 continue
@@ -217,7 +225,7 @@ async def reconcile(deps: Deps) -> int:
         if not sid or (room_id, sid) in live:
             continue
         if record.get("state") in (*LIVE_STATES, "ending"):
-            if await finalize(deps, room_id, sid, "livekit no longer has the room"):
+            if await finalize(deps, room_id, sid, "reconciled"):
                 ended += 1
         else:
             await deps.redis.zrem(keys.ACTIVE_ROOMS, room_id)
