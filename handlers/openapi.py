@@ -13,6 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from handlers.openapi_webhooks import SECURITY_SCHEMES, SERVERS, webhooks
 from worker import __version__
 from worker.rooms.request import CreateRoomRequest
 
@@ -362,6 +363,8 @@ def build_spec() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
+        "servers": SERVERS,
+        "webhooks": webhooks(defs),
         "info": {
             "title": "roomkeeper",
             "version": __version__,
@@ -372,10 +375,7 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs,
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "API-KEY"},
-                "hashSignature": {"type": "apiKey", "in": "header", "name": "HASH-SIGNATURE"},
-            },
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 

@@ -7,17 +7,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-EVENTS = (
-    "room_created",
-    "room_started",
-    "participant_joined",
-    "participant_left",
-    "track_published",
-    "track_unpublished",
-    "room_finished",
-    "session_ending",
-    "session_ended",
-)
+# The events and their bodies' models: `worker.webhooks.events.EVENT_MODELS`.
 
 EndReason = Literal[
     "empty_timeout", "room_duration", "ended_by_api", "livekit_finished", "reconciled"
