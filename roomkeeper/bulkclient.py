@@ -6,20 +6,32 @@ retried while the service says its queue is full); their jobs are then followed 
 rooms ready. Re-running a file creates nothing twice: rooms already there come back as
 `exists`.
 
-Exit status: 0 when every valid room exists at the end (bad lines are reported, and make the
-status 1 only with `--strict`); 1 when a room failed or is still pending; 2 for a file or
-configuration problem.
+`--dry-run` sends the same batches with `"dry_run": true`: the API runs every check it would run
+for real (its webhook address rules, rooms already there) and claims nothing. An API too old to
+know `dry_run` is never sent one (it would create the rooms): the run then checks locally only,
+and says so.
+
+Before anything is sent the API is asked for `/openapi.json`: a wrong `--url` fails within seconds
+("cannot reach the API at ..."). Ctrl-C (or SIGTERM) stops the run cleanly and still writes the
+report of what happened so far.
+
+Exit status, the same for a dry run and a real one: 0 when every line of the file is (or, dry,
+would be) a room; 1 when a line is bad or refused, or a room failed or is still pending; 2 for a
+file or configuration problem, or an API that cannot be reached; 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import re
+import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +56,8 @@ MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
+PREFLIGHT_S = 3.0  # how long an API that refuses connections is given (it may be starting)
+INTERRUPTED = 130
 
 
 class CliSettings(BaseSettings):
@@ -137,13 +151,20 @@ class Runner:
     async def run(self) -> None:
         """Submit every room; meanwhile and afterwards follow their jobs (unless --no-wait)."""
         with self.progress:
-            follower = None if self.args.no_wait else asyncio.create_task(self.follow())
+            wait = not (self.args.no_wait or self.args.dry_run)
+            follower = asyncio.create_task(self.follow()) if wait else None
             try:
-                await self.submit()
+                try:
+                    await self.submit()
+                finally:
+                    self.submitting = False
+                if follower is not None:
+                    await follower
             finally:
-                self.submitting = False
-            if follower is not None:
-                await follower
+                if follower is not None and not follower.done():
+                    follower.cancel()  # interrupted: stop polling too
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follower
 
     async def submit(self) -> None:
         size = self.args.batch_size
@@ -159,7 +180,10 @@ class Runner:
 
     async def submit_batch(self, batch: list[Outcome]) -> None:
         """One createBulk call (split in two while the body is too large for the API)."""
-        body = json.dumps({"rooms": [o.line.request for o in batch]}).encode()
+        call: dict[str, Any] = {"rooms": [o.line.request for o in batch]}
+        if self.args.dry_run:
+            call["dry_run"] = True
+        body = json.dumps(call).encode()
         if len(body) > MAX_BODY and len(batch) > 1:
             half = len(batch) // 2
             await self.submit_batch(batch[:half])
@@ -178,7 +202,7 @@ class Runner:
                 for i in range(0, len(batch), size):
                     await self.submit_batch(batch[i : i + size])
                 return
-            if status == 202 and answer.get("status") is True:
+            if status in (200, 202) and answer.get("status") is True:
                 self.record(batch, answer.get("results") or [])
                 return
             msg = str(answer.get("msg") or f"HTTP {status}")
@@ -191,7 +215,9 @@ class Runner:
 
     def record(self, batch: list[Outcome], results: list[dict[str, Any]]) -> None:
         for o, result in zip(batch, results, strict=False):
-            if result.get("accepted"):
+            if result.get("accepted") and self.args.dry_run:
+                o.outcome, o.msg = "valid", str(result.get("msg", ""))
+            elif result.get("accepted"):
                 o.outcome, o.job_id = "queued", str(result.get("job_id", ""))
                 o.msg = str(result.get("msg", ""))
             elif "room_info" in result:
@@ -201,7 +227,7 @@ class Runner:
                 o.outcome, o.msg = "rejected", str(result.get("msg", ""))
                 self.console.print(f"line {o.line.line}: {o.msg}")
         self.progress.update(self.sent, advance=len(batch), note="")
-        self.progress.update(self.ready, completed=self.count("created", "exists"))
+        self.progress.update(self.ready, completed=self.count("created", "exists", "valid"))
 
     def count(self, *outcomes: str) -> int:
         return sum(o.outcome in outcomes for o in self.outcomes)
@@ -279,6 +305,76 @@ def _summary(name: str, outcomes: list[Outcome], bad: int) -> str:
     return f"{name}: {total} rooms: " + ", ".join(parts)
 
 
+def _dry_summary(name: str, outcomes: list[Outcome], bad: int, checked_by: str) -> str:
+    counts = Counter(o.outcome for o in outcomes)
+    parts = [f"{counts['valid']} rooms valid"]
+    if counts["exists"]:
+        parts.append(f"{counts['exists']} already exist")
+    if counts["not_submitted"]:
+        parts.append(f"{counts['not_submitted']} not checked")
+    parts.append(f"{bad + counts['rejected']} bad lines")
+    return f"{name}: dry run{checked_by}: " + ", ".join(parts) + "; nothing created"
+
+
+def _body_schema(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    """The request body schema of `path` in an OpenAPI document, its $refs followed."""
+    try:
+        schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        schema = schema["schema"]
+        while isinstance(schema, dict) and "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    except (KeyError, TypeError, AttributeError):
+        return {}
+    return schema if isinstance(schema, dict) else {}
+
+
+async def preflight(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | str:
+    """The API's OpenAPI document, or why the API at `url` cannot be used (within seconds)."""
+    deadline = time.monotonic() + PREFLIGHT_S
+    timeout = aiohttp.ClientTimeout(total=5)
+    while True:
+        try:
+            async with session.get(url.rstrip("/") + "/openapi.json", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return f"{url} does not answer like roomkeeper's API (HTTP {resp.status})"
+                spec = await resp.json(content_type=None)
+                if not isinstance(spec, dict):
+                    raise ValueError("not an OpenAPI document")
+                return spec
+        except ValueError:
+            return f"{url} does not answer like roomkeeper's API (no OpenAPI document)"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            refused = isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError)
+            if not refused or time.monotonic() + 0.5 > deadline:
+                reason = str(exc) or type(exc).__name__
+                return f"cannot reach the API at {url} ({reason})"
+            await asyncio.sleep(0.5)
+
+
+async def until_interrupted(work: Awaitable[None]) -> bool:
+    """Run `work`; True when SIGINT or SIGTERM stopped it (cleanly: it is cancelled)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return stopped
+
+
 async def run(lines: list[Line], args: argparse.Namespace) -> int:
     """Submit the good lines and report; the exit status (see the module docstring)."""
     console = Console(stderr=True, soft_wrap=True)
@@ -290,24 +386,43 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= 1000:
         console.print("--batch-size must be between 1 and 1000")
         return 2
-    if args.dry_run:
-        if args.report:
-            write_report(Path(args.report), [Outcome(g, "valid") for g in good] + invalid)
-        print(f"{name}: dry run: {len(good)} rooms valid, {len(bad)} bad lines; nothing created")
-        return 1 if bad else 0
     settings = CliSettings()
     secret = settings.api_secret.get_secret_value()
     if not settings.api_key or not secret:
         console.print("ROOMKEEPER_API_KEY and ROOMKEEPER_API_SECRET must be set (env or .env)")
         return 2
     outcomes = [Outcome(line) for line in good]
+    url = args.url or settings.base_url()
+    checked_by = ""
+    interrupted = False
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        api = Api(session, args.url or settings.base_url(), settings.api_key, secret)
-        await Runner(api, outcomes, args).run()
+        spec = await preflight(session, url)
+        if isinstance(spec, str):
+            console.print(spec, markup=False, highlight=False)
+            return 2
+        if args.dry_run and "dry_run" not in _body_schema(spec, "/auth/room/createBulk").get(
+            "properties", {}
+        ):
+            # An API without dry_run would create the rooms: check locally only.
+            console.print(f"note: the API at {url} has no dry run; checked locally only")
+            checked_by = " (checked locally only)"
+            for o in outcomes:
+                o.outcome = "valid"
+        elif good:
+            api = Api(session, url, settings.api_key, secret)
+            interrupted = await until_interrupted(Runner(api, outcomes, args).run())
     if args.report:
         write_report(Path(args.report), outcomes + invalid)
-    print(_summary(name, outcomes, len(bad)), flush=True)
+    if args.dry_run:
+        print(_dry_summary(name, outcomes, len(bad), checked_by), flush=True)
+    else:
+        print(_summary(name, outcomes, len(bad)), flush=True)
+    if interrupted:
+        console.print("interrupted: the report holds what happened so far")
+        return INTERRUPTED
     wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
-    ok = all(o.outcome in wanted for o in outcomes) and not (args.strict and bad)
+    if args.dry_run:
+        wanted = ("exists", "valid")
+    ok = all(o.outcome in wanted for o in outcomes) and not bad
     return 0 if ok else 1
