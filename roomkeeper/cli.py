@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--livekit-port", type=int, default=7880, help="emulator port")
     dev.add_argument("--redis-port", type=int, default=6390, help="local redis-server port")
     dev.add_argument("--receiver-port", type=int, default=8099, help="demo webhook receiver port")
+    dev.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep this port set's rooms and Redis data from the last run (default: start clean)",
+    )
     dev.set_defaults(func=run_dev)
 
     bulk = sub.add_parser(
