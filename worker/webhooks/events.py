@@ -166,7 +166,7 @@ EVENT_MODELS: dict[str, EventSpec] = {
         TrackUnpublished, "A participant unpublished a track (forwarded from LiveKit)."
     ),
     "room_finished": EventSpec(
-        RoomFinished, "LiveKit closed the room (forwarded from LiveKit; session_ended follows)."
+        RoomFinished, "LiveKit closed the room (forwarded from LiveKit, after session_ended)."
     ),
     "session_ending": EventSpec(
         SessionEnding,
