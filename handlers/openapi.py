@@ -13,6 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from handlers.openapi_docs import describe
 from handlers.openapi_webhooks import SECURITY_SCHEMES, SERVERS, webhooks
 from worker import __version__
 from worker.rooms.request import CreateRoomRequest
@@ -361,6 +362,7 @@ def build_spec() -> dict[str, Any]:
             "responses": {"200": {"description": "OpenAPI", "content": _json({"type": "object"})}},
         }
     }
+    describe(paths)
     return {
         "openapi": "3.1.0",
         "servers": SERVERS,

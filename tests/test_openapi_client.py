@@ -123,6 +123,17 @@ async def test_a_generated_client_parses_real_answers_and_every_webhook_body(
 
     for path, code, answer in answers:
         parse(answer_model(models, spec, path, code), answer)
+    # The document's own examples hold to its schemas too.
+    for path, item in spec["paths"].items():
+        post = item.get("post", {})
+        for code, response in post.get("responses", {}).items():
+            example = response.get("content", {}).get("application/json", {}).get("examples")
+            if example:
+                parse(answer_model(models, spec, path, code), example["example"]["value"])
+        request = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "$ref" in request.get("schema", {}) and "examples" in request:
+            name = request["schema"]["$ref"].rsplit("/", 1)[1]
+            parse(getattr(models, name), request["examples"]["example"]["value"])
     seen = set()
     for body in receiver.events("/hook"):
         parsed = parse(event_model(models, spec, body["event"]), body)
@@ -141,6 +152,18 @@ def test_every_operation_is_named_and_every_event_described() -> None:
     from handlers.openapi import build_spec
 
     spec = build_spec()
+    operations = [op for item in spec["paths"].values() for op in item.values()]
+    ids = [op.get("operationId") for op in operations]
+    assert None not in ids and len(set(ids)) == len(ids)
+    assert all(op.get("summary") for op in operations)
+    for path, item in spec["paths"].items():
+        if path.startswith("/auth/"):
+            post = item["post"]
+            assert "examples" in post["requestBody"]["content"]["application/json"], path
+            assert any(
+                "examples" in r.get("content", {}).get("application/json", {})
+                for r in post["responses"].values()
+            ), path
     assert spec["servers"] and spec["webhooks"].keys() == EVENT_MODELS.keys()
     scheme = spec["components"]["securitySchemes"]["hashSignature"]
     assert scheme["name"] == "HASH-SIGNATURE" and "HMAC-SHA256" in scheme["description"]
