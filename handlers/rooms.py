@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
-from worker.connections import arq_job
 from worker.deps import Deps
-from worker.rooms.create import job_request
-from worker.rooms.jobs import CREATE_ROOMS
 from worker.rooms.records import api_room_info
 from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.rooms.submit import submit
 from worker.settings import Settings
-from worker.webhooks.bodies import new_event_id
 
 INVALID = "INVALID_PARAMETERS"
 
@@ -76,15 +72,8 @@ async def create(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     req = validate_create(body_of(request), settings)
     request[LOG_FIELDS] = {"room_id": req.room_id}
-    job_id = uuid.uuid4().hex
-    claim = await deps.store.claim_create(
-        room_id=req.room_id,
-        job_id=job_id,
-        request=job_request(req),
-        event_id=new_event_id(),
-        # The claim writes the arq job itself: one round trip, and never a claim without a job.
-        enqueue=arq_job(CREATE_ROOMS, ([job_id],), job_id),
-    )
+    # The claim writes the arq job itself: never a claim without a job.
+    (claim,) = await submit(deps, [req])
     if claim.kind == "exists":
         return room_reply("room already exists", claim.info or {})
     if claim.kind == "ending":
