@@ -331,7 +331,8 @@ def _body_schema(spec: dict[str, Any], path: str) -> dict[str, Any]:
 async def preflight(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | str:
     """The API's OpenAPI document, or why the API at `url` cannot be used (within seconds)."""
     deadline = time.monotonic() + PREFLIGHT_S
-    timeout = aiohttp.ClientTimeout(total=5)
+    # A host that drops packets is given as long as a busy API could take to answer.
+    timeout = aiohttp.ClientTimeout(total=10)
     while True:
         try:
             async with session.get(url.rstrip("/") + "/openapi.json", timeout=timeout) as resp:

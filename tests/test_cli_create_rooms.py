@@ -321,10 +321,18 @@ async def test_csv_and_jsonl_both_fill_an_absent_room_features(
 
 
 async def test_ctrl_c_stops_cleanly_and_writes_the_report_so_far(
-    stack: Stack, redis: Redis, tmp_path: Path
+    redis_server: RedisServer, emulator: Emulator, redis: Redis, tmp_path: Path
 ) -> None:
-    # LiveKit refuses every create for now: the rooms stay queued and the command keeps waiting.
-    await stack.lk("faults", "POST", {"method": "CreateRoom", "count": -1, "code": "unavailable"})
+    # LiveKit refuses every create for now and the worker retries slowly: the rooms stay queued
+    # and the command keeps waiting for them.
+    settings = make_settings(redis_server.url, emulator.url, create_retry_schedule="2,2,2,2,2")
+    async with run_stack(settings, emulator) as stack:
+        await _interrupted_run(stack, redis, tmp_path)
+
+
+async def _interrupted_run(stack: Stack, redis: Redis, tmp_path: Path) -> None:
+    fault = {"method": "CreateRoom", "count": -1, "code": "unavailable"}
+    await stack.lk("faults", "POST", fault)
     names = [f"int-{i}" for i in range(30)]
     rooms = write_csv(
         tmp_path / "r.csv", ["room_id", "metadata.room_title"], [[n, n] for n in names]
@@ -354,6 +362,15 @@ async def test_ctrl_c_stops_cleanly_and_writes_the_report_so_far(
     assert [r["room_id"] for r in rows] == names
     assert {r["outcome"] for r in rows} == {"queued"}
     assert all(r["job_id"] for r in rows)
+    # Let LiveKit take the creates, so the stack stops with no create in the middle of a retry.
+    await stack.lk("faults", "DELETE")
+    await eventually(
+        lambda: _all_in_livekit(stack, names), timeout=30, what="the rooms created after all"
+    )
+
+
+async def _all_in_livekit(stack: Stack, names: list[str]) -> bool:
+    return set(names) <= set(await livekit_rooms(stack.emulator.url))
 
 
 async def _all_claimed(redis: Redis, names: list[str]) -> bool:
