@@ -154,7 +154,7 @@ def test_every_operation_is_named_and_every_event_described() -> None:
     spec = build_spec()
     operations = [op for item in spec["paths"].values() for op in item.values()]
     ids = [op.get("operationId") for op in operations]
-    assert None not in ids and len(set(ids)) == len(ids)
+    assert all(ids) and len(set(ids)) == len(ids)
     assert all(op.get("summary") for op in operations)
     for path, item in spec["paths"].items():
         if path.startswith("/auth/"):
