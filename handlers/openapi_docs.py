@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _ROOM_INFO = {
+    "room_id": "room01",
+    "room_title": "Test room",
+    "joined_participants": 0,
+    "is_running": True,
+    "is_recording": False,
+    "is_active_rtmp": False,
+    "webhook_url": "https://lms.example.com/hooks/plugnmeet",
     "sid": "RM_RStHosLHPUNg",
     "name": "room01",
     "max_participants": 0,
@@ -145,6 +152,8 @@ OPERATIONS: dict[str, Operation] = {
                     "room_id": "room01",
                     "url": "https://lms.example.com/hooks/plugnmeet",
                     "state": "dead",
+                    "created_at": 1795728840.5,
+                    "finished_at": 1795790000.25,
                     "reason": "gave up after 8 attempts; last: HTTP 500",
                     "attempts": [
                         {"at": 1795728844.125, "status": 500, "duration_ms": 12.5, "response": ""}

@@ -154,9 +154,8 @@ async def test_dry_run_reports_every_bad_line_and_creates_nothing(
     code, out, err = await create_rooms(stack, str(rooms), "--dry-run", "--report", str(report))
 
     assert code == 1
-    assert out.strip().startswith("rooms.csv: dry run")
-    assert out.strip().endswith(": 1 rooms valid, 7 bad lines; nothing created")
-    assert [line for line in err.splitlines() if not line.startswith("note:")] == [
+    assert out.strip() == "rooms.csv: dry run: 1 rooms valid, 7 bad lines; nothing created"
+    assert [line for line in err.splitlines() if line.startswith("line ")] == [
         "line 3: max_participants: 'ten' is not an integer",
         "line 4: metadata.room_title: is required",
         "line 5: metadata.room_features.allow_polls: 'maybe' is not a boolean "
@@ -375,3 +374,34 @@ async def _all_in_livekit(stack: Stack, names: list[str]) -> bool:
 
 async def _all_claimed(redis: Redis, names: list[str]) -> bool:
     return all(await asyncio.gather(*(redis.exists(f"rk:room:{n}") for n in names)))
+
+
+async def test_dry_run_refuses_what_the_server_refuses_and_exits_as_the_real_run(
+    stack: Stack, redis: Redis, tmp_path: Path
+) -> None:
+    # A private address passes the local checks (they cannot know the deployment's allow-list);
+    # only the server refuses it.
+    rooms = write_csv(
+        tmp_path / "rooms.csv",
+        ["room_id", "metadata.room_title", "metadata.webhook_url"],
+        [["ok-1", "Fine", ""], ["private-1", "Internal hook", "http://10.1.2.3/hook"]],
+    )
+    report = tmp_path / "report.csv"
+
+    dry = await create_rooms(stack, str(rooms), "--dry-run", "--report", str(report))
+
+    assert dry[0] == 1, dry
+    assert dry[1].strip() == "rooms.csv: dry run: 1 rooms valid, 1 bad lines; nothing created"
+    assert "line 3: metadata.webhook_url: refused:" in dry[2] and "10.1.2.3" in dry[2]
+    assert [(r["room_id"], r["outcome"]) for r in read_report(report)] == [
+        ("ok-1", "valid"),
+        ("private-1", "rejected"),
+    ]
+    assert await redis.keys("rk:room:*") == []  # nothing claimed
+    assert await livekit_calls(stack.emulator.url, "CreateRoom") == []
+
+    real = await create_rooms(stack, str(rooms))
+
+    assert real[0] == dry[0]  # the same file exits the same way
+    assert "line 3: metadata.webhook_url: refused:" in real[2]
+    assert set(await livekit_rooms(stack.emulator.url)) == {"ok-1"}
