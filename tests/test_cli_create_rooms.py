@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
@@ -405,3 +406,35 @@ async def test_dry_run_refuses_what_the_server_refuses_and_exits_as_the_real_run
     assert real[0] == dry[0]  # the same file exits the same way
     assert "line 3: metadata.webhook_url: refused:" in real[2]
     assert set(await livekit_rooms(stack.emulator.url)) == {"ok-1"}
+
+
+async def test_dry_run_never_sends_to_an_api_without_dry_run(tmp_path: Path) -> None:
+    # An older roomkeeper ignores unknown keys: a dry_run sent to it would create the rooms.
+    calls: list[str] = []
+
+    async def spec(request: web.Request) -> web.Response:
+        return web.json_response({"openapi": "3.1.0", "paths": {}})
+
+    async def anything(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.json_response({"status": False, "msg": "unexpected"})
+
+    app = web.Application()
+    app.router.add_get("/openapi.json", spec)
+    app.router.add_post("/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    rooms = write_csv(tmp_path / "r.csv", ["room_id", "metadata.room_title"], [["old-1", "A"]])
+    try:
+        code, out, err = await create_rooms(
+            None, str(rooms), "--dry-run", "--url", f"http://127.0.0.1:{port}"
+        )
+    finally:
+        await runner.cleanup()
+
+    assert calls == []
+    assert code == 0, (out, err)
+    assert "has no dry run; checked locally only" in err
+    assert "dry run (checked locally only): 1 rooms valid, 0 bad lines" in out
