@@ -52,6 +52,32 @@ _CREATE = {
 }
 
 
+_RECORDING = {
+    "record_id": "EG_sV8n2QkUpYbD",
+    "room_id": "room01",
+    "room_sid": "RM_RStHosLHPUNg",
+    "file_path": "recordings/room01/EG_sV8n2QkUpYbD.mp4",
+    "file_size": 52.4,
+    "creation_time": 1795728844,
+    "room_creation_time": 1795725244,
+}
+_PAST_ROOM = {
+    "room_title": "Test room",
+    "room_id": "room01",
+    "room_sid": "RM_RStHosLHPUNg",
+    "joined_participants": 3,
+    "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+    "created": 1795725244,
+    "ended": 1795728844,
+}
+_NOT_HERE = {
+    "status": False,
+    "msg": "not supported here: recordings are files in your egress storage (their file_path); "
+    "delete or serve them from there",
+    "status_code": "NOT_FOUND",
+}
+
+
 @dataclass(frozen=True)
 class Operation:
     """What `/openapi.json` says of one route beyond its schemas."""
@@ -88,17 +114,7 @@ OPERATIONS: dict[str, Operation] = {
                 "from": 0,
                 "limit": 20,
                 "order_by": "DESC",
-                "rooms_list": [
-                    {
-                        "room_title": "Test room",
-                        "room_id": "room01",
-                        "room_sid": "RM_RStHosLHPUNg",
-                        "joined_participants": 3,
-                        "webhook_url": "https://lms.example.com/hooks/plugnmeet",
-                        "created": 1795725244,
-                        "ended": 1795728844,
-                    }
-                ],
+                "rooms_list": [_PAST_ROOM],
             },
         },
     ),
@@ -167,6 +183,25 @@ OPERATIONS: dict[str, Operation] = {
         {"delivery_ids": ["dlv_06618ea4cb24a5871d1c"]},
         {**_OK, "queued": 1},
     ),
+    "/auth/recording/fetch": Operation(
+        {"room_ids": ["room01"], "from": 0, "limit": 20, "order_by": "DESC"},
+        {
+            **_OK,
+            "result": {
+                "total_recordings": 1,
+                "from": 0,
+                "limit": 20,
+                "order_by": "DESC",
+                "recordings_list": [_RECORDING],
+            },
+        },
+    ),
+    "/auth/recording/info": Operation(
+        {"record_id": "EG_sV8n2QkUpYbD"},
+        {**_OK, "recording_info": _RECORDING, "room_info": _PAST_ROOM},
+    ),
+    "/auth/recording/delete": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
+    "/auth/recording/getDownloadToken": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
     "/webhook": Operation(operation_id="livekitWebhook"),
     "/healthz": Operation(operation_id="healthz"),
     "/readyz": Operation(operation_id="readyz"),

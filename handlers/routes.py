@@ -22,7 +22,16 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from handlers import answers, bulk, deliveries, models, room_actions, room_queries, rooms
+from handlers import (
+    answers,
+    bulk,
+    deliveries,
+    models,
+    recordings,
+    room_actions,
+    room_queries,
+    rooms,
+)
 from handlers.auth import authenticate
 from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import ApiError, StatusCode, collect_warnings
@@ -85,6 +94,16 @@ ROUTES: tuple[Route, ...] = (
     Route("/auth/webhook/redeliver", deliveries.redeliver_route, models.RedeliverRequest,
           {200: answers.RedeliverAnswer}, "Send deliveries again",
           operation_id="webhookRedeliver"),
+    Route("/auth/recording/fetch", recordings.fetch, models.RecordingsRequest,
+          {200: answers.RecordingsAnswer}, "Finished recordings", operation_id="fetchRecordings"),
+    Route("/auth/recording/info", recordings.info, models.RecordIdRequest,
+          {200: answers.RecordingAnswer}, "One recording and its session",
+          operation_id="recordingInfo"),
+    Route("/auth/recording/delete", recordings.not_supported, models.RecordIdRequest,
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY, operation_id="deleteRecording"),
+    Route("/auth/recording/getDownloadToken", recordings.not_supported, models.RecordIdRequest,
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY,
+          operation_id="getRecordingDownloadToken"),
 )  # fmt: skip
 
 

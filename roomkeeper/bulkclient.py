@@ -27,18 +27,14 @@ import asyncio
 import contextlib
 import csv
 import json
-import re
-import signal
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -49,32 +45,22 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from roomkeeper.bulkfile import Line
-from worker.webhooks.signing import body_hmac
+from roomkeeper.api_client import (
+    Api,
+    ApiFailure,
+    CliSettings,
+    body_schema,
+    bulk_limit,
+    preflight,
+    until_interrupted,
+)
+from roomkeeper.bulkfile import FileError, Line, read_rooms, unknown_columns
 
 MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
-PREFLIGHT_S = 3.0  # how long an API that refuses connections is given (it may be starting)
 INTERRUPTED = 130
-
-
-class CliSettings(BaseSettings):
-    """Only what the command needs (the worker's required settings need not be set here)."""
-
-    model_config = SettingsConfigDict(env_prefix="ROOMKEEPER_", env_file=".env", extra="ignore")
-
-    api_key: str = ""
-    api_secret: SecretStr = SecretStr("")
-    host: str = "127.0.0.1"
-    port: int = 8080
-
-    def base_url(self) -> str:
-        """Where `roomkeeper api` listens by the same settings (a wildcard means this host)."""
-        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-        host = wildcard.get(self.host, self.host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
 
 @dataclass
@@ -86,44 +72,6 @@ class Outcome:
     job_id: str = ""
     sid: str = ""
     msg: str = ""
-
-
-class ApiFailure(Exception):
-    """The API refused a whole call for a reason retrying will not fix (auth, bad request)."""
-
-
-class Api:
-    """Signed calls to roomkeeper's API (the plugNmeet HMAC over the raw body)."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str, key: str, secret: str) -> None:
-        self.session = session
-        self.url = url.rstrip("/")
-        self.key = key
-        self.secret = secret
-
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        """POST a JSON body; (HTTP status, the plugNmeet answer)."""
-        headers = {
-            "Content-Type": "application/json",
-            "API-KEY": self.key,
-            "HASH-SIGNATURE": body_hmac(body, self.secret),
-        }
-        async with self.session.post(self.url + path, data=body, headers=headers) as resp:
-            text = await resp.text()
-            try:
-                answer = json.loads(text)
-            except ValueError:
-                answer = {"status": False, "msg": text[:200] or resp.reason or ""}
-            return resp.status, answer if isinstance(answer, dict) else {"status": False}
-
-
-_LIMIT = re.compile(r"(?:rooms|job_ids): must hold 1 to (\d+) items")
-
-
-def _bulk_limit(answer: dict[str, Any]) -> int | None:
-    """The server's items-per-call bound, when it refused a call for exceeding it."""
-    match = _LIMIT.match(str(answer.get("msg", "")))
-    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
 
 class Runner:
@@ -195,7 +143,7 @@ class Runner:
                 status, answer = await self.api.post("/auth/room/createBulk", body)
             except (aiohttp.ClientError, OSError) as exc:
                 status, answer = 0, {"msg": f"API unreachable ({type(exc).__name__})"}
-            limit = _bulk_limit(answer)
+            limit = bulk_limit(answer)
             if (status == 413 or limit) and len(batch) > 1:
                 # Too large for this deployment: send it in pieces it takes.
                 size = min(limit or len(batch) // 2, len(batch) // 2 or 1)
@@ -262,7 +210,7 @@ class Runner:
         except (aiohttp.ClientError, OSError):
             return  # the next round asks again
         if status != 200 or answer.get("status") is not True:
-            self.per_poll = min(self.per_poll, _bulk_limit(answer) or self.per_poll)
+            self.per_poll = min(self.per_poll, bulk_limit(answer) or self.per_poll)
             return
         for o, job in zip(chunk, answer.get("jobs") or [], strict=False):
             state = job.get("state")
@@ -316,66 +264,6 @@ def _dry_summary(name: str, outcomes: list[Outcome], bad: int, checked_by: str) 
     return f"{name}: dry run{checked_by}: " + ", ".join(parts) + "; nothing created"
 
 
-def _body_schema(spec: dict[str, Any], path: str) -> dict[str, Any]:
-    """The request body schema of `path` in an OpenAPI document, its $refs followed."""
-    try:
-        schema = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        schema = schema["schema"]
-        while isinstance(schema, dict) and "$ref" in schema:
-            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    except (KeyError, TypeError, AttributeError):
-        return {}
-    return schema if isinstance(schema, dict) else {}
-
-
-async def preflight(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | str:
-    """The API's OpenAPI document, or why the API at `url` cannot be used (within seconds)."""
-    deadline = time.monotonic() + PREFLIGHT_S
-    # A host that drops packets is given as long as a busy API could take to answer.
-    timeout = aiohttp.ClientTimeout(total=10)
-    while True:
-        try:
-            async with session.get(url.rstrip("/") + "/openapi.json", timeout=timeout) as resp:
-                if resp.status != 200:
-                    return f"{url} does not answer like roomkeeper's API (HTTP {resp.status})"
-                spec = await resp.json(content_type=None)
-                if not isinstance(spec, dict):
-                    raise ValueError("not an OpenAPI document")
-                return spec
-        except ValueError:
-            return f"{url} does not answer like roomkeeper's API (no OpenAPI document)"
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            refused = isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError)
-            if not refused or time.monotonic() + 0.5 > deadline:
-                reason = str(exc) or type(exc).__name__
-                return f"cannot reach the API at {url} ({reason})"
-            await asyncio.sleep(0.5)
-
-
-async def until_interrupted(work: Awaitable[None]) -> bool:
-    """Run `work`; True when SIGINT or SIGTERM stopped it (cleanly: it is cancelled)."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    stopped = False
-
-    def stop() -> None:
-        nonlocal stopped
-        stopped = True
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopped:
-            raise
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return stopped
-
-
 async def run(lines: list[Line], args: argparse.Namespace) -> int:
     """Submit the good lines and report; the exit status (see the module docstring)."""
     console = Console(stderr=True, soft_wrap=True)
@@ -402,7 +290,7 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
         if isinstance(spec, str):
             console.print(spec, markup=False, highlight=False)
             return 2
-        if args.dry_run and "dry_run" not in _body_schema(spec, "/auth/room/createBulk").get(
+        if args.dry_run and "dry_run" not in body_schema(spec, "/auth/room/createBulk").get(
             "properties", {}
         ):
             # An API without dry_run would create the rooms: check locally only.
@@ -427,3 +315,19 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
         wanted = ("exists", "valid")
     ok = all(o.outcome in wanted for o in outcomes) and not bad
     return 0 if ok else 1
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Read, check, submit and (unless --no-wait) follow the rooms of `args.file`."""
+    path = Path(args.file)
+    try:
+        lines = read_rooms(path)
+    except FileError as exc:
+        print(f"roomkeeper create-rooms: {exc}", file=sys.stderr)
+        return 2
+    for column in unknown_columns(path):
+        # Newer plugNmeet fields pass through; a typo would too, so say so once.
+        print(
+            f"note: column {column} is not a field roomkeeper knows; sent as text", file=sys.stderr
+        )
+    return await run(lines, args)

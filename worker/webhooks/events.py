@@ -138,6 +138,51 @@ class SessionEnded(Event):
     reason_text: str = Field(description="why, in words (may be reworded between versions)")
 
 
+class RecordingInfo(_Open):
+    """plugNmeet's `recording_info`: which egress, who recorded, what happened, the file."""
+
+    record_id: str = Field(description="LiveKit's egress id (EG_...); empty when none started")
+    recorder_id: str = Field(description="livekit-egress")
+    recorder_msg: str
+    file_path: str | None = Field(None, description="recording_proceeded: the file's location")
+    file_size: float | None = Field(None, description="recording_proceeded: size in MB")
+
+
+class StartRecording(Event):
+    """`start_recording`."""
+
+    event: Literal["start_recording"]
+    recording_info: RecordingInfo
+
+
+class EndRecording(Event):
+    """`end_recording`."""
+
+    event: Literal["end_recording"]
+    recording_info: RecordingInfo
+
+
+class RecordingProceeded(Event):
+    """`recording_proceeded`."""
+
+    event: Literal["recording_proceeded"]
+    recording_info: RecordingInfo
+
+
+class StartRtmp(Event):
+    """`start_rtmp`."""
+
+    event: Literal["start_rtmp"]
+    recording_info: RecordingInfo
+
+
+class EndRtmp(Event):
+    """`end_rtmp`."""
+
+    event: Literal["end_rtmp"]
+    recording_info: RecordingInfo
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One outgoing event: its body's model and when it is sent."""
@@ -177,6 +222,18 @@ EVENT_MODELS: dict[str, EventSpec] = {
         SessionEnded,
         "Exactly once per session, whatever ended it (timer, endRoom, LiveKit, reconciliation).",
     ),
+    "start_recording": EventSpec(
+        StartRecording, "An egress with a file output started (LiveKit's egress_started)."
+    ),
+    "end_recording": EventSpec(
+        EndRecording,
+        "That egress ended (egress_ended), or an auto recording could not start.",
+    ),
+    "recording_proceeded": EventSpec(
+        RecordingProceeded, "The egress completed with a file: its file_path and file_size."
+    ),
+    "start_rtmp": EventSpec(StartRtmp, "An egress with stream outputs only started."),
+    "end_rtmp": EventSpec(EndRtmp, "That streaming egress ended."),
 }
 
 EVENTS = tuple(EVENT_MODELS)
