@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Literal
+
+import orjson
 
 # The events and their bodies' models: `worker.webhooks.events.EVENT_MODELS`.
 
@@ -40,6 +41,22 @@ def end_reason_fields(code: str) -> dict[str, str]:
     return {"reason": code, "reason_text": END_REASONS.get(code, code)}
 
 
+EVENTS = (
+    "room_created",
+    "room_started",
+    "participant_joined",
+    "participant_left",
+    "track_published",
+    "track_unpublished",
+    "room_finished",
+    "session_ending",
+    "session_ended",
+    "start_recording",
+    "end_recording",
+    "recording_proceeded",
+    "start_rtmp",
+    "end_rtmp",
+)
 RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
@@ -92,7 +109,7 @@ def notify_body(
         body.update(extra)
     body["id"] = event_id
     body["created_at"] = str(int(time.time()) if created_at is None else created_at)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
 
 
 def recording_info(
