@@ -10,12 +10,15 @@ Presence: proto3 leaves zero values off the wire, so in a message written with c
 an absent scalar means its zero value (false, 0, ""), and only an absent sub-message gets the
 model's defaults. A message written with snake_case names keeps presence-aware defaults (an
 absent key gets the field's default). A message whose keys read the same either way (`{}` or
-`{"name": …}`) takes the spelling of the message around it. Zero values are filled only in models
-that opt in with `PROTO3 = True` (those mirroring plugNmeet's proto messages), and only for fields
-whose default is a value (a `None` default means "stored only when sent"); `Presence()` marks a
-proto3 `optional` field, `ZeroUnless("sibling")` one whose zero is implied only when `sibling`
-is absent too, `Also("name")` another accepted name, `IntLike()` an untyped field read as an
-integer, `ReadAs(model)` a list whose items are respelled as `model` but validated one by one later.
+`{"name": ...}`) takes the spelling of the message around it. Zero values are filled only in
+models that opt in (`Proto3`: those mirroring plugNmeet's proto messages), and only for fields
+whose default is a value (a `None` default means "stored only when sent").
+
+Field markers (in `Annotated[...]`): `Presence()` a proto3 `optional` field (absent keeps the
+default in either spelling); `ZeroUnless("sibling")` zero only when `sibling` is absent too;
+`Zero(value)` the zero of a field defaulting to `None`; `Also("name")` another accepted name;
+`IntLike()` an untyped field read as an integer; `ReadAs(model)` a list whose items are
+respelled as `model` but validated one by one later.
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ class Also:
 @dataclass(frozen=True)
 class Presence:
     """A proto3 `optional` field: absent keeps the default even in a camelCase message."""
+
+
+@dataclass(frozen=True)
+class Zero:
+    """What an absent key means in a camelCase message, for a field whose default is `None`."""
+
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -171,9 +181,11 @@ def _message(model: type[BaseModel]) -> _Message:
         default = None if info.is_required() else info.get_default(call_default_factory=False)
         presence = any(isinstance(x, Presence) for x in extras)
         unless = next((x.sibling for x in extras if isinstance(x, ZeroUnless)), None)
-        zero = None
+        zero = next((x.value for x in extras if isinstance(x, Zero)), None)
         if proto3 and not presence and kind in ("int", "scalar") and default is not None:
             zero = type(default)()  # False, 0 or ""
+        if not proto3:
+            zero = None
         entry = _Field(info.alias or name, kind, sub, zero, unless)
         fields.append(entry)
         if zero is not None:
