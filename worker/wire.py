@@ -228,14 +228,15 @@ class _Reader:
     def message(self, model: type[BaseModel], data: Any, outer: Spelling, at: str) -> Any:
         if not isinstance(data, dict):
             return data
-        table = _message(model)
+        table = _MESSAGES.get(model) or _message(model)
         keys = table.keys
         spelling = outer
+        camel_keys, snake_keys = table.camel_keys, table.snake_keys
         for key in data:
-            if key in table.camel_keys:
+            if key in camel_keys:
                 spelling = "camel"
                 break
-            if key in table.snake_keys:
+            if key in snake_keys:
                 spelling = "snake"
         out: dict[str, Any] = {}
         chosen: dict[str, int] = {}
@@ -250,10 +251,23 @@ class _Reader:
                 self.warnings.append(f"{at}{key}: not a known field, {how}")
                 continue
             entry, priority = known
-            if entry.name in chosen and chosen[entry.name] <= priority:
+            name = entry.name
+            if name in out and chosen.get(name, priority) <= priority:
                 continue  # the field's own (or earlier) name wins over another spelling
-            chosen[entry.name] = priority
-            out[entry.name] = self.value(entry, value, spelling, f"{at}{entry.name}")
+            chosen[name] = priority
+            kind = entry.kind
+            if kind == "int":
+                if isinstance(value, str):
+                    value = _int(value)
+            elif kind == "message":
+                value = self.message(entry.model, value, spelling, f"{at}{name}.")  # type: ignore[arg-type]
+            elif kind == "messages" and isinstance(value, list):
+                sub = entry.model
+                value = [
+                    self.message(sub, v, spelling, f"{at}{name}.{n}.")  # type: ignore[arg-type]
+                    for n, v in enumerate(value)
+                ]
+            out[name] = value
         if spelling == "camel":
             for entry in table.zeros:
                 if entry.name not in out and (
@@ -261,16 +275,6 @@ class _Reader:
                 ):
                     out[entry.name] = entry.zero
         return out
-
-    def value(self, entry: _Field, value: Any, spelling: Spelling, at: str) -> Any:
-        if entry.kind == "int":
-            return _int(value)
-        if entry.kind == "message" and entry.model is not None:
-            return self.message(entry.model, value, spelling, at + ".")
-        if entry.kind == "messages" and entry.model is not None and isinstance(value, list):
-            model = entry.model
-            return [self.message(model, v, spelling, f"{at}.{i}.") for i, v in enumerate(value)]
-        return value
 
 
 RULES = {
