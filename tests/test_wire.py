@@ -8,12 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from handlers.models import (
+    DeliveriesRequest,
+    JobStatusRequest,
+    JoinTokenRequest,
+    PastRoomsRequest,
+    RedeliverRequest,
+    RoomIdRequest,
+)
 from roomkeeper.bulkclient import MAX_BODY, Outcome, batches
 from roomkeeper.bulkfile import Line
 from tests.conftest import Stack
 from tests.support.api import livekit_rooms, minimal_request, seed_request
 from tests.support.servers import run_receiver
 from worker.rooms.request import parse_create_room
+from worker.wire import WireInvalid, read
 
 PHP_V2 = Path(__file__).parent / "fixtures" / "php_v2"
 PHP_HOOK_PORT = 8099  # the port the recorded PHP body names in its webhookUrl
@@ -241,3 +252,34 @@ def test_create_rooms_splits_its_calls_by_bytes_as_well_as_by_count() -> None:
     assert [o for b in by_bytes for o in b] == large  # file order kept, nothing lost
     (alone,) = batches([_outcome("huge", 2 * MAX_BODY)], 1000, MAX_BODY)
     assert len(alone) == 1  # too large to share a call: it goes alone
+
+
+def test_every_route_reads_either_spelling_and_protojson_scalars() -> None:
+    past = read(PastRoomsRequest, {"roomIds": ["r1"], "from": "5", "limit": 0, "orderBy": 1})
+    assert (past.value.room_ids, past.value.from_, past.value.limit) == (["r1"], 5, 20)
+    assert past.value.order_by == "ASC"  # an enum by number; "" or absent is DESC
+    assert read(PastRoomsRequest, {"order_by": "asc"}).value.order_by == "ASC"
+    assert read(PastRoomsRequest, {"from_": 3}).value.from_ == 3  # the Python SDK's spelling
+
+    token = read(
+        JoinTokenRequest, {"roomId": "r1", "userInfo": {"name": "A", "userId": "u1"}}
+    ).value
+    assert (token.room_id, token.user_info.user_id, token.user_info.is_admin) == ("r1", "u1", False)
+
+    since = read(RedeliverRequest, {"roomId": "r1", "since": "1700000000"}).value
+    assert (since.room_id, since.since) == ("r1", 1_700_000_000.0)
+    assert read(DeliveriesRequest, {"roomId": "r1", "limit": "10"}).value.limit == 10
+
+
+def test_every_route_names_bad_fields_by_their_snake_case_names() -> None:
+    cases: list[tuple[type[Any], dict[str, Any], str]] = [
+        (RoomIdRequest, {"roomId": "a b"}, "room_id: must be 1-256 characters"),
+        (PastRoomsRequest, {"orderBy": "sideways"}, "order_by: must be one of ASC, DESC"),
+        (PastRoomsRequest, {"roomIds": "r1"}, "room_ids: must be a list of room ids"),
+        (JoinTokenRequest, {"roomId": "r1", "userInfo": {"userId": "u"}}, "user_info.name: is required"),
+        (JobStatusRequest, {"jobIds": ["ok", 7]}, "job_ids[1]: must be a string of 1 to 256"),
+    ]  # fmt: skip
+    for model, body, message in cases:
+        with pytest.raises(WireInvalid) as info:
+            read(model, body)
+        assert info.value.msg.startswith(message), (model, body, info.value.msg)
