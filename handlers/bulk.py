@@ -1,7 +1,7 @@
 """Bulk creation and job status (`/auth/room/createBulk`, `/auth/job/status`).
 
-`createBulk` validates every room with the single create's rules, claims the valid ones in one
-Redis round trip and queues them as arq jobs of `create_batch_size` rooms. Each room is reported
+`createBulk` validates every room with the single create's rules and submits the valid ones
+(`worker.rooms.submit`: claimed and queued in one Redis round trip). Each room is reported
 on its own, in request order:
 - queued now: `accepted: true` and its `job_id`;
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -27,12 +26,9 @@ from handlers.replies import ApiError, StatusCode, ok
 from handlers.rooms import create_limits, created_room_info
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
-from worker.deps import Deps
-from worker.rooms.create import job_request
-from worker.rooms.jobs import enqueue_batches
-from worker.rooms.records import CreateClaim, Store
+from worker.rooms.records import CreateClaim
 from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
-from worker.webhooks.bodies import new_event_id
+from worker.rooms.submit import submit
 from worker.wire import WireInvalid, validate
 
 # The contract's status codes have no "try later"; a full queue is the service's own limit.
@@ -79,23 +75,6 @@ async def _validate(
     return results, valid
 
 
-async def _claim(deps: Deps, valid: list[tuple[int, CreateRoom]]) -> list[CreateClaim]:
-    """Claim every valid room's create in one pipeline (one round trip for the whole call)."""
-    if not valid:
-        return []
-    async with deps.redis.pipeline(transaction=False) as pipe:
-        for _, req in valid:
-            deps.store.claim_create_cmd(
-                pipe,
-                room_id=req.room_id,
-                job_id=uuid.uuid4().hex,
-                request=job_request(req),
-                event_id=new_event_id(),
-            )
-        answers = await pipe.execute()
-    return [Store.parse_claim(raw) for raw in answers]
-
-
 def _result(room_id: str, claim: CreateClaim) -> dict[str, Any]:
     """What one claimed room reports (see the module docstring)."""
     if claim.kind == "new":
@@ -138,11 +117,12 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
                 f"queue is full ({waiting} waiting, limit {settings.queue_max_depth}); "
                 "nothing was accepted, retry later",
             )
-    claims = await _claim(deps, valid)
+    claims = await submit(deps, [req for _, req in valid])
     for (i, req), claim in zip(valid, claims, strict=True):
         results[i] = _result(req.room_id, claim)
     new = [c.job_id for c in claims if c.kind == "new" and c.job_id]
-    await enqueue_batches(deps, new)
+    accepted = [c.job_id for c in claims if c.kind in ("new", "pending") and c.job_id]
+    await deps.replicas.confirm(deps.redis, [keys.job(j) for j in accepted])
     request[LOG_FIELDS]["queued"] = len(new)
     return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
 

@@ -5,27 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
-from worker.connections import arq_job
+from worker import keys
 from worker.deps import Deps
-from worker.rooms.create import job_request
-from worker.rooms.jobs import CREATE_ROOMS
 from worker.rooms.records import api_room_info
 from worker.rooms.request import CreateLimits, CreateRoomRequest
+from worker.rooms.submit import submit
 from worker.settings import Settings
-from worker.webhooks.bodies import new_event_id
 
 
 def create_limits(settings: Settings) -> CreateLimits:
     """The validation limits the settings call for."""
     return CreateLimits(
         default_empty_timeout=settings.default_empty_timeout,
+        default_departure_timeout=settings.default_departure_timeout,
         max_room_duration=settings.max_room_duration,
         allowed_cidrs=settings.webhook_allowed_cidrs,
     )
@@ -94,21 +92,15 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     deps = request.app[DEPS]
     req = body.room
     request[LOG_FIELDS] = {"room_id": req.room_id}
-    job_id = uuid.uuid4().hex
-    claim = await deps.store.claim_create(
-        room_id=req.room_id,
-        job_id=job_id,
-        request=job_request(req),
-        event_id=new_event_id(),
-        # The claim writes the arq job itself: one round trip, and never a claim without a job.
-        enqueue=arq_job(CREATE_ROOMS, ([job_id],), job_id),
-    )
+    # The claim writes the arq job itself: never a claim without a job.
+    (claim,) = await submit(deps, [req])
     if claim.kind == "exists":
         return room_reply("room already exists", claim.info or {})
     if claim.kind == "ending":
         return failure(StatusCode.CONFLICT, "room is ending; create it again once it has ended")
     assert claim.job_id is not None
     request[LOG_FIELDS]["job_id"] = claim.job_id
+    await deps.replicas.confirm(deps.redis, [keys.job(claim.job_id)])
     if wants_async(request):
         return queued(claim.job_id)
     job = await wait_for_job(deps, claim.job_id, settings.create_wait)

@@ -16,4 +16,3 @@ DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
 DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
 LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line
-

@@ -79,10 +79,10 @@ async def test_js_sdk_runs_every_room_call_end_to_end(stack: Stack, receiver: Re
 
 
 async def test_a_route_roomkeeper_lacks_reaches_the_js_sdk_as_a_message(stack: Stack) -> None:
-    (recordings,) = await js_sdk(stack.url, [{"method": "fetchRecordings", "params": {}}])
+    (analytics,) = await js_sdk(stack.url, [{"method": "fetchAnalytics", "params": {}}])
 
-    assert recordings["status"] is False
-    assert recordings["msg"] == (
-        "/auth/recording/fetch: roomkeeper does not serve this route "
+    assert analytics["status"] is False
+    assert analytics["msg"] == (
+        "/auth/analytics/fetch: roomkeeper does not serve this route "
         "(its /auth routes are listed in /openapi.json)"
     )

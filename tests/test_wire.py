@@ -185,11 +185,11 @@ async def test_a_typo_is_answered_with_a_warning_and_kept(stack: Stack) -> None:
 
 
 async def test_an_unknown_auth_route_answers_in_plugnmeets_shape(stack: Stack) -> None:
-    status, answer = await stack.api.post("/auth/recording/fetch", {})
+    status, answer = await stack.api.post("/auth/analytics/fetch", {})
     assert status == 404
     assert answer == {
         "status": False,
-        "msg": "/auth/recording/fetch: roomkeeper does not serve this route "
+        "msg": "/auth/analytics/fetch: roomkeeper does not serve this route "
         "(its /auth routes are listed in /openapi.json)",
         "status_code": "NOT_FOUND",
     }

@@ -43,11 +43,12 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds
 from worker.webhooks.signing import webhook_headers
 
 log = get_logger("roomkeeper.dispatch")
 
-SCHEDULE_NAME = "dq"
+SCHEDULE_NAME = keys.DELIVERY_QUEUES
 USER_AGENT = f"roomkeeper/{__version__}"
 STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
@@ -143,24 +144,8 @@ class Outbox:
         for url in urls:
             did = new_delivery_id()
             qid = queue_id(room_id, url)
-            pipe.hset(
-                keys.delivery(did),
-                mapping={
-                    "event_id": event_id,
-                    "event": event,
-                    "room_id": room_id,
-                    "url": url,
-                    "queue": qid,
-                    "state": "pending",
-                    "attempts": 0,
-                    "created": round(time.time(), 6),
-                },
-            )
-            pipe.expire(keys.delivery(did), ttl)
-            pipe.zadd(keys.DELIVERIES, {did: 0})
-            pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
-            pipe.zadd(keys.deliveries_in_state("pending"), {did: 0})
-            pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
+            delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
+            new_cmds(pipe, delivery, ttl)
             self.schedule.push(pipe, qid, did, first_at)
             ids.append(did)
         return ids
@@ -176,15 +161,26 @@ class Head:
     body: str | None
 
 
+def delivery_schedule(redis: Redis, settings: Settings) -> Schedule:
+    """The `dq` schedule of (room, URL) queues, its lease outliving the longest attempt."""
+    lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
+    return Schedule(redis, SCHEDULE_NAME, lease_ms=lease_ms)
+
+
 class Dispatcher:
     """The consumer side: works due (room, URL) queues, one delivery at a time each."""
 
-    def __init__(self, redis: Redis, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        schedule: Schedule | None = None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.session = session
-        self.schedule = Schedule(redis, SCHEDULE_NAME)
-        self.lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
+        self.schedule = schedule or delivery_schedule(redis, settings)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self._prune_script = lua.script(redis, "worker.webhooks", "prune")
@@ -213,7 +209,7 @@ class Dispatcher:
                 await self.schedule.release(claim, now_ms() + int(outcome.after * 1000))
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
-            if await self.schedule.pop(claim, head.delivery_id, self.lease_ms) < 0:
+            if await self.schedule.pop(claim, head.delivery_id) < 0:
                 return  # the lease was lost; whoever holds it now goes on
 
     async def _peek(self, qid: str) -> Head | None:
@@ -253,7 +249,7 @@ class Dispatcher:
             if isinstance(verdict, Failed):
                 return verdict
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
-            await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
+            await mark_inflight(self.redis, did)
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
