@@ -101,18 +101,15 @@ def claim_args(job_id: str, room_id: str = "r1") -> list[Any]:
     return [job_id, '{"room_id":"r1"}', "ev1", 1_000, room_id, 3600]
 
 
-async def claim(redis: Redis, job_id: str, *, arq: bool = False) -> list[str]:
+async def claim(redis: Redis, job_id: str) -> list[str]:
     script = run(redis, "worker.rooms", "claim_create")
-    k = [keys.room("r1"), keys.job(job_id), keys.QUEUED_JOBS]
-    a = claim_args(job_id)
-    if arq:
-        k += ["arq:job:" + job_id, keys.QUEUE_NAME]
-        a += ["payload", 60_000, 1_234, job_id]
+    k = [keys.room("r1"), keys.job(job_id), keys.QUEUED_JOBS, "arq:job:batch", keys.QUEUE_NAME]
+    a = [*claim_args(job_id), "payload", 60_000, 1_234, "batch"]
     result: list[str] = await script(keys=k, args=a)
     return result
 
 
-async def test_claim_create_new_writes_room_job_and_queue(redis: Redis) -> None:
+async def test_claim_create_new_writes_room_job_queue_and_arq_job(redis: Redis) -> None:
     assert await claim(redis, "j1") == ["new", "j1"]
     assert await redis.hgetall(keys.room("r1")) == {"state": "queued", "job_id": "j1"}
     job = await redis.hgetall(keys.job("j1"))
@@ -127,15 +124,18 @@ async def test_claim_create_new_writes_room_job_and_queue(redis: Redis) -> None:
     }
     assert 3590 < await redis.ttl(keys.job("j1")) <= 3600
     assert await redis.zscore(keys.QUEUED_JOBS, "j1") == 1000
-    assert await redis.exists("arq:job:j1") == 0
+    # The arq job that creates it, written by the same script.
+    assert await redis.get("arq:job:batch") == "payload"
+    assert 59_000 < await redis.pttl("arq:job:batch") <= 60_000
+    assert await redis.zscore(keys.QUEUE_NAME, "batch") == 1234
 
 
-async def test_claim_create_new_with_arq_job_writes_it_in_the_same_script(redis: Redis) -> None:
-    assert await claim(redis, "j1", arq=True) == ["new", "j1"]
-    assert await redis.get("arq:job:j1") == "payload"
-    assert 59_000 < await redis.pttl("arq:job:j1") <= 60_000
-    assert await redis.zscore(keys.QUEUE_NAME, "j1") == 1234
-    assert await redis.hget(keys.job("j1"), "arq_job") == "j1"
+async def test_claim_create_new_claims_of_one_group_write_its_arq_job_alike(redis: Redis) -> None:
+    assert await claim(redis, "j1") == ["new", "j1"]
+    await redis.hset(keys.room("r1"), "state", "ended")  # so the next claim is new too
+    assert await claim(redis, "j2") == ["new", "j2"]
+    assert await redis.get("arq:job:batch") == "payload"
+    assert await redis.zrange(keys.QUEUE_NAME, 0, -1) == ["batch"]
 
 
 @pytest.mark.parametrize("state", ["queued", "creating"])
@@ -143,8 +143,8 @@ async def test_claim_create_pending_returns_the_job_and_writes_nothing(
     redis: Redis, state: str
 ) -> None:
     await redis.hset(keys.room("r1"), mapping={"state": state, "job_id": "j0"})
-    assert await claim(redis, "j1", arq=True) == ["pending", "j0"]
-    assert await redis.exists(keys.job("j1"), "arq:job:j1", keys.QUEUED_JOBS) == 0
+    assert await claim(redis, "j1") == ["pending", "j0"]
+    assert await redis.exists(keys.job("j1"), "arq:job:batch", keys.QUEUED_JOBS) == 0
 
 
 @pytest.mark.parametrize("state", ["created", "active"])
@@ -152,14 +152,14 @@ async def test_claim_create_live_room_exists_with_its_info(redis: Redis, state: 
     await redis.hset(keys.room("r1"), mapping={"state": state, "info": '{"sid":"RM_1"}'})
     assert await claim(redis, "j1") == ["exists", '{"sid":"RM_1"}']
     assert await redis.hget(keys.room("r1"), "state") == state
-    assert await redis.exists(keys.job("j1")) == 0
+    assert await redis.exists(keys.job("j1"), "arq:job:batch") == 0
 
 
 async def test_claim_create_ending_room_is_refused(redis: Redis) -> None:
     await redis.hset(keys.room("r1"), mapping={"state": "ending", "sid": "RM_1"})
     assert await claim(redis, "j1") == ["ending", ""]
     assert await redis.hget(keys.room("r1"), "state") == "ending"
-    assert await redis.exists(keys.job("j1")) == 0
+    assert await redis.exists(keys.job("j1"), "arq:job:batch") == 0
 
 
 @pytest.mark.parametrize("state", ["ended", "failed"])

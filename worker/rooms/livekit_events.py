@@ -146,7 +146,7 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         await _forward(deps, event, room_id, past.get("webhook_url") or None)
         return True
     if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "room_finished")
+        await finalize(deps, room_id, sid, "livekit_finished")
     await _apply_to_session(deps, event, room_id)
     return True
 
