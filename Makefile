@@ -47,6 +47,11 @@ pytest: install
 
 test: lint typecheck pytest
 
+# lint, typecheck and every test not marked slow (no roomkeeper processes, no injected faults):
+# under a minute on 2 cores. `make test` runs everything.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" -n 2
+
 BENCHES := create timers deliveries inbound bulk
 
 bench: install  # the figures in the README (about 15 minutes)

@@ -11,7 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.servers import ROOT, free_port
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def _wait_for(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:

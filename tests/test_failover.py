@@ -25,6 +25,7 @@ from tests.support.bulkload import BulkSubmitter, announcements, job_records
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.sentinel import MASTER, SentinelGroup
 from tests.support.servers import Receiver
+from worker import keys
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +159,7 @@ async def _all_announced(redis: Redis, receiver: Receiver, accepted: dict[str, s
 
 async def _settled(redis: Redis, receiver: Receiver, accepted: dict[str, str]) -> bool:
     """Nothing left to do: no create queued, every create the new primary knows finished."""
-    if await redis.zcard("rk:jobs:queued"):
+    if await redis.zcard(keys.QUEUED_JOBS):
         return False
     records = [r for r in await job_records(redis, list(accepted.values())) if r]
     return all(r.get("state") == "complete" for r in records) and await _all_announced(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from livekit import api
 from plugnmeet_sdk import PlugNMeet
 from plugnmeet_sdk.schemas.data import (
@@ -36,6 +37,8 @@ from tests.support.api import (
 )
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer, free_port
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def sdk_request(room_id: str, webhook_url: str) -> CreateRoomRequest:
