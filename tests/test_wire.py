@@ -4,6 +4,7 @@ full-size bulks, errors in either spelling, warnings, unknown routes, createBulk
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,12 @@ def test_every_route_names_bad_fields_by_their_snake_case_names() -> None:
         with pytest.raises(WireInvalid) as info:
             read(model, body)
         assert info.value.msg.startswith(message), (model, body, info.value.msg)
+
+
+async def test_livekit_events_are_still_held_to_one_mebibyte(stack: Stack) -> None:
+    body = b'{"event":"room_started","pad":"' + b"x" * 2**20 + b'"}'
+    async with stack.http.post(
+        f"{stack.url}/webhook", data=io.BytesIO(body), headers={"Authorization": "x"}
+    ) as resp:
+        assert resp.status == 413
+        assert await resp.text() == f"body is larger than {2**20} bytes\n"
