@@ -293,3 +293,16 @@ async def test_livekit_events_are_still_held_to_one_mebibyte(stack: Stack) -> No
     ) as resp:
         assert resp.status == 413
         assert await resp.text() == f"body is larger than {2**20} bytes\n"
+
+
+async def test_a_bulk_names_each_rooms_unknown_keys_by_its_position(stack: Stack) -> None:
+    typo = minimal_request("bulk-typo")
+    typo["metadata"]["room_features"]["room_duraton"] = 5
+    rooms = [minimal_request("bulk-fine"), camel_keys(typo)]
+
+    status, answer = await stack.api.post("/auth/room/createBulk", {"rooms": rooms})
+
+    assert status == 202 and [r["accepted"] for r in answer["results"]] == [True, True]
+    assert answer["warnings"] == [
+        "rooms.1.metadata.room_features.roomDuraton: not a known field, kept as is"
+    ]
