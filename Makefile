@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel js-sdk dev test lint typecheck pytest bench bench-quick \
-	format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test lint typecheck pytest \
+	bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ redis-sentinel: redis-server
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-sentinel >/dev/null; }
 	@redis-sentinel --version
+
+# The README's webhook verification snippets are run by Debian's php and node in the suite.
+php-cli:
+	@command -v php >/dev/null || { \
+		echo "installing php-cli with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli >/dev/null; }
+
+nodejs:
+	@command -v node >/dev/null || { \
+		echo "installing nodejs with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs >/dev/null; }
 
 install: $(STAMP) redis-server redis-sentinel
 
@@ -56,7 +69,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install js-sdk
+pytest: install php-cli nodejs js-sdk
 	$(BIN)/pytest
 
 test: lint typecheck pytest
