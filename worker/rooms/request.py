@@ -176,13 +176,6 @@ def _check_room_id(value: Any) -> Any:
 RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
 
 
-def parse_room_id(value: object, field: str = "room_id") -> str:
-    """The room_id rule, for every route that takes one."""
-    if isinstance(value, str) and _ROOM_ID.fullmatch(value):
-        return value
-    raise RequestInvalid(f"{field}: {_room_id_problem(value)}")
-
-
 class _Open(BaseModel, Proto3):
     """A metadata object: unknown keys are kept; it mirrors a plugNmeet proto message."""
 
