@@ -69,6 +69,9 @@ def _retry() -> dict[str, Any]:
     }
 
 
+SENTINEL_TIMEOUT_S = 1.0
+
+
 def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
     hosts = []
     for entry in settings.redis_sentinels:
@@ -89,6 +92,11 @@ def _client(settings: Settings, redis_class: type[Redis], **options: Any) -> Any
         url = RedisSettings.from_dsn(settings.redis_url)
         sentinel = Sentinel(
             _sentinel_hosts(settings),
+            # A sentinel that hangs must not hold up finding the primary: the next one is asked.
+            sentinel_kwargs={
+                "socket_timeout": SENTINEL_TIMEOUT_S,
+                "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            },
             password=url.password,
             username=url.username,
             db=url.database,
