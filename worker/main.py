@@ -14,14 +14,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arq import Worker, func
 from prometheus_client import start_http_server
-from redis.exceptions import RedisError
 
 from worker import keys
-from worker.connections import arq_pool, deserialize_job, redis_client, serialize_job
+from worker.arqueue import (
+    ResilientWorker,
+    Worker,
+    deserialize_job,
+    func,
+    serialize_job,
+    worker_pool,
+)
+from worker.connections import redis_client
 from worker.deps import Deps, open_deps
 from worker.logs import configure_logging, get_logger
+from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
@@ -34,7 +41,6 @@ from worker.webhooks.engine import Dispatcher
 log = get_logger("roomkeeper.worker")
 
 HEARTBEAT_S = 5.0
-REDIS_PAUSE_S = 0.5
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -46,7 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
+    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries, priority=deps.priority)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -64,6 +70,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=64,
                 idle_max=1.0,
                 grace=grace,
+                priority=deps.priority,
+                urgent=True,
             )
         ),
         asyncio.create_task(
@@ -74,6 +82,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=64,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
         asyncio.create_task(
@@ -84,6 +93,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=settings.webhook_concurrency,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
     ]
@@ -110,40 +120,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker stopped")
 
 
-class ResilientWorker(Worker):
-    """arq's Worker, made to ride out a Redis restart instead of dying with it.
-
-    arq lets a connection error in its poll loop end the worker, and a failure between taking a
-    job slot and starting the job leaks that slot. Here the slot is given back and the poll
-    loop waits for Redis; our own Redis clients retry on their own.
-    """
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's start_jobs, one job at a time, returning the slot when Redis fails mid-way."""
-        for job_id in job_ids:
-            taken = self.job_counter
-            try:
-                await super().start_jobs([job_id])
-            except RedisError:
-                if self.job_counter > taken:  # arq counted a job it never started
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        except RedisError as exc:
-            log.warning("redis unavailable, arq polling paused", error=type(exc).__name__)
-            await asyncio.sleep(REDIS_PAUSE_S)
-
-
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker` built from roomkeeper's settings."""
     return {
         "functions": [func(jobs.create_rooms, name=jobs.CREATE_ROOMS, max_tries=1000)],
         "queue_name": keys.QUEUE_NAME,
-        "redis_pool": arq_pool(settings),
+        "redis_pool": worker_pool(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
@@ -171,9 +153,9 @@ async def _heartbeat(ctx: dict[str, Any], path: Path, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
 
 
-def check_health(settings: Settings) -> int:
+def check_health(health_file: str) -> int:
     """0 when this machine's worker touched its health file recently, else 1 (a probe)."""
-    path = Path(settings.worker_health_file)
+    path = Path(health_file)
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
@@ -191,7 +173,7 @@ def run(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    asyncio.run(_run(settings))
+    run_loop(_run(settings), settings.event_loop)
     return 0
 
 

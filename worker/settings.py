@@ -7,7 +7,12 @@ Nothing else in the project reads `os.environ`. LiveKit's own variable names (`L
 from __future__ import annotations
 
 import base64
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +22,8 @@ from worker.webhooks.netguard import IPNetwork, parse_cidrs
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_CREATE_RETRY_SCHEDULE = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DEFAULT_WARNINGS = (300, 60)
+DEFAULT_HEALTH_FILE = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
+DEFAULT_RECORDING_RETRY_SCHEDULE = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 CommaFloats = Annotated[tuple[float, ...], NoDecode]
 CommaInts = Annotated[tuple[int, ...], NoDecode]
@@ -25,8 +32,14 @@ CommaNetworks = Annotated[tuple[IPNetwork, ...], NoDecode]
 
 
 def _split(value: Any) -> Any:
+    """A comma-separated list; blank means none, but a blank item (`5,,10`) is a mistake."""
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value.strip():
+            return ()
+        parts = tuple(part.strip() for part in value.split(","))
+        if not all(parts):
+            raise ValueError("a comma-separated list must not have empty items (as in 5,,10)")
+        return parts
     return value
 
 
@@ -77,6 +90,9 @@ class Settings(BaseSettings):
 
     # Room defaults and lifecycle.
     default_empty_timeout: int = Field(1800, ge=1)
+    default_departure_timeout: int = Field(
+        60, ge=1, description="seconds LiveKit keeps a room after its last participant left"
+    )
     max_room_duration: int = Field(0, ge=0, description="minutes, 0 = no cap")
     session_ending_warnings: CommaInts = DEFAULT_WARNINGS
     reconcile_interval: float = Field(60.0, gt=0)
@@ -88,6 +104,19 @@ class Settings(BaseSettings):
         32, ge=1, le=1000, description="LiveKit creates one worker process has in flight at once"
     )
     join_token_ttl: int = Field(21600, ge=60, description="seconds a join token is valid")
+    unknown_rooms: Literal["ignore", "delete"] = Field(
+        "ignore", description="what to do with a room_started for a room roomkeeper never had"
+    )
+
+    # Recordings (LiveKit Egress).
+    recording_output: str = Field(
+        "{room_name}-{time}.mp4",
+        min_length=1,
+        description="file path template, or s3://bucket/key-template?region=..&endpoint=..",
+    )
+    recording_s3_access_key: str | None = None
+    recording_s3_secret: SecretStr | None = None
+    recording_retry_schedule: CommaFloats = DEFAULT_RECORDING_RETRY_SCHEDULE
 
     # Outgoing webhooks.
     webhook_secret: CommaSecrets = Field(min_length=1)
@@ -106,15 +135,19 @@ class Settings(BaseSettings):
     shutdown_drain: float = Field(
         2.0, ge=0, description="seconds the API keeps serving after SIGTERM, /readyz 503"
     )
-    worker_health_file: str = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
+    worker_health_file: str = DEFAULT_HEALTH_FILE
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics server")
 
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop the API and the worker run on"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
     @field_validator(
         "session_ending_warnings",
         "create_retry_schedule",
+        "recording_retry_schedule",
         "webhook_retry_schedule",
         "redis_sentinels",
         mode="before",
@@ -126,9 +159,10 @@ class Settings(BaseSettings):
     @field_validator("webhook_allowed_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_cidrs(value.split(","))
-        return value
+        parts = _split(value)
+        if isinstance(parts, tuple) and all(isinstance(p, str) for p in parts):
+            return parse_cidrs(parts)
+        return parts
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
@@ -144,13 +178,32 @@ class Settings(BaseSettings):
                 raise ValueError("the part after whsec_ must be base64") from None
         return parts
 
-    @field_validator("webhook_retry_schedule", "create_retry_schedule")
+    @field_validator("webhook_retry_schedule", "create_retry_schedule", "recording_retry_schedule")
     @classmethod
     def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value:
             raise ValueError("must list at least one delay")
         if any(v < 0 for v in value):
             raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            # A bare `host:port` is the usual slip; redis-py would fail later with a traceback.
+            raise ValueError(
+                "must be a URL such as redis://127.0.0.1:6379/0 (or rediss://, unix://)"
+            )
+        return value
+
+    @field_validator("recording_output")
+    @classmethod
+    def _recording_output(cls, value: str) -> str:
+        if value.startswith("s3://") and not urlsplit(value).netloc:
+            raise ValueError("an s3:// output needs a bucket: s3://bucket/path-template")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError("must be a file path template or an s3://bucket/... location")
         return value
 
     @field_validator("livekit_url", "webhook_url")
@@ -202,7 +255,46 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors(include_input=False, include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
             msg = "is required (set it in the environment or in .env)"
-            line = f"{_env_name(field)}: {msg if err['type'] == 'missing' else err['msg']}"
+            if err["type"] != "missing":
+                msg = str(err["msg"]).removeprefix("Value error, ")
+            line = f"{_env_name(field)}: {msg}"
             if line not in lines:
                 lines.append(line)
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise SettingsError("\n".join(lines)) from None
+
+
+def setting_names() -> list[str]:
+    """Every variable a setting is read from (LiveKit's own names included)."""
+    return [_env_name(field) for field in Settings.model_fields]
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> list[str]:
+    """A warning per `ROOMKEEPER_*` variable that is no setting, naming the nearest one.
+
+    Unknown variables are ignored (so one deployment's file can serve several versions), which
+    makes a typo silent: the setting keeps its default. This says so.
+    """
+    names = set(os.environ if environ is None else environ)
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names |= set(dotenv_values(env_file))
+    known = setting_names()
+    warnings = []
+    for name in sorted(n for n in names if n.upper().startswith("ROOMKEEPER_")):
+        if name.upper() in known:
+            continue
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        warnings.append(f"{name} is not a roomkeeper setting and is ignored{hint}")
+    return warnings
+
+
+class HealthCheckSettings(BaseSettings):
+    """What `roomkeeper worker --check` reads: only the health file, no secrets needed."""
+
+    model_config = SettingsConfigDict(env_prefix="ROOMKEEPER_", env_file=".env", extra="ignore")
+
+    worker_health_file: str = DEFAULT_HEALTH_FILE

@@ -50,6 +50,7 @@ def job_request(req: CreateRoom) -> str:
             "room_id": req.room_id,
             "max_participants": req.max_participants,
             "empty_timeout": req.empty_timeout,
+            "departure_timeout": req.departure_timeout,
             "room_duration": req.room_duration,
             "webhook_url": req.webhook_url,
             "metadata": req.metadata_json,
@@ -131,6 +132,7 @@ async def _call(
     """Holding a slot: the room's CreateRoom, unless the job's time is up."""
     loop = asyncio.get_running_loop()
     async with slots:
+        await deps.priority.step_aside()  # a timer firing goes first
         remaining = deadline - loop.time()
         if remaining <= 0:
             return RetryIn(w.job_id, 0.0)  # the job's time is up; a fresh job takes it on
@@ -143,6 +145,10 @@ async def _call(
                 info = await deps.livekit.create_room(
                     w.room_id,
                     empty_timeout=int(request["empty_timeout"]),
+                    # Jobs queued before the field existed get today's default.
+                    departure_timeout=int(
+                        request.get("departure_timeout") or deps.settings.default_departure_timeout
+                    ),
                     max_participants=int(request["max_participants"]),
                     metadata=request["metadata"],
                 )

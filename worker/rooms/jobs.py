@@ -16,9 +16,8 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
-from arq import Retry
 
-from worker import keys
+from worker.arqueue import RerunJob
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.metrics import JOB_SECONDS, JOBS
@@ -61,12 +60,6 @@ async def enqueue_batches(
     arq_ids = [batch_job_id(origin, batch) for batch in batches]
     if not batches:
         return []
-    # Recorded before the enqueue: a job whose arq job does not exist was left by a crash.
-    async with deps.redis.pipeline(transaction=False) as pipe:
-        for batch, arq_id in zip(batches, arq_ids, strict=True):
-            for job_id in batch:
-                pipe.hset(keys.job(job_id), "arq_job", arq_id)
-        await pipe.execute()
     await asyncio.gather(
         *(
             enqueue_create(deps, batch, defer_by=defer_by, arq_job_id=arq_id)
@@ -136,7 +129,7 @@ async def create_rooms(ctx: dict[str, Any], job_ids: list[str]) -> int:
             # simply runs again (finished rooms are skipped) rather than being stranded.
             JOBS.labels(CREATE_ROOMS, "again").inc()
             log.warning("create job will run again", error=repr(exc), exc_info=exc)
-            raise Retry(defer=RERUN_DELAY_S) from exc
+            raise RerunJob(defer=RERUN_DELAY_S) from exc
         elapsed = time.perf_counter() - started
         JOB_SECONDS.labels(CREATE_ROOMS).observe(elapsed)
         JOBS.labels(CREATE_ROOMS, "retrying" if retries else "ok").inc()

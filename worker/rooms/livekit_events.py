@@ -8,21 +8,26 @@ crash applies nothing twice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from typing import Any
 
 from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.message import DecodeError
 from livekit import api
 from redis.exceptions import WatchError
 
 from worker import keys, lua
 from worker.deps import Deps
-from worker.livekit import proto_dict
+from worker.livekit import LiveKitError, proto_dict
 from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
+from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
-from worker.rooms.records import LIVE_STATES, PENDING_STATES, room_info_of
+from worker.rooms.records import PENDING_STATES, room_info_of
+from worker.rooms.session import RoomSession
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.inbound")
@@ -38,17 +43,37 @@ FORWARDED = frozenset(
     }
 )
 SEEN_TTL = 86400
+PARTICIPANT_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 # How long an event may wait for its room's create to finish before it is judged not ours.
 PENDING_WAIT_MS = 30_000
 PENDING_RETRY_MS = 200
 
 
-def parse_event(body: str) -> api.WebhookEvent:
-    """A LiveKit webhook body (protojson) as a message; ValueError when it is not one."""
+def encode_event(event: api.WebhookEvent) -> str:
+    """How a verified event waits for the workers: the message the API parsed, as protobuf
+    (base64, the schedule's lists hold text), so no worker parses its JSON a second time."""
+    return base64.b64encode(event.SerializeToString()).decode()
+
+
+def parse_event(item: str) -> api.WebhookEvent:
+    """A queued event as a message; ValueError when it is not one.
+
+    An item starting with `{` is LiveKit's JSON body as queued before events were stored
+    encoded (an API of the previous version may still be filing them during an upgrade).
+    """
     try:
-        return Parse(body, api.WebhookEvent(), ignore_unknown_fields=True)
-    except ParseError as exc:
+        if item.startswith("{"):
+            return Parse(item, api.WebhookEvent(), ignore_unknown_fields=True)
+        event = api.WebhookEvent()
+        event.ParseFromString(base64.b64decode(item, validate=True))
+        return event
+    except (ParseError, DecodeError, binascii.Error) as exc:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
+
+
+def room_of(event: api.WebhookEvent) -> str:
+    """The room an event is about (egress events name it in `egressInfo`, not in `room`)."""
+    return event.room.name or event.egress_info.room_name
 
 
 class Inbox:
@@ -58,9 +83,9 @@ class Inbox:
         self.schedule = schedule
         self._accept = lua.script(schedule.redis, "worker.rooms", "accept_event")
 
-    async def accept(self, event: api.WebhookEvent, body: str) -> bool:
-        """File `body` on its room's FIFO; False when this event id was seen already."""
-        room = event.room.name
+    async def accept(self, event: api.WebhookEvent) -> bool:
+        """File `event` on its room's FIFO; False when this event id was seen already."""
+        room = room_of(event)
         return bool(
             await self._accept(
                 keys=[
@@ -69,7 +94,7 @@ class Inbox:
                     self.schedule.list_key(room),
                     self.schedule.wake_key,
                 ],
-                args=[SEEN_TTL, body, now_ms(), room],
+                args=[SEEN_TTL, encode_event(event), now_ms(), room],
             )
         )
 
@@ -77,27 +102,37 @@ class Inbox:
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    while (body := await schedule.head(claim.member)) is not None:
+    body = await schedule.head(claim.member)
+    while body is not None:
+        await deps.priority.step_aside()
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        if await schedule.pop(claim, body) < 0:
-            return
+        held, body = await schedule.pop_next(claim, body)
+        if not held or body is None:
+            return  # lost the lease, or the queue is empty and was given back with the pop
     await schedule.release(claim)
 
 
 async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     """Apply one event; False means "not yet" (its room is still being created)."""
+    if event.event in recordings.EGRESS_EVENTS:
+        return await recordings.apply_egress(deps, event)
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
-    record = await deps.store.room(room_id)
-    if await deps.redis.exists(done):
+    async with deps.redis.pipeline(transaction=False) as pipe:  # one round trip for both reads
+        pipe.hgetall(keys.room(room_id))
+        pipe.exists(done)
+        record, seen = await pipe.execute()
+    if seen:
         return True
     if record.get("sid") != sid:
         if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
             return False
+        if event.event == "room_started" and sid and _unwanted(deps, record):
+            return await _delete_unwanted(deps, event, record)
         past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
         if not past:
             log.info(
@@ -111,8 +146,38 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         await _forward(deps, event, room_id, past.get("webhook_url") or None)
         return True
     if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "room_finished")
+        await finalize(deps, room_id, sid, "livekit_finished")
     await _apply_to_session(deps, event, room_id)
+    return True
+
+
+def _unwanted(deps: Deps, record: dict[str, str]) -> bool:
+    """A room LiveKit started that must not live: its session was ended by us, or never ours."""
+    if record:
+        return record.get("state") == "ended"
+    return deps.settings.unknown_rooms == "delete"
+
+
+async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str, str]) -> bool:
+    """Delete a room re-created behind our back (a client with an old token auto-creates it)."""
+    room_id = event.room.name
+    if await deps.store.room(room_id) != record:
+        return False  # a create of this room began meanwhile: let it take the room instead
+    try:
+        await deps.livekit.delete_room(room_id)
+    except LiveKitError as exc:
+        if _age_ms(event) < PENDING_WAIT_MS:
+            log.warning("unwanted room not deleted yet", room_id=room_id, error=str(exc))
+            return False
+        log.error("unwanted room left in livekit", room_id=room_id, error=str(exc))
+    else:
+        log.info(
+            "room re-created in livekit deleted" if record else "unknown room deleted",
+            room_id=room_id,
+            sid=event.room.sid,
+            ended_sid=record.get("sid"),
+        )
+    await deps.redis.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
     return True
 
 
@@ -122,25 +187,57 @@ def _age_ms(event: api.WebhookEvent) -> float:
 
 async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -> None:
     done = keys.lk_event_done(event.id)
+    identity = event.participant.identity
+    counted = event.event in PARTICIPANT_EVENTS and not recordings.is_dependent(event.participant)
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(keys.room(room_id), done)
-                if await pipe.exists(done):
+                # Read on another connection: WATCH is already armed, so any change after this
+                # read still aborts the EXEC below; one round trip for both reads.
+                async with deps.redis.pipeline(transaction=False) as reader:
+                    reader.exists(done)
+                    reader.hgetall(keys.room(room_id))
+                    seen, record = await reader.execute()
+                if seen:
                     await pipe.reset()
                     return
-                record = await pipe.hgetall(keys.room(room_id))
-                live = record.get("state") in LIVE_STATES
+                session = RoomSession.from_hash(room_id, record)
+                live = session.live
+                sid = session.sid
+                members = keys.members(sid)
+                present = False
+                if live and counted:
+                    # No WATCH of its own: every change to the set goes with a write to the
+                    # watched session hash, in the same transaction.
+                    present = bool(await pipe.sismember(members, identity))
                 participants = int(record.get("participants", 0))
+                auto = (
+                    live
+                    and counted
+                    and event.event == "participant_joined"
+                    and not session.recording_claimed
+                    and auto_recording.is_admin(event.participant)
+                    and auto_recording.wants_auto_recording(session)
+                )
                 pipe.multi()
                 if live and event.event == "room_started" and record["state"] == "created":
                     deps.store.started_cmds(pipe, room_id)
-                elif live and event.event == "participant_joined":
-                    participants += 1
-                    deps.store.participants_cmds(pipe, room_id, participants, joined=True)
-                elif live and event.event == "participant_left":
+                elif live and counted and event.event == "participant_joined":
+                    # Counted once per identity present: a repeated join does not inflate it.
+                    if present:
+                        deps.store.started_cmds(pipe, room_id)
+                    else:
+                        participants += 1
+                        deps.store.member_cmds(
+                            pipe, room_id, sid, identity, participants, came=True
+                        )
+                    if auto:
+                        auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
+                elif live and counted and present:
+                    # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
-                    deps.store.participants_cmds(pipe, room_id, participants, joined=False)
+                    deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
                 if event.event in FORWARDED:
                     _emit(deps, pipe, event, room_id, record, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker import keys, lua
-from worker.connections import ArqJob
+from worker.arqueue import ArqJob
 from worker.rooms.session import (
     LIVE_STATES,
     PENDING_STATES,
@@ -137,6 +137,34 @@ class Store:
         else:
             pipe.hset(keys.room(room_id), "participants", participants)
 
+    def member_cmds(
+        self, pipe: Any, room_id: str, sid: str, identity: str, participants: int, *, came: bool
+    ) -> None:
+        """A counted participant came (first time present) or went: the count and who is in.
+
+        The set of who is in changes only with the session hash, so a WATCH on the hash covers
+        both.
+        """
+        members = keys.members(sid)
+        if came:
+            pipe.sadd(members, identity)
+            pipe.expire(members, self.job_ttl_s)
+        else:
+            pipe.srem(members, identity)
+        self.participants_cmds(pipe, room_id, participants, joined=came)
+
+    def recording_claim_cmds(self, pipe: Any, room_id: str) -> None:
+        """The session's one auto recording is claimed (by its first admin's join)."""
+        pipe.hset(keys.room(room_id), "rec_claim", int(time.time()))
+
+    def recording_cmds(self, pipe: Any, room_id: str, egress_id: str) -> None:
+        """The session's auto recording is this egress."""
+        pipe.hset(keys.room(room_id), "egress", egress_id)
+
+    def egress_flag_cmds(self, pipe: Any, room_id: str, *, stream: bool, running: bool) -> None:
+        """Whether a recording (or a stream) of the session runs, for ActiveRoomInfo."""
+        pipe.hset(keys.room(room_id), "is_active_rtmp" if stream else "is_recording", int(running))
+
     def ended_cmds(
         self, pipe: Any, session: RoomSession, *, ended: float, reason: str, ttl_s: int
     ) -> None:
@@ -154,8 +182,19 @@ class Store:
         pipe.zadd(keys.past_by_room(session.room_id), {session.sid: ended})
 
     def job_complete_cmds(self, pipe: Any, job_id: str, info_json: str) -> None:
-        """A job's end as complete, with the room it got."""
-        pipe.hset(keys.job(job_id), mapping={"state": JobState.COMPLETE, "room_info": info_json})
+        """A job's end as complete, with the session it made.
+
+        The record is written afresh with short fields only: the request (and its metadata)
+        was for the create, and the room's info is the session's (`completed_room_info`). A
+        hash that once held a long value stays in Redis's large encoding, several times the
+        bytes, so it is replaced, not trimmed.
+        """
+        info = json.loads(info_json or "{}")
+        job = CreateJob(
+            job_id, room_id=info.get("name", ""), state=JobState.COMPLETE, sid=info.get("sid", "")
+        )
+        pipe.delete(keys.job(job_id))
+        pipe.hset(keys.job(job_id), mapping=job.to_mapping())
         pipe.zrem(keys.QUEUED_JOBS, job_id)
         pipe.expire(keys.job(job_id), self.job_ttl_s)
 
@@ -271,3 +310,15 @@ def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
         "enabled_codecs": info.get("enabled_codecs", []),
         "metadata": info.get("metadata", ""),
     }
+
+
+def completed_room_info(job: dict[str, str], session: dict[str, str]) -> dict[str, Any]:
+    """A complete job's room: its session's info while that session is the room's current one;
+    once a newer create has replaced it, only the sid and name the job kept."""
+    sid = job.get("sid", "")
+    if sid and session.get("sid") == sid:
+        return room_info_of(session)
+    if "room_info" in job:  # a job completed before jobs kept only the sid
+        kept: dict[str, Any] = json.loads(job["room_info"] or "{}")
+        return kept
+    return {"sid": sid, "name": job.get("room_id", "")}

@@ -42,6 +42,7 @@ from worker.wire import (
     Proto3,
     Read,
     WireInvalid,
+    Zero,
     ZeroUnless,
     read,
     rule,
@@ -76,6 +77,7 @@ class CreateLimits:
     """Operator-set bounds for one create request."""
 
     default_empty_timeout: int = 1800  # seconds, used when empty_timeout is 0/absent
+    default_departure_timeout: int = 60  # seconds, used when departure_timeout is 0/absent
     max_room_duration: int = 0  # minutes; 0 = no cap, else every room_duration is capped to it
     allowed_cidrs: tuple[IPNetwork, ...] = ()  # opened for the webhook_url SSRF check
     max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
@@ -93,6 +95,7 @@ class CreateRoom:
     room_id: str
     max_participants: int  # 0 = unlimited
     empty_timeout: int  # seconds, resolved against the default
+    departure_timeout: int  # seconds, resolved against the default
     room_duration: int  # minutes, after the cap; 0 = unlimited
     webhook_url: str | None
     metadata: dict[str, Any]
@@ -173,13 +176,6 @@ def _check_room_id(value: Any) -> Any:
 RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
 
 
-def parse_room_id(value: object, field: str = "room_id") -> str:
-    """The room_id rule, for every route that takes one."""
-    if isinstance(value, str) and _ROOM_ID.fullmatch(value):
-        return value
-    raise RequestInvalid(f"{field}: {_room_id_problem(value)}")
-
-
 class _Open(BaseModel, Proto3):
     """A metadata object: unknown keys are kept; it mirrors a plugNmeet proto message."""
 
@@ -242,9 +238,9 @@ class BreakoutRoomFeatures(_Open):
     # The seed's table names this switch `is_active`, its example and the SDKs `is_allow`: both are
     # read and it is stored as `is_allow`. Default on, like the other features a meeting has.
     is_allow: Annotated[StrictBool, Also("is_active")] = True
-    # Checked below: its range depends on is_allow. No default value, so a camelCase message
-    # leaving it out gets plugNmeet's count rather than an invalid 0.
-    allowed_number_rooms: Annotated[Any, IntLike()] = None
+    # Checked below: its range depends on is_allow. Absent: plugNmeet's count in a snake_case
+    # message; 0 (then the count if breakouts are on) in a camelCase one.
+    allowed_number_rooms: Annotated[Any, IntLike(), Zero(0)] = None
 
     @model_validator(mode="after")
     def _room_count(self) -> Self:
@@ -450,6 +446,9 @@ class CreateRoomRequest(BaseModel, Proto3):
     room_id: RoomId
     max_participants: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_PARTICIPANTS)
     empty_timeout: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT)
+    departure_timeout: Annotated[int, Presence()] = Field(
+        0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT
+    )
     metadata: RoomMetadata
     _room: CreateRoom | None = PrivateAttr(None)
 
@@ -464,6 +463,7 @@ class CreateRoomRequest(BaseModel, Proto3):
             room_id=self.room_id,
             max_participants=self.max_participants,
             empty_timeout=self.empty_timeout or limits.default_empty_timeout,
+            departure_timeout=self.departure_timeout or limits.default_departure_timeout,
             room_duration=self.metadata.room_features.room_duration,
             webhook_url=self.metadata.webhook_url,
             metadata=metadata,
@@ -478,7 +478,11 @@ class CreateRoomRequest(BaseModel, Proto3):
         return self._room
 
 
-UNITS = {"empty_timeout": " seconds (31 days)", "room_duration": " minutes (31 days)"}
+UNITS = {
+    "empty_timeout": " seconds (31 days)",
+    "departure_timeout": " seconds (31 days)",
+    "room_duration": " minutes (31 days)",
+}
 
 
 def read_create_room(

@@ -65,11 +65,16 @@ class RoomSession:
     title: str = ""
     webhook_url: str = ""
     created: int = 0  # LiveKit's creation_time, unix s
+    created_ms: int = 0  # LiveKit's creation_time_ms: what timers count from
     empty_timeout: int = 0
     duration: int = 0  # room_duration, minutes
     participants: int = 0
     joined: int = 0  # participants who ever joined this session
     end_reason: str = ""
+    recording_claimed: bool = False  # its one auto recording was claimed by an admin's join
+    egress_id: str = ""  # the auto recording's egress, once started
+    is_recording: bool = False
+    is_active_rtmp: bool = False
 
     @classmethod
     def from_hash(cls, room_id: str, record: Mapping[str, str]) -> RoomSession:
@@ -83,11 +88,16 @@ class RoomSession:
             title=record.get("title", ""),
             webhook_url=record.get("webhook_url", ""),
             created=_int(record.get("created")),
+            created_ms=_int(record.get("created_ms")),
             empty_timeout=_int(record.get("empty_timeout")),
             duration=_int(record.get("duration")),
             participants=_int(record.get("participants")),
             joined=_int(record.get("joined")),
             end_reason=record.get("end_reason", ""),
+            recording_claimed=bool(record.get("rec_claim")),
+            egress_id=record.get("egress", ""),
+            is_recording=record.get("is_recording") == "1",
+            is_active_rtmp=record.get("is_active_rtmp") == "1",
         )
 
     def to_mapping(self) -> Fields:
@@ -100,6 +110,7 @@ class RoomSession:
             "title": self.title,
             "webhook_url": self.webhook_url,
             "created": self.created,
+            "created_ms": self.created_ms,
             "empty_timeout": self.empty_timeout,
             "duration": self.duration,
             "participants": self.participants,
@@ -185,9 +196,10 @@ class CreateJob:
     request: dict[str, Any] = field(default_factory=dict)  # the validated, normalised create
     event_id: str = ""  # the id its `room_created` carries
     attempts: int = 0
-    room_info: dict[str, Any] = field(default_factory=dict)
+    room_info: dict[str, Any] = field(default_factory=dict)  # kept by jobs completed earlier
     msg: str = ""
     last_error: str = ""
+    sid: str = ""  # the session a complete job made
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -202,6 +214,7 @@ class CreateJob:
             room_info=json.loads(record.get("room_info") or "{}"),
             msg=record.get("msg", ""),
             last_error=record.get("last_error", ""),
+            sid=record.get("sid", ""),
         )
 
     def to_mapping(self) -> Fields:
@@ -211,7 +224,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error"):
+        for name in ("event_id", "msg", "last_error", "sid"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:

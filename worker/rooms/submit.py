@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import OutOfMemoryError
 
-from worker.connections import arq_job
+from worker.arqueue import arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id

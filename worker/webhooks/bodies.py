@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
+
+import orjson
+
+# The events and their bodies' models: `worker.webhooks.events.EVENT_MODELS`.
+
+EndReason = Literal[
+    "empty_timeout", "room_duration", "ended_by_api", "livekit_finished", "reconciled"
+]
+
+# `session_ended.reason` is one of these codes (receivers branch on it); `reason_text` says it
+# for people and may be reworded.
+END_REASONS: dict[str, str] = {
+    "empty_timeout": "nobody joined within the room's empty_timeout",
+    "room_duration": "the room's room_duration ran out",
+    "ended_by_api": "ended through the API (endRoom)",
+    "livekit_finished": "LiveKit reported the room finished (room_finished)",
+    "reconciled": "LiveKit no longer had the room (found by reconciliation)",
+}
+# Reasons stored by versions before the codes, so a session ending across an upgrade says a code.
+_OLD_REASONS = {
+    "ended by the API (endRoom)": "ended_by_api",
+    "room_finished": "livekit_finished",
+    "livekit no longer has the room": "reconciled",
+}
+
+
+def end_reason(stored: str) -> str:
+    """The code for a stored end reason (older free-text reasons mapped to their code)."""
+    return _OLD_REASONS.get(stored, stored)
+
+
+def end_reason_fields(code: str) -> dict[str, str]:
+    """`reason` and `reason_text` of a `session_ended` body."""
+    return {"reason": code, "reason_text": END_REASONS.get(code, code)}
+
 
 EVENTS = (
     "room_created",
@@ -17,7 +51,13 @@ EVENTS = (
     "room_finished",
     "session_ending",
     "session_ended",
+    "start_recording",
+    "end_recording",
+    "recording_proceeded",
+    "start_rtmp",
+    "end_rtmp",
 )
+RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
 _NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")
@@ -69,4 +109,17 @@ def notify_body(
         body.update(extra)
     body["id"] = event_id
     body["created_at"] = str(int(time.time()) if created_at is None else created_at)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
+
+
+def recording_info(
+    record_id: str, msg: str, file: tuple[str, float] | None = None
+) -> dict[str, Any]:
+    """plugNmeet's `recording_info`: the egress id, who recorded, why, and the file when ready.
+
+    `file` is the file's location and its size in MB, plugNmeet's unit.
+    """
+    out: dict[str, Any] = {"record_id": record_id, "recorder_id": RECORDER_ID, "recorder_msg": msg}
+    if file is not None:
+        out["file_path"], out["file_size"] = file
+    return out
