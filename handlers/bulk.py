@@ -28,6 +28,7 @@ from worker.rooms.create import job_request
 from worker.rooms.jobs import enqueue_batches
 from worker.rooms.records import CreateClaim, Store, api_room_info
 from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.rooms.scheduled import is_scheduled, schedule_rooms
 from worker.webhooks.bodies import new_event_id
 
 INVALID = "INVALID_PARAMETERS"
@@ -127,6 +128,18 @@ async def create_bulk(request: web.Request) -> web.Response:
     rooms = _list_field(body_of(request), "rooms", settings.bulk_max_rooms)
     results, valid = await _validate(rooms, create_limits(settings))
     request[LOG_FIELDS] = {"rooms": len(rooms), "valid": len(valid)}
+    later = [(i, r) for i, r in valid if is_scheduled(r.start_at, settings.schedule_lead)]
+    if later:
+        valid = [(i, r) for i, r in valid if not is_scheduled(r.start_at, settings.schedule_lead)]
+        done = await schedule_rooms(deps, [r for _, r in later])
+        for (i, _), res in zip(later, done, strict=True):
+            results[i] = {
+                "room_id": res.room_id,
+                "accepted": True,
+                "job_id": res.job_id,
+                "msg": "scheduled",
+                "start_at": res.start_at,
+            }
     if valid:
         # A bound, not a reservation: concurrent calls may overshoot it by one call's rooms.
         waiting = await deps.store.queued_jobs()
@@ -142,10 +155,14 @@ async def create_bulk(request: web.Request) -> web.Response:
     new = [c.job_id for c in claims if c.kind == "new" and c.job_id]
     await enqueue_batches(deps, new)
     request[LOG_FIELDS]["queued"] = len(new)
-    return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
+    request[LOG_FIELDS]["scheduled"] = len(later)
+    msg = f"{len(new)} of {len(rooms)} rooms queued"
+    if later:
+        msg += f", {len(later)} scheduled"
+    return ok(msg, http_status=202, results=results)
 
 
-STATUS_FIELDS = ("state", "room_id", "room_info", "msg", "last_error")
+STATUS_FIELDS = ("state", "room_id", "room_info", "msg", "last_error", "start_at")
 
 
 async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
@@ -174,9 +191,13 @@ def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
             "msg": "no such job (unknown, or its record expired)",
         }
     view: dict[str, Any] = {"job_id": job_id, "room_id": record.get("room_id", ""), "state": state}
+    if record.get("start_at"):
+        view["start_at"] = int(record["start_at"])
     if state == "complete":
         view["room_info"] = api_room_info(json.loads(record.get("room_info") or "{}"))
-    elif state == "failed":
+        if record.get("msg"):
+            view["msg"] = record["msg"]
+    elif state in ("failed", "cancelled"):
         view["msg"] = record.get("msg") or "can't create room"
     elif record.get("last_error"):
         view["msg"] = f"retrying after: {record['last_error']}"

@@ -56,13 +56,26 @@ class RoomInfo(_Doc):
     metadata: str = Field(description="the normalised metadata, as JSON text")
 
 
+class CreateRequest(CreateRoomRequest):
+    """A create request; a `start_at` beyond ROOMKEEPER_SCHEDULE_LEAD schedules the room."""
+
+    start_at: int | str | None = Field(
+        None,
+        description="unix seconds (also `startAt`, or a string of digits): the room is created "
+        "ROOMKEEPER_SCHEDULE_LEAD seconds before; past or near = now; at most "
+        "ROOMKEEPER_SCHEDULE_MAX_AHEAD ahead",
+    )
+
+
 class CreateAnswer(Common):
-    """Create: the room (sync), or `job_id` when queued (202)."""
+    """Create: the room (sync), `job_id` when queued (202), or `job_id` and `start_at` when
+    scheduled (202, msg `scheduled`)."""
 
     room_info: RoomInfo | None = None
     roomInfo: RoomInfo | None = None  # the seed document's name for room_info
     job_id: str | None = None
     retrying: str | None = None
+    start_at: int | None = None
 
 
 class RoomIdRequest(_Doc):
@@ -72,9 +85,11 @@ class RoomIdRequest(_Doc):
 
 
 class ActiveAnswer(Common):
-    """isRoomActive (`is_active` is absent when the request itself was invalid)."""
+    """isRoomActive (`is_active` is absent when the request itself was invalid); a room that is
+    not live but scheduled answers msg `room is scheduled` with its `start_at`."""
 
     is_active: bool | None = None
+    start_at: int | None = None
 
 
 class ActiveRoomInfo(_Doc):
@@ -148,6 +163,35 @@ class PastRoomsAnswer(Common):
     result: PastRoomsResult | None = None
 
 
+class ScheduledRoomsRequest(_Doc):
+    """fetchScheduledRooms: of `room_ids` (or all), `from` <= start_at <= `to`, paged."""
+
+    room_ids: list[str] | None = None
+    from_: int | None = Field(None, alias="from")
+    to: int | None = None
+    limit: int | None = Field(None, ge=1, le=100)
+    cursor: str | None = None
+
+
+class ScheduledRoom(_Doc):
+    """One room waiting for its start time."""
+
+    room_id: str
+    job_id: str
+    start_at: int
+    room_title: str
+    webhook_url: str
+    empty_timeout: int
+    room_duration: int
+
+
+class ScheduledRoomsAnswer(Common):
+    """fetchScheduledRooms: by start time; `next_cursor` is '' on the last page."""
+
+    rooms: list[ScheduledRoom] | None = None
+    next_cursor: str | None = None
+
+
 class UserInfo(_Doc):
     """Who joins."""
 
@@ -174,7 +218,7 @@ class JoinTokenAnswer(Common):
 class BulkRequest(_Doc):
     """createBulk: 1 to 1000 create requests."""
 
-    rooms: list[CreateRoomRequest]
+    rooms: list[CreateRequest]
 
 
 class BulkResult(_Doc):
@@ -184,6 +228,7 @@ class BulkResult(_Doc):
     accepted: bool
     job_id: str | None = None
     msg: str | None = None
+    start_at: int | None = None
 
 
 class BulkAnswer(Common):
@@ -203,9 +248,12 @@ class JobView(_Doc):
 
     job_id: str
     room_id: str
-    state: Literal["queued", "in_progress", "complete", "failed", "not_found"]
+    state: Literal[
+        "scheduled", "queued", "in_progress", "complete", "failed", "cancelled", "not_found"
+    ]
     room_info: RoomInfo | None = None
     msg: str | None = None
+    start_at: int | None = None
 
 
 class JobStatusAnswer(Common):
@@ -270,12 +318,15 @@ class RedeliverAnswer(Common):
 # route → (summary, request model, {HTTP status: answer model})
 AUTH_ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict[int, type[BaseModel]]]] = {
     "/auth/room/create": (
-        "Create a room", CreateRoomRequest, {200: CreateAnswer, 202: CreateAnswer}
+        "Create a room", CreateRequest, {200: CreateAnswer, 202: CreateAnswer}
     ),
     "/auth/room/isRoomActive": ("Is a room active", RoomIdRequest, {200: ActiveAnswer}),
     "/auth/room/getActiveRoomInfo": ("One active room", RoomIdRequest, {200: ActiveRoomAnswer}),
     "/auth/room/getActiveRoomsInfo": ("Every active room", None, {200: ActiveRoomsAnswer}),
-    "/auth/room/endRoom": ("End a room now", RoomIdRequest, {200: Common}),
+    "/auth/room/endRoom": ("End a room now, or cancel its schedule", RoomIdRequest, {200: Common}),
+    "/auth/room/fetchScheduledRooms": (
+        "Rooms scheduled ahead", ScheduledRoomsRequest, {200: ScheduledRoomsAnswer}
+    ),
     "/auth/room/fetchPastRooms": ("Ended sessions", PastRoomsRequest, {200: PastRoomsAnswer}),
     "/auth/room/getJoinToken": ("A LiveKit join token", JoinTokenRequest, {200: JoinTokenAnswer}),
     "/auth/room/createBulk": ("Create many rooms", BulkRequest, {200: BulkAnswer, 202: BulkAnswer}),

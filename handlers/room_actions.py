@@ -1,4 +1,4 @@
-"""Acting on a live room: `endRoom` and `getJoinToken`."""
+"""Acting on a room: `endRoom` (which also cancels a schedule) and `getJoinToken`."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from handlers.state import DEPS, LOG_FIELDS, body_of
 from worker.livekit import LiveKitError
 from worker.rooms.ending import end_room
 from worker.rooms.records import LIVE_STATES
+from worker.rooms.scheduled import cancel
 
 INVALID = "INVALID_PARAMETERS"
 
 
 async def end(request: web.Request) -> web.Response:
-    """End the session now: DeleteRoom in LiveKit, state `ended`, one `session_ended`."""
+    """End the session now: DeleteRoom in LiveKit, state `ended`, one `session_ended`.
+
+    A room that is not live but scheduled has its schedule cancelled (`room_cancelled`).
+    """
     deps = request.app[DEPS]
     room_id = room_id_of(body_of(request))
     request[LOG_FIELDS] = {"room_id": room_id}
@@ -26,6 +30,9 @@ async def end(request: web.Request) -> web.Response:
         result = await end_room(deps, room_id, "ended by the API (endRoom)")
     except LiveKitError as exc:
         raise ApiError("INTERNAL_SERVER_ERROR", f"can't end room: {exc}") from None
+    if result != "ended" and await cancel(deps, room_id):
+        # Not live, but scheduled: the schedule is what there is to end.
+        return ok("scheduled room cancelled")
     if result == "not_found":
         return failure("ROOM_NOT_FOUND", "room not found")
     if result == "not_active":

@@ -1,4 +1,5 @@
-"""Reading rooms: `isRoomActive`, `getActiveRoomInfo`, `getActiveRoomsInfo`, `fetchPastRooms`."""
+"""Reading rooms: `isRoomActive`, `getActiveRoomInfo`, `getActiveRoomsInfo`, `fetchPastRooms`,
+`fetchScheduledRooms`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.params import choice, integer, request_object, room_id_of, room_ids_of
+from handlers.params import choice, integer, request_object, room_id_of, room_ids_of, text
 from handlers.replies import ApiError, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, body_of
 from worker.deps import Deps
 from worker.livekit import LiveKitError
 from worker.rooms.records import LIVE_STATES, room_info_of
+from worker.rooms.scheduled import list_scheduled, schedule_of
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16
@@ -56,9 +58,14 @@ async def is_room_active(request: web.Request) -> web.Response:
     """Whether `room_id` has a live session."""
     room_id = room_id_of(body_of(request))
     request[LOG_FIELDS] = {"room_id": room_id}
-    record = await request.app[DEPS].store.room(room_id)
+    deps = request.app[DEPS]
+    record = await deps.store.room(room_id)
     if record.get("state") in LIVE_STATES:
         return ok("room is active", is_active=True)
+    planned = await schedule_of(deps, room_id)
+    if planned.get("start_at"):
+        start_at = int(planned["start_at"])
+        return failure("ROOM_NOT_ACTIVE", "room is scheduled", is_active=False, start_at=start_at)
     return failure("ROOM_NOT_ACTIVE", "room is not active", is_active=False)
 
 
@@ -131,9 +138,31 @@ async def fetch_past_rooms(request: web.Request) -> web.Response:
     return ok(result=result)
 
 
+MAX_UNIX_S = 10**11 - 1  # what the schedule index's fixed-width time holds
+
+
+async def fetch_scheduled_rooms(request: web.Request) -> web.Response:
+    """Scheduled rooms by start time, optionally of `room_ids` and within `from`..`to`, paged."""
+    deps = request.app[DEPS]
+    body = request_object(body_of(request))
+    room_ids = room_ids_of(body.get("room_ids"), "room_ids", limit=MAX_ROOM_IDS)
+    start = integer(body.get("from", body.get("from_")), "from", default=0, low=0, high=MAX_UNIX_S)
+    end = body.get("to")
+    end = None if end is None else integer(end, "to", default=0, low=0, high=MAX_UNIX_S)
+    limit = integer(body.get("limit"), "limit", default=20, low=1, high=100)
+    cursor = text(body.get("cursor"), "cursor", required=False, max_length=300)
+    rooms, next_cursor = await list_scheduled(
+        deps, room_ids=room_ids, start=start, end=end, limit=limit, cursor=cursor
+    )
+    return ok(
+        "success" if rooms else "no scheduled room found", rooms=rooms, next_cursor=next_cursor
+    )
+
+
 def setup(app: web.Application) -> None:
     """Register the read routes."""
     app.router.add_post("/auth/room/isRoomActive", is_room_active)
     app.router.add_post("/auth/room/getActiveRoomInfo", get_active_room_info)
     app.router.add_post("/auth/room/getActiveRoomsInfo", get_active_rooms_info)
     app.router.add_post("/auth/room/fetchPastRooms", fetch_past_rooms)
+    app.router.add_post("/auth/room/fetchScheduledRooms", fetch_scheduled_rooms)

@@ -18,6 +18,7 @@ from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS
 from worker.rooms.records import api_room_info
 from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.rooms.scheduled import Scheduled, is_scheduled, schedule_rooms
 from worker.settings import Settings
 from worker.webhooks.bodies import new_event_id
 
@@ -30,6 +31,7 @@ def create_limits(settings: Settings) -> CreateLimits:
         default_empty_timeout=settings.default_empty_timeout,
         max_room_duration=settings.max_room_duration,
         allowed_cidrs=settings.webhook_allowed_cidrs,
+        max_schedule_ahead=settings.schedule_max_ahead,
     )
 
 
@@ -76,6 +78,10 @@ async def create(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     req = validate_create(body_of(request), settings)
     request[LOG_FIELDS] = {"room_id": req.room_id}
+    if is_scheduled(req.start_at, settings.schedule_lead):
+        [res] = await schedule_rooms(deps, [req])
+        request[LOG_FIELDS]["job_id"] = res.job_id
+        return scheduled_reply(res)
     job_id = uuid.uuid4().hex
     claim = await deps.store.claim_create(
         room_id=req.room_id,
@@ -102,6 +108,11 @@ async def create(request: web.Request) -> web.Response:
         return failure("INTERNAL_SERVER_ERROR", job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
     return queued(claim.job_id, **extra)
+
+
+def scheduled_reply(res: Scheduled) -> web.Response:
+    """202: the room waits for its start time (a repeat of the same schedule answers the same)."""
+    return ok("scheduled", http_status=202, job_id=res.job_id, start_at=res.start_at)
 
 
 def _info(job: dict[str, str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from worker.webhooks.engine import SCHEDULE_NAME as DELIVERY_SCHEDULE
 from worker.webhooks.engine import Outbox
 
 INBOUND_SCHEDULE = "in"
+SCHEDULED_SCHEDULE = "sched"  # rooms waiting for their start time (worker.rooms.scheduled)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Deps:
     outbox: Outbox
     timers: Schedule
     inbound: Schedule
+    scheduled: Schedule
 
     async def aclose(self) -> None:
         """Close every client this object opened."""
@@ -63,4 +65,5 @@ async def open_deps(settings: Settings) -> Deps:
         outbox=Outbox(settings, Schedule(redis, DELIVERY_SCHEDULE)),
         timers=Schedule(redis, TIMER_SCHEDULE),
         inbound=Schedule(redis, INBOUND_SCHEDULE),
+        scheduled=Schedule(redis, SCHEDULED_SCHEDULE),
     )

@@ -87,3 +87,12 @@ def deliveries_in_state(state: str) -> str:
 def gone(queue_id: str) -> str:
     """String: set when a (room, URL) answered 410, stopping its queue until redelivery."""
     return f"{PREFIX}gone:{queue_id}"
+
+
+def scheduled(room_id: str) -> str:
+    """Hash: a room scheduled for later: its job, start time and (compressed) create request."""
+    return f"{PREFIX}scheduled:{room_id}"
+
+
+# Zset (score 0) of `{start_at:011d}|{room_id}`: scheduled rooms, lexically ordered by start time.
+SCHEDULED_BY_START = f"{PREFIX}scheduled:by_start"

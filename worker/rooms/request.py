@@ -13,6 +13,7 @@ import json
 import math
 import re
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -66,6 +67,7 @@ class CreateLimits:
     max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
     max_string_length: int = 4096  # any string (or key) inside metadata
     max_depth: int = 16  # nesting of objects/arrays inside metadata; metadata itself is level 1
+    max_schedule_ahead: float = 400 * 86400.0  # seconds ahead a start_at may lie
 
 
 DEFAULT_LIMITS = CreateLimits()
@@ -82,6 +84,7 @@ class CreateRoom:
     webhook_url: str | None
     metadata: dict[str, Any]
     metadata_json: str  # exactly what LiveKit stores
+    start_at: int | None = None  # unix seconds the room is wanted from; None = now
 
 
 def _rule(rule: str, *at: str) -> PydanticCustomError:
@@ -395,6 +398,26 @@ def _message(error: ErrorDetails) -> str:
     return f"{path}: {rule}" if path else rule
 
 
+START_AT_RULE = "must be unix seconds (an integer, or a string of digits)"
+_DIGITS = re.compile(r"[0-9]{1,12}")
+
+
+def parse_start_at(value: object, limits: CreateLimits, now: float) -> int | None:
+    """`start_at` as unix seconds (None when absent); raises RequestInvalid."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestInvalid(f"start_at: {START_AT_RULE}")
+    if value > now + limits.max_schedule_ahead:
+        days = limits.max_schedule_ahead / 86400
+        raise RequestInvalid(f"start_at: must be at most {days:g} days ahead")
+    return value
+
+
 def parse_create_room(data: object, limits: CreateLimits = CreateLimits()) -> CreateRoom:
     """Validate a decoded /room/create body and normalise it; raises RequestInvalid."""
     if not isinstance(data, dict):
@@ -416,4 +439,5 @@ def parse_create_room(data: object, limits: CreateLimits = CreateLimits()) -> Cr
         webhook_url=request.metadata.webhook_url,
         metadata=metadata,
         metadata_json=metadata_json,
+        start_at=parse_start_at(body.get("start_at", body.get("startAt")), limits, time.time()),
     )

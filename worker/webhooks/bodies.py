@@ -17,6 +17,8 @@ EVENTS = (
     "room_finished",
     "session_ending",
     "session_ended",
+    "room_scheduled",
+    "room_cancelled",
 )
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
