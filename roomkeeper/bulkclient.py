@@ -4,7 +4,8 @@ Rooms go out through `createBulk` in batches (split further when a body would be
 retried while the service says its queue is full); their jobs are then followed through
 `job/status` until every room is created or failed. Two progress bars show rooms submitted and
 rooms ready. Re-running a file creates nothing twice: rooms already there come back as
-`exists`.
+`exists`, rooms already scheduled keep their one schedule. A room with a `start_at` ahead is
+`scheduled`: it counts as done (it is created at its time, long after this command ends).
 
 Exit status: 0 when every valid room exists at the end (bad lines are reported, and make the
 status 1 only with `--strict`); 1 when a room failed or is still pending; 2 for a file or
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import datetime
 import json
 import re
 import time
@@ -44,6 +46,7 @@ MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
+READY = ("created", "exists", "scheduled")
 
 
 class CliSettings(BaseSettings):
@@ -194,6 +197,8 @@ class Runner:
             if result.get("accepted"):
                 o.outcome, o.job_id = "queued", str(result.get("job_id", ""))
                 o.msg = str(result.get("msg", ""))
+                if o.msg == "scheduled":
+                    o.outcome, o.msg = "scheduled", ""
             elif "room_info" in result:
                 o.outcome, o.msg = "exists", str(result.get("msg", ""))
                 o.sid = str((result.get("room_info") or {}).get("sid", ""))
@@ -201,7 +206,7 @@ class Runner:
                 o.outcome, o.msg = "rejected", str(result.get("msg", ""))
                 self.console.print(f"line {o.line.line}: {o.msg}")
         self.progress.update(self.sent, advance=len(batch), note="")
-        self.progress.update(self.ready, completed=self.count("created", "exists"))
+        self.progress.update(self.ready, completed=self.count(*READY))
 
     def count(self, *outcomes: str) -> int:
         return sum(o.outcome in outcomes for o in self.outcomes)
@@ -216,7 +221,7 @@ class Runner:
             failed = self.count("failed")
             self.progress.update(
                 self.ready,
-                completed=self.count("created", "exists"),
+                completed=self.count(*READY),
                 note=f"[red]{failed} failed[/red]" if failed else "",
             )
             if not self.submitting and not any(o.outcome == "queued" for o in self.outcomes):
@@ -224,7 +229,7 @@ class Runner:
             if time.monotonic() > self.deadline:
                 return
             # Slow down while nothing moves (a long LiveKit outage), speed up again when it does.
-            now_settled = self.count("created", "exists", "failed")
+            now_settled = self.count(*READY, "failed")
             interval = POLL_S if now_settled != settled else min(interval * 2, MAX_POLL_S)
             settled = now_settled
             await asyncio.sleep(interval)
@@ -248,13 +253,46 @@ class Runner:
                 self.console.print(f"line {o.line.line}: room {o.line.room_id}: {o.msg}")
 
 
+def start_at_of(line: Line) -> int | None:
+    """The line's start time in unix seconds (None: created at once)."""
+    request = line.request or {}
+    value = request.get("start_at", request.get("startAt"))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _iso(unix_s: int | None) -> str:
+    if unix_s is None:
+        return ""
+    return datetime.datetime.fromtimestamp(unix_s, datetime.UTC).isoformat()
+
+
 def write_report(path: Path, outcomes: list[Outcome]) -> None:
-    """One CSV row per line of the file: room_id, line, outcome, job_id, sid, msg."""
+    """One CSV row per line of the file: room_id, line, outcome, start_at, job_id, sid, msg."""
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(["room_id", "line", "outcome", "job_id", "sid", "msg"])
+        writer.writerow(["room_id", "line", "outcome", "start_at", "job_id", "sid", "msg"])
         for o in sorted(outcomes, key=lambda o: o.line.line):
-            writer.writerow([o.line.room_id, o.line.line, o.outcome, o.job_id, o.sid, o.msg])
+            start = _iso(start_at_of(o.line))
+            writer.writerow([o.line.room_id, o.line.line, o.outcome, start, o.job_id, o.sid, o.msg])
+
+
+def per_day(lines: list[Line], now: float) -> list[str]:
+    """The dry run's schedule: how many rooms start on each day (this machine's time zone)."""
+    days: Counter[str] = Counter()
+    at_once = 0
+    for line in lines:
+        start = start_at_of(line)
+        if start is None or start <= now:
+            at_once += 1
+            continue
+        days[datetime.datetime.fromtimestamp(start).astimezone().strftime("%Y-%m-%d %a")] += 1
+    if not days:
+        return []
+    zone = datetime.datetime.now().astimezone().strftime("%Z, UTC%z")
+    out = [f"  scheduled per day ({zone}):"]
+    out += [f"    {day}  {n} rooms" for day, n in sorted(days.items())]
+    out.append(f"    created at once (no start_at, or in the past)  {at_once} rooms")
+    return out
 
 
 def _show_bad_lines(console: Console, bad: list[Line]) -> None:
@@ -273,6 +311,8 @@ def _summary(name: str, outcomes: list[Outcome], bad: int) -> str:
         f"{counts['failed'] + counts['rejected']} failed",
         f"{counts['queued']} not created yet",
     ]
+    if counts["scheduled"]:
+        parts.insert(2, f"{counts['scheduled']} scheduled")
     if counts["not_submitted"]:
         parts.append(f"{counts['not_submitted']} not submitted")
     parts.append(f"{bad} bad lines")
@@ -294,6 +334,8 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
         if args.report:
             write_report(Path(args.report), [Outcome(g, "valid") for g in good] + invalid)
         print(f"{name}: dry run: {len(good)} rooms valid, {len(bad)} bad lines; nothing created")
+        for row in per_day(good, time.time()):
+            print(row)
         return 1 if bad else 0
     settings = CliSettings()
     secret = settings.api_secret.get_secret_value()
@@ -308,6 +350,6 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
     if args.report:
         write_report(Path(args.report), outcomes + invalid)
     print(_summary(name, outcomes, len(bad)), flush=True)
-    wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
+    wanted = (*READY, "queued") if args.no_wait else READY
     ok = all(o.outcome in wanted for o in outcomes) and not (args.strict and bad)
     return 0 if ok else 1
