@@ -110,11 +110,13 @@ async def test_a_schedule_outlives_a_worker_killed_before_its_start(
         settings = make_settings(redis_server.url, emu.url, **LEAD_ZERO)
         async with run_api(settings) as url:
             api = Api(url)
-            start_at = int(time.time()) + 4
             async with worker_process(env, "doomed") as doomed:
+                # Far enough ahead for the next worker to be up before it is due.
+                start_at = int(time.time()) + 8
                 reply = await schedule(api, "durable", start_at)
                 doomed.signal(signal.SIGKILL)
                 doomed.wait(10)
+            assert time.time() < start_at  # killed between scheduling and the start
             assert await redis.zscore("rk:sched:due", "durable") == start_at * 1000
             async with worker_process(env, "heir"):
                 calls = await eventually(
@@ -268,3 +270,38 @@ async def test_bulk_schedules_and_lists_them_by_start_time_in_pages(
         "/auth/room/fetchScheduledRooms", {"room_ids": ["r07", "r01", "nobody"]}
     )
     assert [r["room_id"] for r in some["rooms"]] == ["r01", "r07"]
+
+
+async def test_schedules_survive_a_redis_crash_with_aof_and_are_created_on_time(
+    emulator: Emulator, receiver: Receiver
+) -> None:
+    server = RedisServer(appendonly=True)
+    server.start()
+    try:
+        settings = make_settings(server.url, emulator.url, **LEAD_ZERO)
+        async with run_stack(settings, emulator) as stack:
+            start_at = int(time.time()) + 6
+            hook = receiver.at("/hook")
+            replies = [
+                await schedule(stack.api, f"aof-{i}", start_at, webhook_url=hook) for i in range(3)
+            ]
+            server.stop(signal.SIGKILL)  # a crash, not a clean shutdown
+            server.start()
+            assert time.time() < start_at
+            calls = await eventually(
+                lambda: _created(stack.emulator.url, 3), timeout=20, what="3 rooms created"
+            )
+            assert all(start_at <= c["at"] <= start_at + 2.0 for c in calls), calls
+            for reply in replies:
+                await eventually(
+                    lambda r=reply: _state(stack.api, r["job_id"], "complete"),
+                    timeout=10,
+                    what="job complete",
+                )
+    finally:
+        server.cleanup()
+
+
+async def _created(url: str, n: int) -> list[dict[str, Any]] | None:
+    calls = await livekit_calls(url, "CreateRoom")
+    return calls if len(calls) >= n else None
