@@ -331,3 +331,28 @@ def test_requests_packed_by_earlier_releases_still_unpack() -> None:
         "webhook_url": None,
         "metadata": '{"room_title":"Maths"}',
     }
+
+
+async def test_an_unreadable_schedule_record_holds_up_no_other_room(
+    sched: Stack, redis: Redis
+) -> None:
+    start_at = int(time.time()) + 3
+    # A record no release could have written (say, a hand edit): it must not block its batch.
+    await redis.hset(
+        "rk:scheduled:broken",
+        mapping={
+            "job_id": "j-broken",
+            "start_at": start_at,
+            "idx": "x",
+            "req": "z1:!!",
+            "event_id": "e",
+        },
+    )
+    await redis.zadd("rk:sched:due", {"broken": start_at * 1000})
+    reply = await schedule(sched.api, "healthy", start_at)
+    calls = await eventually(
+        lambda: livekit_calls(sched.emulator.url, "CreateRoom"), timeout=10, what="CreateRoom"
+    )
+    assert [c["room"] for c in calls] == ["healthy"]
+    assert start_at <= calls[0]["at"] <= start_at + 1.0
+    await eventually(lambda: _state(sched.api, reply["job_id"], "complete"), what="job complete")

@@ -173,6 +173,24 @@ def _commands(pipe: Any, deps: Deps, plans: list[_Plan]) -> int:
     return len(to_create)
 
 
+async def _fire_or_one_by_one(deps: Deps, claims: list[Claim]) -> None:
+    """Fire a batch; if it fails, each room alone, so one bad record holds up no other room."""
+    try:
+        await fire(deps, claims)
+    except RedisConnectionError:
+        raise
+    except Exception:
+        log.exception("firing a batch failed; trying its rooms one at a time", rooms=len(claims))
+        for claim in claims:
+            try:
+                await fire(deps, [claim])
+            except RedisConnectionError:
+                raise
+            except Exception:
+                # Its lease runs out and it is tried again; the others are not held up.
+                log.exception("firing a scheduled room failed", room_id=claim.member)
+
+
 async def run_firing(deps: Deps, *, waiter: Redis, stop: asyncio.Event) -> None:
     """Fire due schedules until `stop` is set; sleep on the wake list until the next is due."""
     schedule = deps.scheduled
@@ -181,7 +199,7 @@ async def run_firing(deps: Deps, *, waiter: Redis, stop: asyncio.Event) -> None:
         try:
             claims = await schedule.claim(batch, LEASE_MS)
             if claims:
-                await fire(deps, claims)
+                await _fire_or_one_by_one(deps, claims)
                 continue
             nxt = await schedule.next_due_ms()
             timeout = IDLE_MAX_S if nxt is None else min(IDLE_MAX_S, (nxt - now_ms()) / 1000)
