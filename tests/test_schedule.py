@@ -356,3 +356,25 @@ async def test_an_unreadable_schedule_record_holds_up_no_other_room(
     assert [c["room"] for c in calls] == ["healthy"]
     assert start_at <= calls[0]["at"] <= start_at + 1.0
     await eventually(lambda: _state(sched.api, reply["job_id"], "complete"), what="job complete")
+
+
+async def test_rooms_due_faster_than_the_rate_limit_are_created_in_order_of_start_at(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis
+) -> None:
+    settings = make_settings(redis_server.url, emulator.url, livekit_max_rps=4.0, **LEAD_ZERO)
+    async with run_stack(settings, emulator) as stack:
+        first = int(time.time()) + 3
+        # Three seconds' worth of starts, eight rooms each, against four creates a second.
+        rooms = [
+            {**minimal_request(f"wave{s}-{i}"), "start_at": first + s}
+            for s in (2, 0, 1)
+            for i in range(8)
+        ]
+        status, body = await stack.api.post("/auth/room/createBulk", {"rooms": rooms})
+        assert status == 202 and all(r["msg"] == "scheduled" for r in body["results"]), body
+        calls = await eventually(
+            lambda: _created(stack.emulator.url, 24), timeout=20, what="24 rooms created"
+        )
+    order = [int(c["room"][4]) for c in sorted(calls, key=lambda c: c["at"])]
+    assert order == sorted(order), order
+    assert all(c["at"] >= first + int(c["room"][4]) for c in calls)  # none before its time
