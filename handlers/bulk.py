@@ -4,6 +4,8 @@
 Redis round trip and queues them as arq jobs of `create_batch_size` rooms. Each room is reported
 on its own, in request order:
 - queued now: `accepted: true` and its `job_id`;
+- with a `start_at` beyond the lead: `accepted: true`, its `job_id`, msg `scheduled`, `start_at`
+  (`worker.rooms.scheduled`; a repeat of the same schedule answers the same);
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
 - already active: `accepted: false`, msg `room already exists`, and its `room_info` (nothing to
   do, so nothing was accepted; the room is there, as a single create would answer);
