@@ -88,6 +88,7 @@ async def test_the_log_filters_by_state_and_shows_why_a_delivery_is_dead(
         "status_code": "SUCCESS",
         "deliveries": [],
         "next_cursor": None,
+        "warnings": [],
     }
 
 
@@ -141,11 +142,11 @@ async def test_pending_or_unknown_deliveries_are_not_queued_twice(
 
 async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
     cases: list[tuple[str, Any, str]] = [
-        ("deliveries", [], "body: must be a JSON object"),
+        ("deliveries", [], "request body must be a JSON object"),
         ("deliveries", {"state": "lost"}, "state: must be one of pending, delivered, dead"),
         ("deliveries", {"limit": 0}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": 501}, "limit: must be an integer from 1 to 500"),
-        ("deliveries", {"limit": "10"}, "limit: must be an integer from 1 to 500"),
+        ("deliveries", {"limit": "ten"}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": True}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": 2.5}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"cursor": "abc"}, "cursor: not a cursor this API returned"),

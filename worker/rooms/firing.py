@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,7 +34,6 @@ from worker.rooms.scheduled import FIELDS, unpack, unschedule_cmds
 
 log = get_logger("roomkeeper.scheduled")
 
-LEASE_MS = 30_000
 # A room still ending, or with another create queued, is looked at again this much later.
 BUSY_RETRY_MS = 1000
 IDLE_MAX_S = 1.0
@@ -150,26 +149,27 @@ def _commands(pipe: Any, deps: Deps, plans: list[_Plan]) -> int:
     if not to_create:
         return 0
     job_ids = [p.record["job_id"] for p in to_create]
-    arq_id = batch_job_id("scheduled", job_ids)
     first_due = min(int(p.record["start_at"]) for p in to_create) - deps.settings.schedule_lead
+    # Scored by due time, not now: arq starts the earliest-due batch first.
+    job = replace(
+        arq_job(CREATE_ROOMS, (job_ids,), batch_job_id("scheduled", job_ids)),
+        score=int(first_due * 1000),
+    )
     for plan in to_create:
         room_id, record = plan.claim.member, plan.record
-        request = unpack(record["req"])
+        # The claim an API create makes, arq job included (the same job for the whole batch).
         deps.store.claim_create_cmd(
             pipe,
             room_id=room_id,
             job_id=record["job_id"],
-            request=json.dumps(request, separators=(",", ":")),
+            request=json.dumps(unpack(record["req"]), separators=(",", ":")),
             event_id=record["event_id"],
+            enqueue=job,
         )
         # `due_ms` lets the create measure how late the room came (the lateness metric).
         due = int((int(record["start_at"]) - deps.settings.schedule_lead) * 1000)
-        pipe.hset(keys.job(record["job_id"]), mapping={"arq_job": arq_id, "due_ms": due})
+        pipe.hset(keys.job(record["job_id"]), "due_ms", due)
         unschedule_cmds(pipe, deps, room_id, record.get("idx", ""))
-    job = arq_job(CREATE_ROOMS, (job_ids,), arq_id)
-    pipe.set(job.key, job.payload, px=job.ttl_ms)
-    # Scored by due time, not now: arq starts the earliest-due batch first.
-    pipe.zadd(job.queue, {arq_id: int(first_due * 1000)})
     return len(to_create)
 
 
@@ -197,7 +197,7 @@ async def run_firing(deps: Deps, *, waiter: Redis, stop: asyncio.Event) -> None:
     batch = deps.settings.create_batch_size
     while not stop.is_set():
         try:
-            claims = await schedule.claim(batch, LEASE_MS)
+            claims = await schedule.claim(batch)
             if claims:
                 await _fire_or_one_by_one(deps, claims)
                 continue
