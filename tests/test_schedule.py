@@ -163,11 +163,16 @@ async def test_scheduling_again_with_a_new_start_at_moves_the_one_schedule(
     first = int(time.time()) + 3600
     moved_to = int(time.time()) + 3
     a = await schedule(sched.api, "moved", first, webhook_url=hook)
+    await schedule(sched.api, "moved", first + 60, webhook_url=hook)
+    await schedule(sched.api, "moved", first, webhook_url=hook)  # back: news all the same
     b = await schedule(sched.api, "moved", moved_to, webhook_url=hook)
     assert a["job_id"] == b["job_id"] and b["start_at"] == moved_to
-    await receiver.wait_for(lambda r: events_of(receiver, "moved").count("room_scheduled") == 2)
-    times = [e["start_at"] for e in receiver.events() if e["event"] == "room_scheduled"]
-    assert times == [str(first), str(moved_to)]
+    await receiver.wait_for(lambda r: events_of(receiver, "moved").count("room_scheduled") == 4)
+    announced = [e for e in receiver.events() if e["event"] == "room_scheduled"]
+    assert [e["start_at"] for e in announced] == [
+        str(t) for t in (first, first + 60, first, moved_to)
+    ]
+    assert len({e["id"] for e in announced}) == 4  # receivers dedupe by id: each is new
     _, listed = await sched.api.post("/auth/room/fetchScheduledRooms", {})
     assert [(r["room_id"], r["start_at"]) for r in listed["rooms"]] == [("moved", moved_to)]
 

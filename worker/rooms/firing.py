@@ -126,23 +126,13 @@ def _plan(
 def _commands(pipe: Any, deps: Deps, plans: list[_Plan]) -> int:
     """Queue every plan's writes in the transaction; the number of rooms claimed for creation."""
     to_create: list[_Plan] = []
-    ttl = deps.store.job_ttl_s
     for plan in plans:
         room_id, record = plan.claim.member, plan.record
         if plan.action == "gone":
             pipe.zrem(deps.scheduled.due_key, room_id)
             pipe.hdel(deps.scheduled.lease_key, room_id)
         elif plan.action == "exists":
-            job_key = keys.job(record["job_id"])
-            pipe.hset(
-                job_key,
-                mapping={
-                    "state": "complete",
-                    "room_info": plan.room[2] or "{}",
-                    "msg": "room already exists",
-                },
-            )
-            pipe.expire(job_key, ttl)
+            deps.store.job_found_live_cmds(pipe, record["job_id"], plan.room[2] or "{}")
             unschedule_cmds(pipe, deps, room_id, record.get("idx", ""))
         elif plan.action == "create":
             to_create.append(plan)
@@ -168,7 +158,7 @@ def _commands(pipe: Any, deps: Deps, plans: list[_Plan]) -> int:
         )
         # `due_ms` lets the create measure how late the room came (the lateness metric).
         due = int((int(record["start_at"]) - deps.settings.schedule_lead) * 1000)
-        pipe.hset(keys.job(record["job_id"]), "due_ms", due)
+        deps.store.job_due_cmds(pipe, record["job_id"], due)
         unschedule_cmds(pipe, deps, room_id, record.get("idx", ""))
     return len(to_create)
 

@@ -90,7 +90,7 @@ _PACKED_V1 = "z1:"
 
 def pack(request_json: str) -> str:
     """A create request as stored while it waits (zlib with the preset dictionary, base64)."""
-    squeeze = zlib.compressobj(9, zdict=_ZDICT)
+    squeeze = zlib.compressobj(6, zdict=_ZDICT)
     raw = squeeze.compress(request_json.encode()) + squeeze.flush()
     return _PACKED_V1 + base64.b64encode(raw).decode()
 
@@ -116,11 +116,6 @@ def event_room(request: dict[str, Any]) -> dict[str, Any]:
         },
         num_participants=0,
     )
-
-
-def _schedule_event_id(job_id: str, start_at: int) -> str:
-    # One id per (schedule, time): a replayed write re-emits nothing new, a move is a new event.
-    return derived_event_id(job_id, "room_scheduled", str(start_at))
 
 
 async def _read(redis: Redis, room_ids: list[str]) -> list[dict[str, str]]:
@@ -194,33 +189,23 @@ def _schedule_cmds(pipe: Any, deps: Deps, req: CreateRoom, current: dict[str, st
     deps.scheduled.add(
         pipe, req.room_id, due_ms(start_at, deps.settings.schedule_lead), replace=True
     )
-    job_key = keys.job(job_id)
-    pipe.hset(
-        job_key,
-        mapping={
-            "job_id": job_id,
-            "room_id": req.room_id,
-            "state": "scheduled",
-            "start_at": start_at,
-        },
-    )
-    # The record must outlive the wait; it gets the usual retention once the room is created.
-    pipe.expire(job_key, int(start_at - time.time()) + deps.store.job_ttl_s)
-    event_id = _schedule_event_id(job_id, start_at)
-    request = json.loads(request_json)
-    deps.outbox.emit(
-        pipe,
-        event_id=event_id,
-        event="room_scheduled",
-        room_id=req.room_id,
-        body=notify_body(
-            "room_scheduled",
-            event_room(request),
+    deps.store.job_scheduled_cmds(pipe, job_id, req.room_id, start_at, now=time.time())
+    if deps.outbox.targets(req.webhook_url):  # the body costs as much as the rest; only if sent
+        # A fresh id per change: a move back to an earlier time is news, not a duplicate to drop.
+        event_id = new_event_id()
+        deps.outbox.emit(
+            pipe,
             event_id=event_id,
-            extra={"start_at": str(start_at)},
-        ),
-        room_webhook_url=req.webhook_url,
-    )
+            event="room_scheduled",
+            room_id=req.room_id,
+            body=notify_body(
+                "room_scheduled",
+                event_room(json.loads(request_json)),
+                event_id=event_id,
+                extra={"start_at": str(start_at)},
+            ),
+            room_webhook_url=req.webhook_url,
+        )
     return Scheduled(req.room_id, job_id, start_at, kind)
 
 
@@ -248,10 +233,7 @@ async def cancel(deps: Deps, room_id: str) -> str | None:
                 event_id = derived_event_id(job_id, "room_cancelled")
                 pipe.multi()
                 unschedule_cmds(pipe, deps, room_id, current.get("idx", ""))
-                pipe.hset(
-                    keys.job(job_id), mapping={"state": "cancelled", "msg": "cancelled by endRoom"}
-                )
-                pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
+                deps.store.job_cancelled_cmds(pipe, job_id, "cancelled by endRoom")
                 deps.outbox.emit(
                     pipe,
                     event_id=event_id,
