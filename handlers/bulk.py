@@ -135,6 +135,11 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
         results[i] = _result(req.room_id, claim)
     new = [c.job_id for c in claims if isinstance(c, CreateClaim) and c.kind == "new"]
     later = [c for c in claims if isinstance(c, Scheduled)]
+    accepted = [
+        c.job_id for c in claims if isinstance(c, CreateClaim) and c.kind in ("new", "pending")
+    ]
+    waits = [keys.job(j) for j in accepted if j] + [keys.scheduled(c.room_id) for c in later]
+    await deps.replicas.confirm(deps.redis, waits)
     request[LOG_FIELDS]["queued"] = len(new)
     request[LOG_FIELDS]["scheduled"] = len(later)
     msg = f"{len(new)} of {len(rooms)} rooms queued"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq import ArqRedis
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.connections import arq_pool, redis_client
+from worker.arqueue import ArqRedis, arq_pool
+from worker.connections import redis_client
 from worker.livekit import LiveKit
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
+from worker.replicas import ReplicaWait
 from worker.rooms.records import Store
 from worker.settings import Settings
 from worker.webhooks.engine import Outbox, delivery_schedule
@@ -35,6 +36,7 @@ class Deps:
     inbound: Schedule
     deliveries: Schedule
     scheduled: Schedule  # rooms waiting for their start time (worker.rooms.scheduled)
+    replicas: ReplicaWait
 
     async def aclose(self) -> None:
         """Close every client this object opened."""
@@ -65,4 +67,5 @@ async def open_deps(settings: Settings) -> Deps:
         inbound=Schedule(redis, keys.INBOUND),
         deliveries=deliveries,
         scheduled=Schedule(redis, keys.SCHEDULED_ROOMS),
+        replicas=ReplicaWait.from_settings(settings),
     )

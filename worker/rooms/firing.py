@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from worker import keys
-from worker.connections import arq_job
+from worker.arqueue import arq_job
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.queue.consumer import _pause, _until_stopped

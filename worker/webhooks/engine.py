@@ -43,6 +43,7 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds
 from worker.webhooks.signing import webhook_headers
 
 log = get_logger("roomkeeper.dispatch")
@@ -143,24 +144,8 @@ class Outbox:
         for url in urls:
             did = new_delivery_id()
             qid = queue_id(room_id, url)
-            pipe.hset(
-                keys.delivery(did),
-                mapping={
-                    "event_id": event_id,
-                    "event": event,
-                    "room_id": room_id,
-                    "url": url,
-                    "queue": qid,
-                    "state": "pending",
-                    "attempts": 0,
-                    "created": round(time.time(), 6),
-                },
-            )
-            pipe.expire(keys.delivery(did), ttl)
-            pipe.zadd(keys.DELIVERIES, {did: 0})
-            pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
-            pipe.zadd(keys.deliveries_in_state("pending"), {did: 0})
-            pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
+            delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
+            new_cmds(pipe, delivery, ttl)
             self.schedule.push(pipe, qid, did, first_at)
             ids.append(did)
         return ids
@@ -264,7 +249,7 @@ class Dispatcher:
             if isinstance(verdict, Failed):
                 return verdict
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
-            await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
+            await mark_inflight(self.redis, did)
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())

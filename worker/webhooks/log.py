@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
+from worker.webhooks.delivery import FINISHED, Delivery, reopen_cmds
 from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
@@ -22,26 +22,6 @@ class Page:
 
     deliveries: list[dict[str, Any]]
     next_cursor: str | None
-
-
-def _view(did: str, record: dict[str, str], attempts: list[str]) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "delivery_id": did,
-        "event_id": record.get("event_id", ""),
-        "event": record.get("event", ""),
-        "room_id": record.get("room_id", ""),
-        "url": record.get("url", ""),
-        "state": record.get("state", ""),
-        "created_at": float(record.get("created", 0)),
-    }
-    if record.get("reason"):
-        view["reason"] = record["reason"]
-    if record.get("finished"):
-        view["finished_at"] = float(record["finished"])
-    if view["state"] == "pending" and record.get("next_at"):
-        view["next_attempt_at"] = float(record["next_at"])
-    view["attempts"] = [json.loads(a) for a in attempts]
-    return view
 
 
 async def list_deliveries(
@@ -89,7 +69,9 @@ async def list_deliveries(
         for did, _ in page:
             pipe.lrange(keys.delivery_attempts(did), 0, -1)
         logs = await pipe.execute()
-    views = [_view(did, rec, att) for (did, rec), att in zip(page, logs, strict=True)]
+    views = [
+        Delivery.from_hash(did, rec).view(att) for (did, rec), att in zip(page, logs, strict=True)
+    ]
     if len(found) > limit:
         next_cursor: str | None = page[-1][0]
     elif exhausted:
@@ -121,24 +103,14 @@ async def redeliver(redis: Redis, outbox: Outbox, delivery_ids: Iterable[str]) -
 async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int) -> bool:
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.delivery(did))
-        record = await pipe.hgetall(keys.delivery(did))
-        state = record.get("state")
-        if state not in ("delivered", "dead"):
+        delivery = Delivery.from_hash(did, await pipe.hgetall(keys.delivery(did)))
+        if delivery.state not in FINISHED:
             return False
-        body_key = keys.event_body(record["event_id"])
-        if not await pipe.exists(body_key):
+        if not await pipe.exists(keys.event_body(delivery.event_id)):
             return False
         pipe.multi()
-        pipe.hset(keys.delivery(did), mapping={"state": "pending", "attempts": 0})
-        pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight")
-        pipe.hincrby(keys.DELIVERY_COUNTS, state, -1)
-        pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
-        pipe.zrem(deliveries_in_state("dead"), did)
-        pipe.zadd(deliveries_in_state("pending"), {did: 0})
-        pipe.delete(keys.gone(record["queue"]))
-        for key in (keys.delivery(did), keys.delivery_attempts(did), body_key):
-            pipe.expire(key, ttl)
-        outbox.schedule.push(pipe, record["queue"], did, now_ms())
+        reopen_cmds(pipe, delivery, ttl)
+        outbox.schedule.push(pipe, delivery.queue, did, now_ms())
         await pipe.execute()
         return True
 
