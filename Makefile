@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel dev test lint typecheck pytest bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs dev test lint typecheck pytest bench \
+	bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,19 @@ redis-sentinel: redis-server
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-sentinel >/dev/null; }
 	@redis-sentinel --version
 
+# The README's webhook verification snippets are run by Debian's php and node in the suite.
+php-cli:
+	@command -v php >/dev/null || { \
+		echo "installing php-cli with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli >/dev/null; }
+
+nodejs:
+	@command -v node >/dev/null || { \
+		echo "installing nodejs with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs >/dev/null; }
+
 install: $(STAMP) redis-server redis-sentinel
 
 dev: install
@@ -42,7 +56,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install php-cli nodejs
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -38,6 +39,22 @@ def helper_server(module: str, flag: str, name: str) -> tuple[Process, int]:
         proc.stop()
         raise
     return proc, port
+
+
+def cpu_s(proc: Any) -> float:
+    """CPU seconds (user + system) a process (`Process` or Popen) has used so far: what a
+    per-unit CPU figure divides, robust to a machine shared with other work."""
+    popen = getattr(proc, "proc", proc)
+    if popen is None:
+        return 0.0
+    fields = Path(f"/proc/{popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Procs(list[Process]):
+    """The worker processes of a `roomkeeper` stack, with its API process as `api`."""
+
+    api: Process
 
 
 def rss_mib(pid: int) -> float:
@@ -93,17 +110,19 @@ async def roomkeeper(
     workers: int = 1,
     api_port: int | None = None,
     **env: str,
-) -> AsyncIterator[tuple[str, list[Process]]]:
-    """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers)."""
+) -> AsyncIterator[tuple[str, Procs]]:
+    """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers), the API
+    process as the workers' `.api`."""
     port = api_port or free_port()
     environment = roomkeeper_env(redis.url, livekit_url, ROOMKEEPER_LOG_LEVEL="warning", **env)
     api = Process(
         [sys.executable, "-m", "roomkeeper", "api", "--port", str(port)], environment, "api"
     ).start()
-    procs = [
+    procs = Procs(
         Process([sys.executable, "-m", "roomkeeper", "worker"], environment, f"worker{i}").start()
         for i in range(workers)
-    ]
+    )
+    procs.api = api
     try:
         wait_for_port(port, 30)
         yield f"http://127.0.0.1:{port}", procs
@@ -124,9 +143,12 @@ async def wait_until(check: Any, timeout: float, what: str, every: float = 0.2) 
 
 
 def report(title: str, rows: list[tuple[str, str]]) -> None:
-    """Print a small aligned table (and a JSON line for machines)."""
+    """Print a JSON line for machines, then a small aligned table whose `ratio` rows come last,
+    so every benchmark's last line is its ratio."""
+    print(json.dumps({"bench": title, **dict(rows)}))
     width = max(len(k) for k, _ in rows)
     print(f"\n{title}")
-    for key, value in rows:
+    ordered = [r for r in rows if not r[0].startswith("ratio")]
+    ordered += [r for r in rows if r[0].startswith("ratio")]
+    for key, value in ordered:
         print(f"  {key.ljust(width)}  {value}")
-    print(json.dumps({"bench": title, **dict(rows)}))

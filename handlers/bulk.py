@@ -9,7 +9,10 @@ on its own, in request order:
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
 - already active: `accepted: false`, msg `room already exists`, and its `room_info` (nothing to
   do, so nothing was accepted; the room is there, as a single create would answer);
-- invalid, repeated in the call, or ending: `accepted: false` and a `msg` saying why.
+- invalid, repeated in the call, or ending: `accepted: false` and a `msg` saying why;
+- refused by a full Redis (maxmemory) while others of the call were stored: `accepted: false`,
+  msg `storage full: this room was not accepted, retry later`. When Redis stored none of the
+  call, the whole call answers `status: false`, `storage full, nothing was accepted`.
 
 With `"dry_run": true` every room gets the same checks and nothing is claimed or queued: a valid
 room is reported `accepted: true, msg: "valid (dry run: nothing was claimed)"`, HTTP 200.
@@ -28,7 +31,7 @@ from handlers.replies import ApiError, StatusCode, ok
 from handlers.rooms import create_limits, created_room_info
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
-from worker.rooms.records import CreateClaim
+from worker.rooms.records import CreateClaim, completed_room_info
 from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
 from worker.rooms.scheduled import Scheduled, is_scheduled
 from worker.rooms.submit import submit_or_schedule
@@ -36,6 +39,8 @@ from worker.wire import WireInvalid, validate
 
 # The contract's status codes have no "try later"; a full queue is the service's own limit.
 QUEUE_FULL = StatusCode.INTERNAL_SERVER_ERROR
+# Redis at maxmemory refused this room's claim (others of the call may have been stored).
+ROOM_NOT_STORED = "storage full: this room was not accepted, retry later"
 MAX_ECHOED_ID = 256
 YIELD_EVERY = 100
 
@@ -100,6 +105,8 @@ def _result(room_id: str, claim: CreateClaim | Scheduled) -> dict[str, Any]:
     if claim.kind == "exists":
         info = created_room_info(claim.info or {})
         return _rejected(room_id, "room already exists", room_info=info)
+    if claim.kind == "full":
+        return _rejected(room_id, ROOM_NOT_STORED)
     return _rejected(room_id, "room is ending; create it again once it has ended")
 
 
@@ -148,7 +155,7 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
     return ok(msg, http_status=202, results=results)
 
 
-STATUS_FIELDS = ("state", "room_id", "room_info", "msg", "last_error", "start_at")
+STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
 
 
 async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
@@ -161,9 +168,20 @@ async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
         for job_id in job_ids:
             pipe.hmget(keys.job(job_id), *STATUS_FIELDS)
         rows = await pipe.execute()
-    return [
+    records = [
         {k: v for k, v in zip(STATUS_FIELDS, row, strict=True) if v is not None} for row in rows
     ]
+    # A complete job keeps only its session's sid; the session has the room (one more trip).
+    done = [r for r in records if r.get("state") == "complete"]
+    if done:
+        async with redis.pipeline(transaction=False) as pipe:
+            for record in done:
+                pipe.hmget(keys.room(record.get("room_id", "")), "sid", "info")
+            sessions = await pipe.execute()
+        for record, (sid, info) in zip(done, sessions, strict=True):
+            session = {"sid": sid, "info": info} if sid and info else {}
+            record["room_info"] = json.dumps(completed_room_info(record, session))
+    return records
 
 
 def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:

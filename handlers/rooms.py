@@ -13,7 +13,7 @@ from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
-from worker.rooms.records import api_room_info
+from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateLimits, CreateRoomRequest
 from worker.rooms.scheduled import Scheduled
 from worker.rooms.submit import submit_or_schedule
@@ -110,7 +110,7 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     state = job.get("state")
     if state == "complete":
         msg = "success" if claim.kind == "new" else "room already exists"
-        return room_reply(msg, _info(job))
+        return room_reply(msg, completed_room_info(job, await deps.store.room(req.room_id)))
     if state == "failed":
         return failure(StatusCode.INTERNAL_SERVER_ERROR, job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
@@ -120,8 +120,3 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
 def scheduled_reply(res: Scheduled) -> web.Response:
     """202: the room waits for its start time (a repeat of the same schedule answers the same)."""
     return ok("scheduled", http_status=202, job_id=res.job_id, start_at=res.start_at)
-
-
-def _info(job: dict[str, str]) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(job.get("room_info") or "{}")
-    return info

@@ -50,7 +50,7 @@ async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_not
 
     report = tmp_path / "report.csv"
     code, out, err = await create_rooms(stack, str(rooms), "--report", str(report))
-    assert code == 0, (out, err)
+    assert code == 1, (out, err)  # the bad line; every good one is a room or a schedule
     assert "term.csv: 6 rooms: 1 created, 0 already existed, 4 scheduled, 0 failed" in out, out
     first = {r["room_id"]: r for r in read_report(report)}
     assert {k: r["outcome"] for k, r in first.items()} == {
@@ -72,7 +72,7 @@ async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_not
     ]
 
     code, out, err = await create_rooms(stack, str(rooms), "--report", str(report))
-    assert code == 0, (out, err)
+    assert code == 1, (out, err)
     assert "6 rooms: 0 created, 1 already existed, 4 scheduled" in out, out
     again = {r["room_id"]: r for r in read_report(report)}
     planned = ["mon-1", "mon-2", "mon-3", "tue-1"]

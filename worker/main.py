@@ -28,6 +28,7 @@ from worker.arqueue import (
 from worker.connections import redis_client
 from worker.deps import Deps, open_deps
 from worker.logs import configure_logging, get_logger
+from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
@@ -52,7 +53,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
+    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries, priority=deps.priority)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -70,6 +71,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=64,
                 idle_max=1.0,
                 grace=grace,
+                priority=deps.priority,
+                urgent=True,
             )
         ),
         asyncio.create_task(
@@ -80,6 +83,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=64,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
         asyncio.create_task(
@@ -90,6 +94,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=settings.webhook_concurrency,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
     ]
@@ -150,9 +155,9 @@ async def _heartbeat(ctx: dict[str, Any], path: Path, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
 
 
-def check_health(settings: Settings) -> int:
+def check_health(health_file: str) -> int:
     """0 when this machine's worker touched its health file recently, else 1 (a probe)."""
-    path = Path(settings.worker_health_file)
+    path = Path(health_file)
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
@@ -170,7 +175,7 @@ def run(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    asyncio.run(_run(settings))
+    run_loop(_run(settings), settings.event_loop)
     return 0
 
 

@@ -67,6 +67,7 @@ class RoomSession:
     title: str = ""
     webhook_url: str = ""
     created: int = 0  # LiveKit's creation_time, unix s
+    created_ms: int = 0  # LiveKit's creation_time_ms: what timers count from
     empty_timeout: int = 0
     duration: int = 0  # room_duration, minutes
     participants: int = 0
@@ -89,6 +90,7 @@ class RoomSession:
             title=record.get("title", ""),
             webhook_url=record.get("webhook_url", ""),
             created=_int(record.get("created")),
+            created_ms=_int(record.get("created_ms")),
             empty_timeout=_int(record.get("empty_timeout")),
             duration=_int(record.get("duration")),
             participants=_int(record.get("participants")),
@@ -110,6 +112,7 @@ class RoomSession:
             "title": self.title,
             "webhook_url": self.webhook_url,
             "created": self.created,
+            "created_ms": self.created_ms,
             "empty_timeout": self.empty_timeout,
             "duration": self.duration,
             "participants": self.participants,
@@ -195,9 +198,10 @@ class CreateJob:
     request: dict[str, Any] = field(default_factory=dict)  # the validated, normalised create
     event_id: str = ""  # the id its `room_created` carries
     attempts: int = 0
-    room_info: dict[str, Any] = field(default_factory=dict)
+    room_info: dict[str, Any] = field(default_factory=dict)  # kept by jobs completed earlier
     msg: str = ""
     last_error: str = ""
+    sid: str = ""  # the session a complete job made
     due_ms: int = 0  # a scheduled room's time (start_at - lead), for its lateness; 0 = none
 
     @classmethod
@@ -213,6 +217,7 @@ class CreateJob:
             room_info=json.loads(record.get("room_info") or "{}"),
             msg=record.get("msg", ""),
             last_error=record.get("last_error", ""),
+            sid=record.get("sid", ""),
             due_ms=_int(record.get("due_ms")),
         )
 
@@ -223,7 +228,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error", "due_ms"):
+        for name in ("event_id", "msg", "last_error", "sid", "due_ms"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:
