@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel php-cli nodejs dev test lint typecheck pytest bench \
-	bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test lint typecheck pytest \
+	bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,19 @@ nodejs:
 
 install: $(STAMP) redis-server redis-sentinel
 
+# plugNmeet's JavaScript SDK for tests/test_sdk_js.py, at the version package-lock.json pins.
+# --ignore-scripts: its only script is a preinstall that insists on pnpm.
+JS_SDK := tests/js/node_modules/plugnmeet-sdk-js/package.json
+$(JS_SDK): tests/js/package.json tests/js/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "installing nodejs and npm with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $(JS_SDK)
+
+js-sdk: $(JS_SDK)
+
 dev: install
 	$(BIN)/roomkeeper dev
 
@@ -56,7 +69,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install php-cli nodejs
+pytest: install php-cli nodejs js-sdk
 	$(BIN)/pytest
 
 test: lint typecheck pytest

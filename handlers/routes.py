@@ -35,7 +35,7 @@ from handlers import (
 from handlers.auth import authenticate
 from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import ApiError, StatusCode, collect_warnings
-from handlers.state import BODY, SETTINGS
+from handlers.state import SETTINGS
 from worker.rooms.request import UNITS, CreateRoomRequest
 from worker.settings import Settings
 from worker.wire import WireInvalid, read
@@ -148,7 +148,6 @@ def endpoint(route: Route, settings: Settings, context: dict[str, Any]) -> Endpo
             data = parse_json(raw)
         except BadJson as exc:
             raise ApiError(StatusCode.INVALID_PARAMETERS, f"invalid JSON body: {exc}") from None
-        request[BODY] = data
         try:
             got = read(route.request, data, context, UNITS)
         except WireInvalid as exc:

@@ -1,11 +1,12 @@
 """`create-rooms`' conversation with the API: submit in batches, follow the jobs, report.
 
-Rooms go out through `createBulk` in batches (split further when a body would be too large, and
-retried while the service says its queue is full); their jobs are then followed through
-`job/status` until every room is created or failed. Two progress bars show rooms submitted and
-rooms ready. Re-running a file creates nothing twice: rooms already there come back as
-`exists`, rooms already scheduled keep their one schedule. A room with a `start_at` ahead is
-`scheduled`: it counts as done (it is created at its time, long after this command ends).
+Rooms go out through `createBulk` in batches of at most `--batch-size` rooms and `MAX_BODY` bytes
+(packed in file order, so long metadata means smaller batches rather than a 413; split further if
+the API still says too large, and retried while the service says its queue is full); their jobs
+are then followed through `job/status` until every room is created or failed. Two progress bars
+show rooms submitted and rooms ready. Re-running a file creates nothing twice: rooms already
+there come back as `exists`, rooms already scheduled keep their one schedule. A room with a
+`start_at` ahead is `scheduled` and counts as done (created at its time, after this command ends).
 
 `--dry-run` sends the same batches with `"dry_run": true`: the API runs every check it would run
 for real (its webhook address rules, rooms already there) and claims nothing. An API too old to
@@ -27,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import datetime
 import json
 import sys
 import time
@@ -57,8 +57,11 @@ from roomkeeper.api_client import (
     until_interrupted,
 )
 from roomkeeper.bulkfile import FileError, Line, read_rooms, unknown_columns
+from roomkeeper.starts import iso_utc, per_day, start_at_of
 
-MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
+# Every route takes 1 MiB by default (createBulk more: 8 KiB a room); staying under 1 MB works
+# against any deployment that kept ROOMKEEPER_MAX_BODY_BYTES.
+MAX_BODY = 1_000_000
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
@@ -75,6 +78,29 @@ class Outcome:
     job_id: str = ""
     sid: str = ""
     msg: str = ""
+
+
+_ENVELOPE = len(b'{"rooms": []}')
+
+
+def batches(outcomes: list[Outcome], most: int, max_bytes: int) -> list[list[Outcome]]:
+    """Consecutive batches of at most `most` rooms whose createBulk body fits `max_bytes`.
+
+    A room too large to share a call goes alone (the API then says whether it takes it).
+    """
+    out: list[list[Outcome]] = []
+    batch: list[Outcome] = []
+    size = _ENVELOPE
+    for o in outcomes:
+        room = len(json.dumps(o.line.request).encode()) + 2  # ", " between rooms
+        if batch and (len(batch) >= most or size + room > max_bytes):
+            out.append(batch)
+            batch, size = [], _ENVELOPE
+        batch.append(o)
+        size += room
+    if batch:
+        out.append(batch)
+    return out
 
 
 class Runner:
@@ -118,16 +144,17 @@ class Runner:
                         await follower
 
     async def submit(self) -> None:
-        size = self.args.batch_size
-        for i in range(0, len(self.outcomes), size):
+        start = 0
+        for batch in batches(self.outcomes, self.args.batch_size, MAX_BODY):
             try:
-                await self.submit_batch(self.outcomes[i : i + size])
+                await self.submit_batch(batch)
             except ApiFailure as exc:
                 self.console.print(f"[red]the API refused the rooms: {exc}[/red]")
-                for o in self.outcomes[i:]:
+                for o in self.outcomes[start:]:
                     if o.outcome == "not_submitted":
                         o.msg = str(exc)
                 return
+            start += len(batch)
 
     async def submit_batch(self, batch: list[Outcome]) -> None:
         """One createBulk call (split in two while the body is too large for the API)."""
@@ -227,46 +254,14 @@ class Runner:
                 self.console.print(f"line {o.line.line}: room {o.line.room_id}: {o.msg}")
 
 
-def start_at_of(line: Line) -> int | None:
-    """The line's start time in unix seconds (None: created at once)."""
-    request = line.request or {}
-    value = request.get("start_at", request.get("startAt"))
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _iso(unix_s: int | None) -> str:
-    if unix_s is None:
-        return ""
-    return datetime.datetime.fromtimestamp(unix_s, datetime.UTC).isoformat()
-
-
 def write_report(path: Path, outcomes: list[Outcome]) -> None:
     """One CSV row per line of the file: room_id, line, outcome, start_at, job_id, sid, msg."""
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["room_id", "line", "outcome", "start_at", "job_id", "sid", "msg"])
         for o in sorted(outcomes, key=lambda o: o.line.line):
-            start = _iso(start_at_of(o.line))
+            start = iso_utc(start_at_of(o.line))
             writer.writerow([o.line.room_id, o.line.line, o.outcome, start, o.job_id, o.sid, o.msg])
-
-
-def per_day(lines: list[Line], now: float) -> list[str]:
-    """The dry run's schedule: how many rooms start on each day (this machine's time zone)."""
-    days: Counter[str] = Counter()
-    at_once = 0
-    for line in lines:
-        start = start_at_of(line)
-        if start is None or start <= now:
-            at_once += 1
-            continue
-        days[datetime.datetime.fromtimestamp(start).astimezone().strftime("%Y-%m-%d %a")] += 1
-    if not days:
-        return []
-    zone = datetime.datetime.now().astimezone().strftime("%Z, UTC%z")
-    out = [f"  scheduled per day ({zone}):"]
-    out += [f"    {day}  {n} rooms" for day, n in sorted(days.items())]
-    out.append(f"    created at once (no start_at, or in the past)  {at_once} rooms")
-    return out
 
 
 def _show_bad_lines(console: Console, bad: list[Line]) -> None:
