@@ -79,9 +79,9 @@ test: lint typecheck pytest
 test-fast: lint typecheck
 	$(BIN)/pytest -q -m "not slow" -n 2
 
-BENCHES := create timers deliveries inbound bulk
+BENCHES := create timers deliveries inbound bulk schedule
 
-bench: install  # the figures in the README (about 15 minutes)
+bench: install  # the figures in the README (about 20 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)

@@ -11,7 +11,7 @@ from handlers.state import DEPS, DRAINING
 from worker import keys
 from worker.livekit import LiveKitError
 from worker.logs import get_logger
-from worker.metrics import ACTIVE_ROOMS, DELIVERIES_BY_STATE, QUEUE_DEPTH
+from worker.metrics import ACTIVE_ROOMS, DELIVERIES_BY_STATE, QUEUE_DEPTH, SCHEDULED_ROOMS
 
 log = get_logger("roomkeeper.ops")
 
@@ -51,8 +51,10 @@ async def metrics(request: web.Request) -> web.Response:
             pipe.zcard(keys.QUEUED_JOBS)
             pipe.hgetall(keys.DELIVERY_COUNTS)
             pipe.zcard(keys.ACTIVE_ROOMS)
-            depth, counts, active = await pipe.execute()
+            pipe.zcard(keys.SCHEDULED_BY_START)
+            depth, counts, active, scheduled = await pipe.execute()
         QUEUE_DEPTH.set(depth)
+        SCHEDULED_ROOMS.set(scheduled)
         ACTIVE_ROOMS.set(active)
         for state in ("pending", "delivered", "dead"):
             DELIVERIES_BY_STATE.labels(state).set(int(counts.get(state, 0)))
