@@ -46,3 +46,17 @@ DELIVERIES_BY_STATE = Gauge(
     "roomkeeper_webhook_deliveries_in_state", "Webhook deliveries by current state", ["state"]
 )
 ACTIVE_ROOMS = Gauge("roomkeeper_active_rooms", "Rooms roomkeeper holds active")
+BREAKER_TRANSITIONS = Counter(
+    "roomkeeper_webhook_breaker_transitions_total",
+    "Per-host circuit breakers opened or closed (by this process)",
+    ["to"],
+)
+HELD = Counter(
+    "roomkeeper_webhook_held_total",
+    "Delivery turns held back without an attempt, by why (breaker, rate)",
+    ["why"],
+)
+BREAKERS_OPEN = Gauge("roomkeeper_webhook_breakers_open", "Target hosts whose breaker is open")
+BREAKER_OPEN = Gauge(
+    "roomkeeper_webhook_breaker_open", "1 for each target host whose breaker is open", ["host"]
+)

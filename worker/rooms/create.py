@@ -64,6 +64,7 @@ def job_request(req: CreateRoom) -> str:
             "empty_timeout": req.empty_timeout,
             "room_duration": req.room_duration,
             "webhook_url": req.webhook_url,
+            "webhook_events": ",".join(req.webhook_events),
             "metadata": req.metadata_json,
         },
         separators=(",", ":"),

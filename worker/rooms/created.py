@@ -157,6 +157,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
             "info": info_json,
             "title": str(metadata.get("room_title", "")),
             "webhook_url": request.get("webhook_url") or "",
+            "webhook_events": request.get("webhook_events") or "",
             "created": info["creation_time"],
             "empty_timeout": request["empty_timeout"],
             "duration": request["room_duration"],
@@ -185,5 +186,6 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_id=room_id,
         body=body,
         room_webhook_url=request.get("webhook_url"),
+        room_events=request.get("webhook_events"),
     )
     _complete_cmds(pipe, deps, job_id, info_json)

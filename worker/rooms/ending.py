@@ -94,6 +94,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                         "room_sid": sid,
                         "joined_participants": record.get("joined", "0"),
                         "webhook_url": record.get("webhook_url", ""),
+                        "webhook_events": record.get("webhook_events", ""),
                         "created": record.get("created", "0"),
                         "ended": int(ended),
                         "reason": reason,
@@ -110,6 +111,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     room_id=room_id,
                     body=body,
                     room_webhook_url=record.get("webhook_url") or None,
+                    room_events=record.get("webhook_events"),
                 )
                 await pipe.execute()
                 log.info("room ended", room_id=room_id, sid=sid, reason=reason)
@@ -194,6 +196,7 @@ async def _warn(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
                 room_id=timer.room_id,
                 body=body,
                 room_webhook_url=record.get("webhook_url") or None,
+                room_events=record.get("webhook_events"),
             )
             await pipe.execute()
         except WatchError:

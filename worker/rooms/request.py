@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
 
 MAX_PARTICIPANTS = 100_000
@@ -82,6 +83,7 @@ class CreateRoom:
     webhook_url: str | None
     metadata: dict[str, Any]
     metadata_json: str  # exactly what LiveKit stores
+    webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
 
 
 def _rule(rule: str, *at: str) -> PydanticCustomError:
@@ -315,6 +317,9 @@ class RoomMetadata(_Open):
     room_title: StrictStr
     welcome_message: StrictStr | None = None
     webhook_url: StrictStr | None = None
+    webhook_events: list[StrictStr] | None = Field(
+        None, validation_alias=AliasChoices("webhook_events", "webhookEvents")
+    )
     logout_url: StrictStr | None = None
     room_features: RoomFeatures
     default_lock_settings: DefaultLockSettings = Field(default_factory=DefaultLockSettings)
@@ -331,6 +336,18 @@ class RoomMetadata(_Open):
         if not title.strip():
             raise _rule("must not be empty")
         return title
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        if events is None:
+            return None
+        if not events:
+            raise _rule("must list at least one event (leave it out for every event)")
+        for i, name in enumerate(events):
+            if name not in EVENTS:
+                raise _rule(f"unknown event {name!r} (known: {', '.join(EVENTS)})", str(i))
+        return list(dict.fromkeys(events))
 
     @field_validator("webhook_url", "logout_url")
     @classmethod
@@ -416,4 +433,5 @@ def parse_create_room(data: object, limits: CreateLimits = CreateLimits()) -> Cr
         webhook_url=request.metadata.webhook_url,
         metadata=metadata,
         metadata_json=metadata_json,
+        webhook_events=tuple(request.metadata.webhook_events or ()),
     )

@@ -18,6 +18,7 @@ EVENTS = (
     "session_ending",
     "session_ended",
 )
+TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
 _NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")

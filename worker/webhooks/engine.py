@@ -15,6 +15,7 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -43,6 +44,7 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
+from worker.webhooks.hosts import Held, HostGuard
 from worker.webhooks.signing import webhook_headers
 
 log = get_logger("roomkeeper.dispatch")
@@ -67,9 +69,21 @@ BODY_EXPIRED = "not sent: the event body expired before delivery"
 INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it may have the event)"
 
 
+def url_hash(url: str) -> str:
+    """A short, stable name for a URL in keys."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def queue_id(room_id: str, url: str) -> str:
     """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
-    return f"{room_id}|{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    return f"{room_id}|{url_hash(url)}"
+
+
+def wants(event: str, events: tuple[str, ...] | str | None) -> bool:
+    """Whether a target whose filter is `events` (a tuple, comma-joined, or none = all) takes it."""
+    if not events:
+        return True
+    return event in (events.split(",") if isinstance(events, str) else events)
 
 
 def new_delivery_id() -> str:
@@ -116,9 +130,15 @@ class Outbox:
     settings: Settings
     schedule: Schedule
 
-    def targets(self, room_webhook_url: str | None) -> list[str]:
-        """The room's own URL and the global one, each once."""
-        urls = [u for u in (room_webhook_url, self.settings.webhook_url) if u]
+    def targets(
+        self, room_webhook_url: str | None, event: str = "", room_events: str | None = None
+    ) -> list[str]:
+        """The room's own URL and the global one, each once, as far as their filters take it."""
+        urls = []
+        if room_webhook_url and wants(event, room_events):
+            urls.append(room_webhook_url)
+        if self.settings.webhook_url and wants(event, self.settings.webhook_events):
+            urls.append(self.settings.webhook_url)
         return list(dict.fromkeys(urls))
 
     def emit(
@@ -130,9 +150,12 @@ class Outbox:
         room_id: str,
         body: bytes,
         room_webhook_url: str | None,
+        room_events: str | None = None,
     ) -> list[str]:
-        """Queue `body` for every target on `pipe`; returns the delivery ids."""
-        urls = self.targets(room_webhook_url)
+        """Queue `body` for every target on `pipe`; returns the delivery ids.
+
+        `room_events` is the room's filter (comma-joined event names, none = every event)."""
+        urls = self.targets(room_webhook_url, event, room_events)
         if not urls:
             return []
         ttl = record_ttl_s(self.settings)
@@ -159,6 +182,7 @@ class Outbox:
             pipe.expire(keys.delivery(did), ttl)
             pipe.zadd(keys.DELIVERIES, {did: 0})
             pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
+            pipe.zadd(keys.deliveries_by_url(url_hash(url)), {did: 0})
             pipe.zadd(keys.deliveries_in_state("pending"), {did: 0})
             pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
             self.schedule.push(pipe, qid, did, first_at)
@@ -227,11 +251,13 @@ return 1
 """
 
 # Removes one finished delivery and its index entries, keeping the counts right.
-# KEYS: record, attempt log, all index, room index, pending index, dead index, counts  ARGV: id
+# KEYS: record, attempt log, all index, room index, pending index, dead index, counts, URL index
+# ARGV: id
 _PRUNE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'pending' then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -257,6 +283,7 @@ class Dispatcher:
         self._settle_script = redis.register_script(_SETTLE)
         self._prune_script = redis.register_script(_PRUNE)
         self._next_prune = 0.0
+        self.hosts = HostGuard(redis, settings, self.schedule)
 
     async def work(self, claim: Claim) -> None:
         """Deliver from one queue until it is empty or must wait for a retry."""
@@ -280,6 +307,9 @@ class Dispatcher:
                 # The whole queue waits, so nothing behind this delivery overtakes it.
                 await self.schedule.release(claim, now_ms() + int(outcome.after * 1000))
                 return
+            if isinstance(outcome, Held):  # its host's breaker or rate: no attempt used
+                await self.schedule.release(claim, outcome.until_ms)
+                return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
             if await self.schedule.pop(claim, head.delivery_id, self.lease_ms) < 0:
                 return  # the lease was lost; whoever holds it now goes on
@@ -297,7 +327,7 @@ class Dispatcher:
         gone = len(raw) > 2 and int(raw[2]) == 1
         return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
 
-    async def _deliver(self, qid: str, head: Head) -> Outcome | None:
+    async def _deliver(self, qid: str, head: Head) -> Outcome | Held | None:
         """Attempt the head delivery of a queue; None when it was already finished."""
         did, record = head.delivery_id, head.record
         if record.get("state") != "pending":
@@ -322,6 +352,11 @@ class Dispatcher:
                 return verdict
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
+        admission = await self.hosts.admit(did, record["url"], qid)
+        if not admission.go:
+            return Held(admission.until_ms, admission.why)
+        if admission.wait_s > 0:
+            await asyncio.sleep(admission.wait_s)
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
@@ -339,6 +374,7 @@ class Dispatcher:
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
+        await self.hosts.observe(record["url"], result, admission)
         ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         await self._settle(did, record, result, attempt, outcome, began)
@@ -440,10 +476,10 @@ class Dispatcher:
             seen += len(ids)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for did in ids:
-                    pipe.hget(keys.delivery(did), "room_id")
+                    pipe.hmget(keys.delivery(did), "room_id", "url")
                 rooms = await pipe.execute()
             async with self.redis.pipeline(transaction=False) as pipe:
-                for did, room in zip(ids, rooms, strict=True):
+                for did, (room, url) in zip(ids, rooms, strict=True):
                     await self._prune_script(
                         keys=[
                             keys.delivery(did),
@@ -453,6 +489,7 @@ class Dispatcher:
                             keys.deliveries_in_state("pending"),
                             keys.deliveries_in_state("dead"),
                             keys.DELIVERY_COUNTS,
+                            keys.deliveries_by_url(url_hash(url or "")),
                         ],
                         args=[did],
                         client=pipe,

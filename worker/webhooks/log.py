@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
-from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
+from worker.webhooks.engine import Outbox, id_floor, record_ttl_s, url_hash
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ def _view(did: str, record: dict[str, str], attempts: list[str]) -> dict[str, An
         view["finished_at"] = float(record["finished"])
     if view["state"] == "pending" and record.get("next_at"):
         view["next_attempt_at"] = float(record["next_at"])
+    if view["state"] == "pending" and record.get("held"):
+        view["reason"] = record["held"]  # its host's breaker or rate holds it back
     view["attempts"] = [json.loads(a) for a in attempts]
     return view
 
@@ -99,38 +101,62 @@ async def list_deliveries(
     return Page(views, next_cursor)
 
 
-async def redeliver(redis: Redis, outbox: Outbox, delivery_ids: Iterable[str]) -> list[str]:
-    """Queue finished deliveries again (same event, same `webhook-id`); returns those queued.
+QUEUED = "queued"
+ALREADY_DELIVERED = "already delivered"
+NOT_FOUND = "not found"
+REPLAY_MAX = 10_000  # deliveries queued by one replay call
+REPLAY_SCAN = 50_000  # index entries one replay call reads at most
 
-    Pending ones are already on their way and unknown ones are skipped. A redelivery reopens a
-    (room, URL) queue a 410 stopped. The attempt log carries on; the schedule starts afresh.
+
+async def redeliver(
+    redis: Redis, outbox: Outbox, delivery_ids: Iterable[str], *, delivered_too: bool = False
+) -> dict[str, str]:
+    """Send deliveries again, or now; answers per id: `queued`, `already delivered`, `not found`.
+
+    A dead one (or a delivered one when `delivered_too`) is queued again (same event, same
+    `webhook-id`) at the end of its (room, URL) queue, reopening a queue a 410 stopped; the
+    attempt log carries on and the schedule starts afresh. A pending one keeps its place and its
+    queue is made due now, so it goes without waiting out its backoff and order holds.
     """
     ttl = record_ttl_s(outbox.settings)
-    queued = []
+    results: dict[str, str] = {}
     for did in dict.fromkeys(delivery_ids):
         while True:
             try:
-                if await _requeue(redis, outbox, did, ttl):
-                    queued.append(did)
+                results[did] = await _requeue(redis, outbox, did, ttl, delivered_too)
                 break
             except WatchError:
                 continue
-    return queued
+    return results
 
 
-async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int) -> bool:
+async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_too: bool) -> str:
+    schedule = outbox.schedule
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.delivery(did))
         record = await pipe.hgetall(keys.delivery(did))
         state = record.get("state")
-        if state not in ("delivered", "dead"):
-            return False
+        if state is None:
+            return NOT_FOUND
+        if state == "delivered" and not delivered_too:
+            return ALREADY_DELIVERED
+        if state == "pending":
+            # Due now unless a consumer holds the queue (it is being worked already).
+            await pipe.watch(schedule.lease_key)
+            leased = await pipe.hexists(schedule.lease_key, record["queue"])
+            pipe.multi()
+            if not leased:
+                pipe.zadd(schedule.due_key, {record["queue"]: now_ms()}, xx=True)
+                pipe.rpush(schedule.wake_key, 1)
+            pipe.hdel(keys.delivery(did), "next_at")
+            await pipe.execute()
+            return QUEUED
         body_key = keys.event_body(record["event_id"])
         if not await pipe.exists(body_key):
-            return False
+            return NOT_FOUND
         pipe.multi()
         pipe.hset(keys.delivery(did), mapping={"state": "pending", "attempts": 0})
-        pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight")
+        pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight", "held")
         pipe.hincrby(keys.DELIVERY_COUNTS, state, -1)
         pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
         pipe.zrem(deliveries_in_state("dead"), did)
@@ -138,9 +164,73 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int) -> bool:
         pipe.delete(keys.gone(record["queue"]))
         for key in (keys.delivery(did), keys.delivery_attempts(did), body_key):
             pipe.expire(key, ttl)
-        outbox.schedule.push(pipe, record["queue"], did, now_ms())
+        schedule.push(pipe, record["queue"], did, now_ms())
         await pipe.execute()
-        return True
+        return QUEUED
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What one bounded replay queued, and where the next call goes on (None = done)."""
+
+    results: dict[str, str]
+    next_cursor: str | None
+
+    @property
+    def queued(self) -> list[str]:
+        """The ids queued (or sent now), oldest first."""
+        return [d for d, r in self.results.items() if r == QUEUED]
+
+
+async def replay(
+    redis: Redis,
+    outbox: Outbox,
+    index: str,
+    *,
+    since: float,
+    until: float | None = None,
+    state: str = "dead",
+    cursor: str | None = None,
+    match: Callable[[dict[str, str]], bool] | None = None,
+    limit: int = REPLAY_MAX,
+    scan: int = REPLAY_SCAN,
+) -> Replay:
+    """Redeliver, oldest first, the deliveries of `index` created in [since, until) that are in
+    `state` (`dead`, or `all`), at most `limit` per call; `next_cursor` goes on where it stopped.
+
+    Oldest first keeps each (room, URL) queue's order: they are appended in the order they were
+    first emitted."""
+    low = f"({cursor}" if cursor else f"[{id_floor(since)}"
+    high = f"({id_floor(until)}" if until is not None else "+"
+    results: dict[str, str] = {}
+    scanned = 0
+    last: str | None = None
+    while len(results) < limit and scanned < scan:
+        ids = await redis.zrangebylex(index, low, high, 0, min(500, limit - len(results)))
+        if not ids:
+            return Replay(results, None)
+        async with redis.pipeline(transaction=False) as pipe:
+            for did in ids:
+                pipe.hgetall(keys.delivery(did))
+            records = await pipe.execute()
+        chosen = [
+            did
+            for did, rec in zip(ids, records, strict=True)
+            if rec
+            and (state == "all" or rec.get("state") == state)
+            and (match is None or match(rec))
+        ]
+        results |= await redeliver(redis, outbox, chosen, delivered_too=True)
+        scanned += len(ids)
+        last = ids[-1]
+        low = f"({last}"
+    more = await redis.zrangebylex(index, low, high, 0, 1)
+    return Replay(results, last if more else None)
+
+
+def url_index(url: str) -> str:
+    """The index of one URL's deliveries."""
+    return keys.deliveries_by_url(url_hash(url))
 
 
 async def room_deliveries_since(redis: Redis, room_id: str, since: float) -> list[str]:

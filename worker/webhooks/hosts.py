@@ -1,0 +1,294 @@
+"""Protection for receivers, per target host: a circuit breaker and a rate limit, kept in Redis.
+
+A host is `scheme://host:port`. Every attempt asks `HostGuard.admit` first, one script that both
+checks the breaker and reserves a slot on the host's timetable (GCRA), so any number of worker
+processes share one view. A delivery the guard holds is not attempted and keeps its attempts: its
+queue is released until the guard says to come back, so nothing behind it overtakes it.
+
+The breaker counts consecutive failed attempts to a host across all its rooms (5xx, 429,
+timeouts, connection errors; any other answer means the host is up and resets the count). At the
+threshold it opens: queues wait, and the one that has waited longest goes as the probe, at most
+once per probe interval. The probe is a real attempt of that delivery and counts like any other;
+when an attempt succeeds the breaker closes and every waiting queue is made due at once. A
+`Retry-After` halves the host's rate for at least that long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+
+from worker import keys
+from worker.metrics import BREAKER_TRANSITIONS, HELD
+from worker.queue.schedule import Schedule, now_ms
+from worker.settings import Settings
+from worker.webhooks.attempt import AttemptResult
+
+BREAKER_OPEN = "host unavailable, breaker open"
+RATE_HELD = "waiting for the host's rate limit"
+# Waits for a rate slot shorter than this are slept through while holding the queue's lease;
+# longer ones hand the queue back (the lease outlives the attempt timeout by 5 s).
+MAX_SLEEP_MS = 1000
+SLOW_MIN_MS = 30_000  # a Retry-After lowers the rate for at least this long
+SLOW_FLOOR_RPS = 1.0
+
+# KEYS: host hash, waiting zset, tat, hosts zset, delivery record
+# ARGV: qid, now_ms, probe_ms, rps, max_sleep_ms, host, breaker reason, rate reason
+# -> {1, wait_ms, probe, failures} to go, or {0, until_ms, why} to hold.
+_ADMIT = """
+local now = tonumber(ARGV[2])
+local pms = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[4], now, ARGV[6])
+local h = redis.call('HMGET', KEYS[1], 'state', 'probe_at', 'failures', 'slow_rps', 'slow_until')
+local failures = tonumber(h[3] or '0')
+local function hold(until_ms, reason, why)
+  redis.call('HDEL', KEYS[5], 'inflight')
+  redis.call('HSET', KEYS[5], 'held', reason, 'next_at', string.format('%.3f', until_ms / 1000))
+  return {0, math.floor(until_ms), why}
+end
+local probe = 0
+if h[1] == 'open' then
+  local probe_at = tonumber(h[2] or '0')
+  redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  -- A first in line that never came back (its queue emptied) lets anyone probe a turn later.
+  if now < probe_at or (first ~= ARGV[1] and now < probe_at + pms) then
+    local until_ms = probe_at
+    if first ~= ARGV[1] then until_ms = probe_at + pms end
+    if until_ms < now + 20 then until_ms = now + pms end
+    return hold(until_ms, ARGV[7], 'breaker')
+  end
+  probe = 1
+end
+local rps = tonumber(ARGV[4])
+local wait = 0
+if rps > 0 then
+  if h[4] and tonumber(h[5] or '0') > now then rps = math.min(rps, tonumber(h[4])) end
+  local interval = 1000 / rps
+  local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tat < now then tat = now end
+  wait = tat - now
+  if wait > tonumber(ARGV[5]) then return hold(tat, ARGV[8], 'rate') end
+  local new_tat = tat + interval
+  redis.call('SET', KEYS[3], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+end
+if probe == 1 then
+  redis.call('HSET', KEYS[1], 'probe_at', now + pms)
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('HDEL', KEYS[5], 'held')
+return {1, math.floor(wait), probe, failures}
+"""
+
+# KEYS: host hash, waiting zset, open set, schedule due, schedule leases, schedule wake
+# ARGV: kind (ok|fail), now_ms, threshold, probe_ms, retry_after_s (-1 = none), base_rps, host,
+#       lowest rps, shortest lowering ms
+# -> 1 when this opened the breaker, 2 when it closed it, else 0
+_OBSERVE = """
+local now = tonumber(ARGV[2])
+local moved = 0
+if ARGV[1] == 'fail' then
+  local f = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  if redis.call('HGET', KEYS[1], 'state') ~= 'open' and f >= tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now, 'probe_at', now + tonumber(ARGV[4]))
+    redis.call('SADD', KEYS[3], ARGV[7])
+    moved = 1
+  end
+else
+  redis.call('HSET', KEYS[1], 'failures', 0)
+  if redis.call('HGET', KEYS[1], 'state') == 'open' then
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', now)
+    redis.call('HDEL', KEYS[1], 'probe_at')
+    redis.call('SREM', KEYS[3], ARGV[7])
+    -- Every waiting queue is due now; one a consumer holds carries on under its lease.
+    for _, q in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+      if redis.call('HEXISTS', KEYS[5], q) == 0 then redis.call('ZADD', KEYS[4], 'XX', now, q) end
+    end
+    redis.call('DEL', KEYS[2])
+    redis.call('RPUSH', KEYS[6], 1)
+    redis.call('LTRIM', KEYS[6], -64, -1)
+    moved = 2
+  end
+end
+local retry_after = tonumber(ARGV[5])
+local base = tonumber(ARGV[6])
+if retry_after >= 0 and base > 0 then
+  local h = redis.call('HMGET', KEYS[1], 'slow_rps', 'slow_until')
+  local current = base
+  if h[1] and tonumber(h[2] or '0') > now then current = tonumber(h[1]) end
+  local lowered = math.max(current / 2, tonumber(ARGV[8]))
+  local span = math.max(retry_after * 1000, tonumber(ARGV[9]))
+  redis.call('HSET', KEYS[1], 'slow_rps', lowered, 'slow_until', now + span)
+end
+return moved
+"""
+
+
+def host_key(url: str) -> str:
+    """`scheme://host:port` of a URL (default ports spelled out), the unit of protection."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return "invalid"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def host_failed(result: AttemptResult) -> bool:
+    """Whether an attempt says the host is in trouble (as opposed to answering)."""
+    if result.status is not None:
+        return result.status >= 500 or result.status == 429
+    return not result.permanent
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the guard said: go (after `wait_s`, maybe as the probe) or hold until `until_ms`."""
+
+    go: bool
+    wait_s: float = 0.0
+    probe: bool = False
+    failures: int = 0
+    until_ms: int = 0
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Held:
+    """The guard holds this delivery: its queue comes back at `until_ms`, no attempt used."""
+
+    until_ms: int
+    why: str
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One host as the console and the metrics show it."""
+
+    host: str
+    state: str
+    failures: int
+    waiting: int
+    rps: float
+    lowered_until: float | None
+    last_attempt: float
+    probe_at: float | None
+
+
+class HostGuard:
+    """The breaker and the rate limit of every host, shared by all workers through Redis."""
+
+    def __init__(self, redis: Redis, settings: Settings, schedule: Schedule) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.schedule = schedule
+        self._admit = redis.register_script(_ADMIT)
+        self._observe = redis.register_script(_OBSERVE)
+
+    async def admit(self, delivery_id: str, url: str, qid: str) -> Admission:
+        """Ask to attempt `delivery_id` now; a hold is written on its record for the log."""
+        host = host_key(url)
+        raw = await self._admit(
+            keys=[
+                keys.host(host),
+                keys.host_waiting(host),
+                keys.host_tat(host),
+                keys.HOSTS,
+                keys.delivery(delivery_id),
+            ],
+            args=[
+                qid,
+                now_ms(),
+                int(self.settings.webhook_breaker_probe * 1000),
+                self.settings.webhook_host_rps,
+                MAX_SLEEP_MS,
+                host,
+                BREAKER_OPEN,
+                RATE_HELD,
+            ],
+        )
+        if int(raw[0]) == 0:
+            why = raw[2].decode() if isinstance(raw[2], bytes) else str(raw[2])
+            HELD.labels(why).inc()
+            return Admission(False, until_ms=int(raw[1]), why=why)
+        return Admission(True, int(raw[1]) / 1000, bool(int(raw[2])), int(raw[3]))
+
+    async def observe(self, url: str, result: AttemptResult, admission: Admission) -> None:
+        """Count an attempt's result against its host; skipped when it changes nothing."""
+        failed = host_failed(result)
+        retry_after = result.retry_after if result.status in (429, 503) else None
+        if result.permanent or (
+            not failed and admission.failures == 0 and not admission.probe and retry_after is None
+        ):
+            return
+        host = host_key(url)
+        moved = await self._observe(
+            keys=[
+                keys.host(host),
+                keys.host_waiting(host),
+                keys.HOSTS_OPEN,
+                self.schedule.due_key,
+                self.schedule.lease_key,
+                self.schedule.wake_key,
+            ],
+            args=[
+                "fail" if failed else "ok",
+                now_ms(),
+                self.settings.webhook_breaker_failures,
+                int(self.settings.webhook_breaker_probe * 1000),
+                -1 if retry_after is None else retry_after,
+                self.settings.webhook_host_rps,
+                host,
+                SLOW_FLOOR_RPS,
+                SLOW_MIN_MS,
+            ],
+        )
+        if int(moved) == 1:
+            BREAKER_TRANSITIONS.labels("open").inc()
+        elif int(moved) == 2:
+            BREAKER_TRANSITIONS.labels("closed").inc()
+
+
+async def list_hosts(
+    redis: Redis, settings: Settings, *, limit: int = 50, offset: int = 0
+) -> tuple[list[HostView], int]:
+    """Hosts by most recent attempt, one page, and how many there are."""
+    total = int(await redis.zcard(keys.HOSTS))
+    names = await redis.zrevrange(keys.HOSTS, offset, offset + limit - 1, withscores=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name, _ in names:
+            pipe.hgetall(keys.host(name))
+            pipe.zcard(keys.host_waiting(name))
+        raw = await pipe.execute()
+    now = now_ms()
+    views = []
+    for i, (name, last) in enumerate(names):
+        rec, waiting = raw[2 * i], int(raw[2 * i + 1])
+        rps = settings.webhook_host_rps
+        lowered = None
+        if rec.get("slow_rps") and float(rec.get("slow_until", 0)) > now and rps > 0:
+            rps = min(rps, float(rec["slow_rps"]))
+            lowered = float(rec["slow_until"]) / 1000
+        probe = float(rec["probe_at"]) / 1000 if rec.get("probe_at") else None
+        views.append(
+            HostView(
+                name,
+                rec.get("state", "closed"),
+                int(rec.get("failures", 0)),
+                waiting,
+                rps,
+                lowered,
+                float(last) / 1000,
+                probe,
+            )
+        )
+    return views, total
+
+
+async def open_hosts(redis: Redis) -> list[str]:
+    """The hosts whose breaker is open now."""
+    return sorted(await redis.smembers(keys.HOSTS_OPEN))
