@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server dev test lint typecheck pytest bench bench-quick format clean
+.PHONY: install redis-server chromium dev test lint typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ redis-server:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
 
+# The console's browser tests drive Debian's chromium through Playwright (never a downloaded
+# browser build).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 install: $(STAMP) redis-server
 
 dev: install
@@ -35,7 +43,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from handlers import (
     bulk,
+    console,
     deliveries,
     livekit_events,
     openapi,
@@ -145,7 +146,17 @@ def create_app(settings: Settings) -> web.Application:
         await deps.aclose()
 
     app.cleanup_ctx.append(clients)
-    routes = (rooms, room_queries, room_actions, bulk, deliveries, livekit_events, ops, openapi)
+    routes = (
+        rooms,
+        room_queries,
+        room_actions,
+        bulk,
+        deliveries,
+        livekit_events,
+        ops,
+        openapi,
+        console,
+    )
     for module in routes:
         module.setup(app)
     return app

@@ -254,17 +254,45 @@ class DeliveriesAnswer(Common):
 
 
 class RedeliverRequest(_Doc):
-    """webhook/redeliver: ids, or a room since a time."""
+    """webhook/redeliver: ids; a room since a time; or a URL over a time range."""
 
     delivery_ids: list[str] | None = None
     room_id: str | None = None
-    since: int | None = None
+    url: str | None = None
+    since: float | None = Field(None, description="unix seconds")
+    until: float | None = Field(None, description="unix seconds, with url")
+    state: Literal["dead", "all"] | None = Field(None, description="with url; default dead")
+    cursor: str | None = Field(None, description="with url: next_cursor of the previous call")
+
+
+class RedeliverResult(_Doc):
+    """What happened to one delivery."""
+
+    delivery_id: str
+    result: Literal["queued", "already delivered", "not found"]
 
 
 class RedeliverAnswer(Common):
     """webhook/redeliver."""
 
     queued: int | None = None
+    delivery_ids: list[str] | None = None
+    results: list[RedeliverResult] | None = None
+    next_cursor: str | None = Field(None, description="by url: more remain, call again with it")
+
+
+class TestSendRequest(_Doc):
+    """webhook/test."""
+
+    url: str
+
+
+class TestSendAnswer(Common):
+    """webhook/test: the attempt's outcome."""
+
+    event_id: str | None = None
+    delivered: bool | None = None
+    attempt: Attempt | None = None
 
 
 # route → (summary, request model, {HTTP status: answer model})
@@ -282,6 +310,7 @@ AUTH_ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict[int, type[BaseMod
     "/auth/job/status": ("Create jobs' states", JobStatusRequest, {200: JobStatusAnswer}),
     "/auth/webhook/deliveries": ("Webhook deliveries", DeliveriesRequest, {200: DeliveriesAnswer}),
     "/auth/webhook/redeliver": ("Send deliveries again", RedeliverRequest, {200: RedeliverAnswer}),
+    "/auth/webhook/test": ("Send a webhook_test event now", TestSendRequest, {200: TestSendAnswer}),
 }  # fmt: skip
 
 _ERRORS = {
@@ -351,6 +380,7 @@ def build_spec() -> dict[str, Any]:
                 },
             }
         }
+    paths |= _console_paths()
     paths["/metrics"] = {
         "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
     }
@@ -375,9 +405,64 @@ def build_spec() -> dict[str, Any]:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "API-KEY"},
                 "hashSignature": {"type": "apiKey", "in": "header", "name": "HASH-SIGNATURE"},
+                "consoleBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "API key and secret, or any user with "
+                    "ROOMKEEPER_CONSOLE_PASSWORD",
+                },
             },
         },
     }
+
+
+CONSOLE_PAGES = {
+    "/console/": "Overview",
+    "/console/rooms": "Active rooms",
+    "/console/scheduled": "Scheduled rooms",
+    "/console/deliveries": "Deliveries by state, with attempts",
+    "/console/hosts": "Target hosts: breaker state and rate",
+}
+CONSOLE_ACTIONS = {
+    "/console/redeliver": "Redeliver one delivery (form: csrf, delivery_id)",
+    "/console/redeliver-host": "Redeliver every dead delivery of a host (form: csrf, host)",
+    "/console/test": "Send a webhook_test event (form: csrf, url)",
+}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console: HTML behind HTTP Basic; its forms carry a CSRF token."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    denied = {"401": {"description": "no or wrong credentials", "content": _text()}}
+    paths: dict[str, Any] = {}
+    for path, summary in CONSOLE_PAGES.items():
+        paths[path] = {
+            "get": {
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "responses": {"200": {"description": "HTML", "content": html}} | denied,
+            }
+        }
+    form = {
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    }
+    for path, summary in CONSOLE_ACTIONS.items():
+        paths[path] = {
+            "post": {
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "requestBody": {"required": True, "content": form},
+                "responses": {
+                    "200": {"description": "HTML", "content": html},
+                    "303": {"description": "done; back to the page"},
+                    "403": {"description": "missing or wrong CSRF token", "content": _text()},
+                }
+                | denied,
+            }
+        }
+    return paths
 
 
 def _text() -> dict[str, Any]:

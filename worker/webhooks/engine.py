@@ -357,6 +357,11 @@ class Dispatcher:
             return Held(admission.until_ms, admission.why)
         if admission.wait_s > 0:
             await asyncio.sleep(admission.wait_s)
+            if not admission.probe:
+                # The breaker may have opened during the wait: ask it again, not the rate.
+                admission = await self.hosts.admit(did, record["url"], qid, rate=False)
+                if not admission.go:
+                    return Held(admission.until_ms, admission.why)
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())

@@ -35,7 +35,8 @@ SLOW_MIN_MS = 30_000  # a Retry-After lowers the rate for at least this long
 SLOW_FLOOR_RPS = 1.0
 
 # KEYS: host hash, waiting zset, tat, hosts zset, delivery record
-# ARGV: qid, now_ms, probe_ms, rps, max_sleep_ms, host, breaker reason, rate reason
+# ARGV: qid, now_ms, probe_ms, rps (0 = no rate check), max_sleep_ms, host, breaker reason,
+#       rate reason
 # -> {1, wait_ms, probe, failures} to go, or {0, until_ms, why} to hold.
 _ADMIT = """
 local now = tonumber(ARGV[2])
@@ -189,8 +190,10 @@ class HostGuard:
         self._admit = redis.register_script(_ADMIT)
         self._observe = redis.register_script(_OBSERVE)
 
-    async def admit(self, delivery_id: str, url: str, qid: str) -> Admission:
-        """Ask to attempt `delivery_id` now; a hold is written on its record for the log."""
+    async def admit(self, delivery_id: str, url: str, qid: str, *, rate: bool = True) -> Admission:
+        """Ask to attempt `delivery_id` now; a hold is written on its record for the log.
+
+        `rate=False` asks the breaker alone (after sleeping for a rate slot already reserved)."""
         host = host_key(url)
         raw = await self._admit(
             keys=[
@@ -204,7 +207,7 @@ class HostGuard:
                 qid,
                 now_ms(),
                 int(self.settings.webhook_breaker_probe * 1000),
-                self.settings.webhook_host_rps,
+                self.settings.webhook_host_rps if rate else 0,
                 MAX_SLEEP_MS,
                 host,
                 BREAKER_OPEN,
