@@ -19,23 +19,8 @@ from contextvars import ContextVar
 
 from redis.asyncio import Redis
 
+from worker import lua
 from worker.keys import PREFIX
-
-# KEYS: tat   ARGV: now_ms, interval_ms, burst_ms, max_wait_ms (-1 = no bound)
-# → ms to wait before the call may go; negative (-wait) when the slot is beyond max_wait_ms and
-# nothing was reserved.
-_RESERVE = """
-local now = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
-if tat < now then tat = now end
-local wait = tat - now - tonumber(ARGV[3])
-if wait < 0 then wait = 0 end
-local max_wait = tonumber(ARGV[4])
-if max_wait >= 0 and wait > max_wait then return tostring(-wait) end
-local new_tat = tat + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return tostring(wait)
-"""
 
 _max_wait: ContextVar[float | None] = ContextVar("roomkeeper_rate_max_wait", default=None)
 
@@ -66,7 +51,7 @@ class RateLimiter:
         self._key = f"{PREFIX}rate:{name}"
         self._interval_ms = 1000.0 / rps if rps > 0 else 0.0
         self._burst_ms = self._interval_ms * max(burst - 1, 0)
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve = lua.script(redis, "worker", "reserve_slot")
 
     async def wait(self) -> None:
         """Sleep until this process's call fits the shared rate (or raise RateLimitBusy)."""

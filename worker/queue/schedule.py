@@ -19,58 +19,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from worker import lua
 from worker.keys import PREFIX
 
 _WAKE_KEEP = 64
-
-# KEYS: due, leases   ARGV: now_ms, limit, lease_ms, token_prefix
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[3])
-for i, m in ipairs(due) do
-  local token = ARGV[4] .. i
-  redis.call('ZADD', KEYS[1], until_ms, m)
-  redis.call('HSET', KEYS[2], m, token)
-  out[#out + 1] = m
-  out[#out + 1] = token
-end
-return out
-"""
-
-# KEYS: due, leases, list (may be a dummy), wake
-# ARGV: member, token, next_ms ('' = by list), now_ms, wake_keep
-_RELEASE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-elseif redis.call('LLEN', KEYS[3]) > 0 then
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-else
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 1
-end
--- A consumer may be asleep until the lease's end: the member is due sooner now, so wake it.
-redis.call('RPUSH', KEYS[4], 1)
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
-return 1
-"""
-
-# KEYS: due, leases, list   ARGV: member, token, expected_head, lease_until_ms
-_POP = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
-if redis.call('LINDEX', KEYS[3], 0) == ARGV[3] then redis.call('LPOP', KEYS[3]) end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return redis.call('LLEN', KEYS[3])
-"""
-
-# KEYS: due, leases   ARGV: member, token, lease_until_ms
-_EXTEND = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"""
 
 
 def now_ms() -> int:
@@ -95,10 +47,9 @@ class Schedule:
         self.due_key = f"{PREFIX}{name}:due"
         self.lease_key = f"{PREFIX}{name}:lease"
         self.wake_key = f"{PREFIX}{name}:wake"
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
-        self._pop = redis.register_script(_POP)
-        self._extend = redis.register_script(_EXTEND)
+        self._claim = lua.script(redis, "worker.queue", "claim")
+        self._release = lua.script(redis, "worker.queue", "release")
+        self._pop = lua.script(redis, "worker.queue", "pop")
 
     def list_key(self, member: str) -> str:
         """The FIFO list a member owns."""
@@ -160,15 +111,6 @@ class Schedule:
             )
         )
 
-    async def extend(self, claim: Claim, lease_ms: int) -> bool:
-        """Renew a lease during long work; False if another consumer has taken over."""
-        return bool(
-            await self._extend(
-                keys=[self.due_key, self.lease_key],
-                args=[claim.member, claim.token, now_ms() + lease_ms],
-            )
-        )
-
     async def head(self, member: str) -> str | None:
         """The oldest item of a member's list."""
         raw = await self.redis.lindex(self.list_key(member), 0)
@@ -178,10 +120,6 @@ class Schedule:
         """When the earliest member falls due (leased members included)."""
         first = await self.redis.zrange(self.due_key, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
-
-    async def size(self) -> int:
-        """How many members are scheduled."""
-        return int(await self.redis.zcard(self.due_key))
 
     async def wait(self, redis: Redis, timeout: float) -> None:
         """Block on the wake list (on a connection of the caller's) for at most `timeout` s."""

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import keys
+from worker import keys, lua
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
@@ -33,18 +33,6 @@ from worker.rooms.request import CreateRoom
 log = get_logger("roomkeeper.create")
 
 UNAVAILABLE_MSG = "can't create room: livekit unavailable"
-# KEYS: job, room, queued-jobs   ARGV: job_id → 1 when started, 0 when the job is already over
-_START = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st or st == 'complete' or st == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'in_progress')
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[2], 'state') == 'queued' and
-   redis.call('HGET', KEYS[2], 'job_id') == ARGV[1] then
-  redis.call('HSET', KEYS[2], 'state', 'creating')
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -190,7 +178,7 @@ async def _call(
 
 async def _start(deps: Deps, job_id: str, room_id: str) -> bool:
     """Mark the job in progress and its queued session `creating`; False if the job is over."""
-    script = deps.redis.register_script(_START)  # cheap: a sha1; the call is EVALSHA
+    script = lua.script(deps.redis, "worker.rooms", "start_create")  # cheap: the call is EVALSHA
     started = await script(
         keys=[keys.job(job_id), keys.room(room_id), keys.QUEUED_JOBS], args=[job_id]
     )

@@ -16,7 +16,7 @@ from google.protobuf.json_format import Parse, ParseError
 from livekit import api
 from redis.exceptions import WatchError
 
-from worker import keys
+from worker import keys, lua
 from worker.deps import Deps
 from worker.livekit import proto_dict
 from worker.logs import get_logger
@@ -42,16 +42,6 @@ SEEN_TTL = 86400
 PENDING_WAIT_MS = 30_000
 PENDING_RETRY_MS = 200
 
-# KEYS: seen-marker, due, list   ARGV: ttl, body, now_ms, wake
-_ACCEPT = """
-if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) == false then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[4], 1)
-redis.call('LTRIM', KEYS[4], -64, -1)
-return 1
-"""
-
 
 def parse_event(body: str) -> api.WebhookEvent:
     """A LiveKit webhook body (protojson) as a message; ValueError when it is not one."""
@@ -66,7 +56,7 @@ class Inbox:
 
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
-        self._accept = schedule.redis.register_script(_ACCEPT)
+        self._accept = lua.script(schedule.redis, "worker.rooms", "accept_event")
 
     async def accept(self, event: api.WebhookEvent, body: str) -> bool:
         """File `body` on its room's FIFO; False when this event id was seen already."""

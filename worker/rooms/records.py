@@ -14,53 +14,11 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from worker import keys
+from worker import keys, lua
 from worker.connections import ArqJob
 
 PENDING_STATES = ("queued", "creating")
 LIVE_STATES = ("created", "active")
-
-# KEYS: room, job, queued-jobs[, arq job, arq queue]
-# ARGV: job_id, request, event_id, now_ms, room_id, job_ttl[, arq payload, ttl ms, score, arq id]
-_CLAIM_CREATE = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'queued' or st == 'creating' then
-  return {'pending', redis.call('HGET', KEYS[1], 'job_id')}
-end
-if st == 'created' or st == 'active' then
-  return {'exists', redis.call('HGET', KEYS[1], 'info')}
-end
-if st == 'ending' then return {'ending', ''} end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'state', 'queued', 'job_id', ARGV[1])
-redis.call('HSET', KEYS[2], 'job_id', ARGV[1], 'room_id', ARGV[5], 'state', 'queued',
-  'request', ARGV[2], 'event_id', ARGV[3], 'attempts', 0, 'created_ms', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
-  redis.call('HSET', KEYS[2], 'arq_job', ARGV[10])
-end
-return {'new', ARGV[1]}
-"""
-
-
-# KEYS: room   ARGV: sid, to_state, now, end_reason ('' = keep), from_states...
-# Compare-and-set on (sid, state): other fields may change meanwhile (a participant joining)
-# without failing the move, which a WATCH on the whole hash would.
-_TRANSITION = """
-if redis.call('HGET', KEYS[1], 'sid') ~= ARGV[1] then return false end
-local st = redis.call('HGET', KEYS[1], 'state')
-for i = 5, #ARGV do
-  if st == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'state_since', ARGV[3])
-    if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'end_reason', ARGV[4]) end
-    return st
-  end
-end
-return false
-"""
 
 
 @dataclass(frozen=True)
@@ -78,8 +36,8 @@ class Store:
     def __init__(self, redis: Redis, *, job_ttl_s: int) -> None:
         self.redis = redis
         self.job_ttl_s = job_ttl_s
-        self._claim_create = redis.register_script(_CLAIM_CREATE)
-        self._transition = redis.register_script(_TRANSITION)
+        self._claim_create = lua.script(redis, "worker.rooms", "claim_create")
+        self._transition = lua.script(redis, "worker.rooms", "transition")
 
     def claim_create_cmd(
         self, pipe: Any, *, room_id: str, job_id: str, request: str, event_id: str

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from redis.asyncio import Redis
 
-from worker import __version__, keys
+from worker import __version__, keys, lua
 from worker.logs import get_logger
 from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
 from worker.queue.schedule import Claim, Schedule, now_ms
@@ -190,84 +190,14 @@ class Outbox:
         return ids
 
 
-# The head of a queue with its record; when it is pending and its queue open, its body too, and
-# the record is marked in flight (so a crash during the attempt is noticed and logged).
-# KEYS: queue list, gone flag   ARGV: record key prefix, body key prefix, now
-_PEEK = """
-local did = redis.call('LINDEX', KEYS[1], 0)
-if not did then return false end
-local rkey = ARGV[1] .. did
-local rec = redis.call('HGETALL', rkey)
-local state, event_id
-for i = 1, #rec, 2 do
-  if rec[i] == 'state' then state = rec[i + 1] end
-  if rec[i] == 'event_id' then event_id = rec[i + 1] end
-end
-if state ~= 'pending' then return {did, rec} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {did, rec, 1} end
-local body = redis.call('GET', ARGV[2] .. event_id)
-if not body then return {did, rec, 0} end
-redis.call('HSET', rkey, 'inflight', ARGV[3])
-return {did, rec, 0, body}
-"""
-
-
 @dataclass(frozen=True)
 class Head:
-    """The delivery at the head of a queue, as `_PEEK` read it."""
+    """The delivery at the head of a queue, as `peek.lua` read it."""
 
     delivery_id: str
     record: dict[str, str]
     gone: bool
     body: str | None
-
-
-# Logs an attempt (if any) and moves a pending delivery on, atomically.
-# KEYS: record, attempt log, counts, pending index, dead index, gone flag
-# ARGV: id, entry ('' = none), attempts ('' = keep), state, reason, next_at, now, ttl, gone ttl
-_SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if ARGV[2] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[8])
-end
-if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'attempts', ARGV[3]) end
-redis.call('HDEL', KEYS[1], 'inflight')
-if ARGV[4] == 'pending' then
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'next_at', ARGV[6]) end
-else
-  redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished', ARGV[7])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[5]) end
-  redis.call('HDEL', KEYS[1], 'next_at')
-  redis.call('HINCRBY', KEYS[3], 'pending', -1)
-  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  if ARGV[4] == 'dead' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
-end
-if ARGV[9] ~= '' then redis.call('SET', KEYS[6], '1', 'EX', ARGV[9]) end
-redis.call('EXPIRE', KEYS[1], ARGV[8])
-return 1
-"""
-
-# Removes one finished delivery and its index entries, keeping the counts right.
-# KEYS: record, attempt log, all index, room index, pending index, dead index, counts, URL index
-# ARGV: id
-_PRUNE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'pending' then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[8], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-if state then
-  redis.call('HINCRBY', KEYS[7], state, -1)
-  return 1
-end
-return 2
-"""
 
 
 class Dispatcher:
@@ -279,9 +209,9 @@ class Dispatcher:
         self.session = session
         self.schedule = Schedule(redis, SCHEDULE_NAME)
         self.lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
-        self._peek_script = redis.register_script(_PEEK)
-        self._settle_script = redis.register_script(_SETTLE)
-        self._prune_script = redis.register_script(_PRUNE)
+        self._peek_script = lua.script(redis, "worker.webhooks", "peek")
+        self._settle_script = lua.script(redis, "worker.webhooks", "settle")
+        self._prune_script = lua.script(redis, "worker.webhooks", "prune")
         self._next_prune = 0.0
         self.hosts = HostGuard(redis, settings, self.schedule)
 

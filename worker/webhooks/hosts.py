@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from worker import keys
+from worker import keys, lua
 from worker.metrics import BREAKER_TRANSITIONS, HELD
 from worker.queue.schedule import Schedule, now_ms
 from worker.settings import Settings
@@ -33,98 +33,6 @@ RATE_HELD = "waiting for the host's rate limit"
 MAX_SLEEP_MS = 1000
 SLOW_MIN_MS = 30_000  # a Retry-After lowers the rate for at least this long
 SLOW_FLOOR_RPS = 1.0
-
-# KEYS: host hash, waiting zset, tat, hosts zset, delivery record
-# ARGV: qid, now_ms, probe_ms, rps (0 = no rate check), max_sleep_ms, host, breaker reason,
-#       rate reason
-# -> {1, wait_ms, probe, failures} to go, or {0, until_ms, why} to hold.
-_ADMIT = """
-local now = tonumber(ARGV[2])
-local pms = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[4], now, ARGV[6])
-local h = redis.call('HMGET', KEYS[1], 'state', 'probe_at', 'failures', 'slow_rps', 'slow_until')
-local failures = tonumber(h[3] or '0')
-local function hold(until_ms, reason, why)
-  redis.call('HDEL', KEYS[5], 'inflight')
-  redis.call('HSET', KEYS[5], 'held', reason, 'next_at', string.format('%.3f', until_ms / 1000))
-  return {0, math.floor(until_ms), why}
-end
-local probe = 0
-if h[1] == 'open' then
-  local probe_at = tonumber(h[2] or '0')
-  redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  -- A first in line that never came back (its queue emptied) lets anyone probe a turn later.
-  if now < probe_at or (first ~= ARGV[1] and now < probe_at + pms) then
-    local until_ms = probe_at
-    if first ~= ARGV[1] then until_ms = probe_at + pms end
-    if until_ms < now + 20 then until_ms = now + pms end
-    return hold(until_ms, ARGV[7], 'breaker')
-  end
-  probe = 1
-end
-local rps = tonumber(ARGV[4])
-local wait = 0
-if rps > 0 then
-  if h[4] and tonumber(h[5] or '0') > now then rps = math.min(rps, tonumber(h[4])) end
-  local interval = 1000 / rps
-  local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if tat < now then tat = now end
-  wait = tat - now
-  if wait > tonumber(ARGV[5]) then return hold(tat, ARGV[8], 'rate') end
-  local new_tat = tat + interval
-  redis.call('SET', KEYS[3], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-end
-if probe == 1 then
-  redis.call('HSET', KEYS[1], 'probe_at', now + pms)
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-redis.call('HDEL', KEYS[5], 'held')
-return {1, math.floor(wait), probe, failures}
-"""
-
-# KEYS: host hash, waiting zset, open set, schedule due, schedule leases, schedule wake
-# ARGV: kind (ok|fail), now_ms, threshold, probe_ms, retry_after_s (-1 = none), base_rps, host,
-#       lowest rps, shortest lowering ms
-# -> 1 when this opened the breaker, 2 when it closed it, else 0
-_OBSERVE = """
-local now = tonumber(ARGV[2])
-local moved = 0
-if ARGV[1] == 'fail' then
-  local f = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-  if redis.call('HGET', KEYS[1], 'state') ~= 'open' and f >= tonumber(ARGV[3]) then
-    redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now, 'probe_at', now + tonumber(ARGV[4]))
-    redis.call('SADD', KEYS[3], ARGV[7])
-    moved = 1
-  end
-else
-  redis.call('HSET', KEYS[1], 'failures', 0)
-  if redis.call('HGET', KEYS[1], 'state') == 'open' then
-    redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', now)
-    redis.call('HDEL', KEYS[1], 'probe_at')
-    redis.call('SREM', KEYS[3], ARGV[7])
-    -- Every waiting queue is due now; one a consumer holds carries on under its lease.
-    for _, q in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-      if redis.call('HEXISTS', KEYS[5], q) == 0 then redis.call('ZADD', KEYS[4], 'XX', now, q) end
-    end
-    redis.call('DEL', KEYS[2])
-    redis.call('RPUSH', KEYS[6], 1)
-    redis.call('LTRIM', KEYS[6], -64, -1)
-    moved = 2
-  end
-end
-local retry_after = tonumber(ARGV[5])
-local base = tonumber(ARGV[6])
-if retry_after >= 0 and base > 0 then
-  local h = redis.call('HMGET', KEYS[1], 'slow_rps', 'slow_until')
-  local current = base
-  if h[1] and tonumber(h[2] or '0') > now then current = tonumber(h[1]) end
-  local lowered = math.max(current / 2, tonumber(ARGV[8]))
-  local span = math.max(retry_after * 1000, tonumber(ARGV[9]))
-  redis.call('HSET', KEYS[1], 'slow_rps', lowered, 'slow_until', now + span)
-end
-return moved
-"""
 
 
 def host_key(url: str) -> str:
@@ -187,8 +95,8 @@ class HostGuard:
         self.redis = redis
         self.settings = settings
         self.schedule = schedule
-        self._admit = redis.register_script(_ADMIT)
-        self._observe = redis.register_script(_OBSERVE)
+        self._admit = lua.script(redis, "worker.webhooks", "host_admit")
+        self._observe = lua.script(redis, "worker.webhooks", "host_observe")
 
     async def admit(self, delivery_id: str, url: str, qid: str, *, rate: bool = True) -> Admission:
         """Ask to attempt `delivery_id` now; a hold is written on its record for the log.

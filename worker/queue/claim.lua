@@ -1,0 +1,25 @@
+-- Take up to `limit` due members of a schedule under a fresh lease.
+-- A claimed member's score moves to the lease's end, so no other consumer sees it until then.
+--
+-- KEYS[1] due           the schedule's sorted set (member -> due time, ms)
+-- KEYS[2] leases        hash member -> the claim token holding it
+-- ARGV[1] now_ms
+-- ARGV[2] limit         at most this many members
+-- ARGV[3] lease_ms      how long the claim holds
+-- ARGV[4] token_prefix  unique per call; each member's token is this plus its position
+-- Returns {member, token, member, token, ...} (empty when nothing is due).
+local due, leases = KEYS[1], KEYS[2]
+local now_ms, limit, lease_ms, token_prefix =
+  tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+
+local members = redis.call('ZRANGEBYSCORE', due, '-inf', now_ms, 'LIMIT', 0, limit)
+local out = {}
+local until_ms = now_ms + lease_ms
+for i, m in ipairs(members) do
+  local token = token_prefix .. i
+  redis.call('ZADD', due, until_ms, m)
+  redis.call('HSET', leases, m, token)
+  out[#out + 1] = m
+  out[#out + 1] = token
+end
+return out
