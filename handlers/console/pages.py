@@ -42,6 +42,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["when"] = _when
+    env.filters["clock"] = lambda unix: time.strftime("%H:%M:%S", time.gmtime(unix or 0))
     return env
 
 
