@@ -14,11 +14,12 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
-from tests.conftest import Stack
+from tests.conftest import Stack, make_settings, run_api
 from tests.support.api import API_KEY, API_SECRET, eventually, minimal_request
 from tests.support.delivery import record
 from tests.support.servers import Receiver
 from worker import keys
+from worker.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -139,3 +140,24 @@ async def test_a_post_without_the_csrf_token_is_refused(
                 assert resp.status == 403, form
 
     assert (await record(redis, did))["state"] == "dead"
+
+
+async def test_the_console_password_opens_it_and_an_empty_one_never_does(
+    settings: Settings, redis: Redis
+) -> None:
+    with_password = make_settings(
+        settings.redis_url, settings.livekit_url, console_password="corridor-lamp-42"
+    )
+    assert make_settings(settings.redis_url, settings.livekit_url, console_password="") == (
+        make_settings(settings.redis_url, settings.livekit_url)
+    )
+    async with run_api(with_password) as url, aiohttp.ClientSession() as http:
+        for user, password, status in (
+            ("operator", "corridor-lamp-42", 200),
+            (API_KEY, API_SECRET, 200),
+            ("operator", "", 401),
+            ("operator", "corridor-lamp", 401),
+        ):
+            auth = {"Authorization": aiohttp.encode_basic_auth(user, password)}
+            async with http.get(f"{url}/console/", headers=auth) as resp:
+                assert resp.status == status, (user, password)

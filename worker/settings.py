@@ -152,6 +152,12 @@ class Settings(BaseSettings):
                 raise ValueError("the part after whsec_ must be base64") from None
         return parts
 
+    @field_validator("console_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An empty password must never open the console.
+        return None if value == "" else value
+
     @field_validator("webhook_events")
     @classmethod
     def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
