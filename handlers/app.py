@@ -15,21 +15,9 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from handlers import (
-    bulk,
-    console,
-    deliveries,
-    livekit_events,
-    openapi,
-    ops,
-    room_actions,
-    room_queries,
-    rooms,
-)
-from handlers.auth import authenticate
-from handlers.jsonbody import BadJson, parse_json
-from handlers.replies import STATUS_CODE, ApiError, failure
-from handlers.state import BODY, DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
+from handlers import console, deliveries, livekit_events, openapi, ops, routes
+from handlers.replies import STATUS_CODE, ApiError, StatusCode, failure
+from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
 from worker.deps import open_deps
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
@@ -78,54 +66,49 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
+def _unknown_route(request: web.Request) -> web.Response | None:
+    """The answer for a path no route serves (None when one does)."""
+    if not isinstance(request.match_info.http_exception, web.HTTPNotFound):
+        return None
+    if request.path.startswith("/auth/"):
+        return failure(
+            StatusCode.NOT_FOUND,
+            f"{request.path}: roomkeeper does not serve this route (its /auth routes are listed "
+            "in /openapi.json)",
+            http_status=404,
+        )
+    return failure(StatusCode.NOT_FOUND, f"{request.path}: not found", http_status=404)
+
+
 @web.middleware
 async def plugnmeet(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """For `/auth/*`: size and type checks, signature over the raw body, JSON, error mapping."""
+    """Unknown paths as JSON; for `/auth/*`: POST only, and the one place errors become answers.
+
+    Each route's own checks (size, signature, JSON, validation) are in `handlers.routes`.
+    """
+    unknown = _unknown_route(request)
+    if unknown is not None:
+        return unknown
     if not request.path.startswith("/auth/"):
         return await handler(request)
-    settings = request.app[SETTINGS]
     try:
         if request.method != "POST":
-            raise ApiError("INVALID_PARAMETERS", "only POST is supported on this route", 405)
-        if request.content_length is not None and request.content_length > settings.max_body_bytes:
-            raise _too_large(settings)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(settings) from None
-        authenticate(
-            request.headers,
-            raw,
-            settings.api_key,
-            settings.api_secret.get_secret_value(),
-        )
-        if request.content_type != "application/json":
             raise ApiError(
-                "INVALID_PARAMETERS",
-                f"Content-Type must be application/json, not {request.content_type or 'none'}",
-                415,
+                StatusCode.INVALID_PARAMETERS, "only POST is supported on this route", 405
             )
-        try:
-            request[BODY] = parse_json(raw)
-        except BadJson as exc:
-            raise ApiError("INVALID_PARAMETERS", f"invalid JSON body: {exc}") from None
         return await handler(request)
     except ApiError as exc:
-        return failure(exc.status_code, exc.msg, http_status=exc.http_status)
+        return failure(exc.status_code, exc.msg, http_status=exc.http_status, **exc.extra)
     except RedisError:
         log.exception("redis error")
-        return failure("INTERNAL_SERVER_ERROR", "storage unavailable, try again shortly")
+        return failure(StatusCode.INTERNAL_SERVER_ERROR, "storage unavailable, try again shortly")
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unexpected error")
-        return failure("INTERNAL_SERVER_ERROR", "internal error; the request id is in X-Request-Id")
-
-
-def _too_large(settings: Settings) -> ApiError:
-    return ApiError(
-        "INVALID_PARAMETERS", f"request body is larger than {settings.max_body_bytes} bytes", 413
-    )
+        return failure(
+            StatusCode.INTERNAL_SERVER_ERROR, "internal error; the request id is in X-Request-Id"
+        )
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -133,7 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[observe, plugnmeet],
         # aiohttp refuses larger bodies itself; one byte more lets us tell "too large" apart.
-        client_max_size=settings.max_body_bytes + 1,
+        client_max_size=routes.largest_body(settings) + 1,
     )
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
@@ -146,17 +129,6 @@ def create_app(settings: Settings) -> web.Application:
         await deps.aclose()
 
     app.cleanup_ctx.append(clients)
-    routes = (
-        rooms,
-        room_queries,
-        room_actions,
-        bulk,
-        deliveries,
-        livekit_events,
-        ops,
-        openapi,
-        console,
-    )
-    for module in routes:
+    for module in (routes, deliveries, livekit_events, ops, openapi, console):
         module.setup(app)
     return app

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from handlers.replies import ApiError
+from handlers.replies import ApiError, StatusCode
 from worker.webhooks.signing import verify_body_hmac
 
-MISSING = "MISSING_REQUIRED_PARAMETER"
+MISSING = StatusCode.MISSING_REQUIRED_PARAMETER
 
 
 def authenticate(headers: Mapping[str, str], body: bytes, api_key: str, api_secret: str) -> None:
@@ -21,11 +21,13 @@ def authenticate(headers: Mapping[str, str], body: bytes, api_key: str, api_secr
     if not key:
         raise ApiError(MISSING, "Missing API-KEY header.", 401)
     if not hmac.compare_digest(key.encode(), api_key.encode()):
-        raise ApiError("INVALID_API_KEY", "Invalid API key provided.", 401)
+        raise ApiError(StatusCode.INVALID_API_KEY, "Invalid API key provided.", 401)
     signature = headers.get("HASH-SIGNATURE")
     if not signature:
         raise ApiError(MISSING, "Missing HASH-SIGNATURE header.", 401)
     if not verify_body_hmac(body, signature, api_secret):
         raise ApiError(
-            "INVALID_TOKEN_OR_SIGNATURE", "Failed to verify provided authentication details.", 401
+            StatusCode.INVALID_TOKEN_OR_SIGNATURE,
+            "Failed to verify provided authentication details.",
+            401,
         )

@@ -1,55 +1,40 @@
 """Bulk creation and job status (`/auth/room/createBulk`, `/auth/job/status`).
 
-`createBulk` validates every room with the single create's rules, claims the valid ones in one
-Redis round trip and queues them as arq jobs of `create_batch_size` rooms. Each room is reported
+`createBulk` validates every room with the single create's rules and submits the valid ones
+(`worker.rooms.submit`: claimed and queued in one Redis round trip). Each room is reported
 on its own, in request order:
 - queued now: `accepted: true` and its `job_id`;
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
 - already active: `accepted: false`, msg `room already exists`, and its `room_info` (nothing to
   do, so nothing was accepted; the room is there, as a single create would answer);
 - invalid, repeated in the call, or ending: `accepted: false` and a `msg` saying why.
+
+With `"dry_run": true` every room gets the same checks and nothing is claimed or queued: a valid
+room is reported `accepted: true, msg: "valid (dry run: nothing was claimed)"`, HTTP 200.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 from aiohttp import web
 
-from handlers.replies import ApiError, ok
-from handlers.rooms import create_limits
-from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
+from handlers.models import BulkRequest, JobStatusRequest
+from handlers.replies import ApiError, StatusCode, ok
+from handlers.rooms import create_limits, created_room_info
+from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
-from worker.deps import Deps
-from worker.rooms.create import job_request
-from worker.rooms.jobs import enqueue_batches
-from worker.rooms.records import CreateClaim, Store, api_room_info
-from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
-from worker.webhooks.bodies import new_event_id
+from worker.rooms.records import CreateClaim
+from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
+from worker.rooms.submit import submit
+from worker.wire import WireInvalid, validate
 
-INVALID = "INVALID_PARAMETERS"
 # The contract's status codes have no "try later"; a full queue is the service's own limit.
-QUEUE_FULL = "INTERNAL_SERVER_ERROR"
+QUEUE_FULL = StatusCode.INTERNAL_SERVER_ERROR
 MAX_ECHOED_ID = 256
 YIELD_EVERY = 100
-MAX_JOB_ID = 256
-
-
-def _list_field(body: Any, name: str, limit: int) -> list[Any]:
-    """`body[name]` as a list of 1..limit items, or the plugNmeet error."""
-    if not isinstance(body, dict):
-        raise ApiError(INVALID, "request body must be a JSON object")
-    items = body.get(name)
-    if items is None:
-        raise ApiError(INVALID, f"{name}: is required")
-    if not isinstance(items, list):
-        raise ApiError(INVALID, f"{name}: must be a list")
-    if not 1 <= len(items) <= limit:
-        raise ApiError(INVALID, f"{name}: must hold 1 to {limit} items, not {len(items)}")
-    return items
 
 
 def _echo_id(item: Any) -> str:
@@ -63,9 +48,12 @@ def _rejected(room_id: str, msg: str, **extra: Any) -> dict[str, Any]:
 
 
 async def _validate(
-    rooms: list[Any], limits: CreateLimits
+    rooms: list[Any], context: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[tuple[int, CreateRoom]]]:
-    """Each room checked like a single create: (results so far, the valid ones by position)."""
+    """Each room checked like a single create: (results so far, the valid ones by position).
+
+    The route's reader has already respelled every room (names, protojson forms, presence).
+    """
     results: list[dict[str, Any]] = [{} for _ in rooms]
     valid: list[tuple[int, CreateRoom]] = []
     first_at: dict[str, int] = {}
@@ -73,9 +61,10 @@ async def _validate(
         if i and i % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # a thousand validations take a while; let others run
         try:
-            req = parse_create_room(item, limits)
-        except RequestInvalid as exc:
-            results[i] = _rejected(_echo_id(item), exc.msg)
+            req = validate(CreateRoomRequest, item, context, UNITS).room
+        except WireInvalid as exc:
+            extra = {"errors": exc.errors} if len(exc.errors) > 1 else {}
+            results[i] = _rejected(_echo_id(item), exc.msg, **extra)
             continue
         if req.room_id in first_at:
             msg = f"room_id repeated in this call (first used at rooms[{first_at[req.room_id]}])"
@@ -84,23 +73,6 @@ async def _validate(
         first_at[req.room_id] = i
         valid.append((i, req))
     return results, valid
-
-
-async def _claim(deps: Deps, valid: list[tuple[int, CreateRoom]]) -> list[CreateClaim]:
-    """Claim every valid room's create in one pipeline (one round trip for the whole call)."""
-    if not valid:
-        return []
-    async with deps.redis.pipeline(transaction=False) as pipe:
-        for _, req in valid:
-            deps.store.claim_create_cmd(
-                pipe,
-                room_id=req.room_id,
-                job_id=uuid.uuid4().hex,
-                request=job_request(req),
-                event_id=new_event_id(),
-            )
-        answers = await pipe.execute()
-    return [Store.parse_claim(raw) for raw in answers]
 
 
 def _result(room_id: str, claim: CreateClaim) -> dict[str, Any]:
@@ -115,18 +87,27 @@ def _result(room_id: str, claim: CreateClaim) -> dict[str, Any]:
             "msg": "create already queued",
         }
     if claim.kind == "exists":
-        info = api_room_info(claim.info or {})
+        info = created_room_info(claim.info or {})
         return _rejected(room_id, "room already exists", room_info=info)
     return _rejected(room_id, "room is ending; create it again once it has ended")
 
 
-async def create_bulk(request: web.Request) -> web.Response:
+DRY_RUN = "valid (dry run: nothing was claimed)"
+
+
+async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
     """Validate, claim and queue up to `bulk_max_rooms` creates; 202 with one result per room."""
     settings = request.app[SETTINGS]
     deps = request.app[DEPS]
-    rooms = _list_field(body_of(request), "rooms", settings.bulk_max_rooms)
-    results, valid = await _validate(rooms, create_limits(settings))
-    request[LOG_FIELDS] = {"rooms": len(rooms), "valid": len(valid)}
+    rooms = body.rooms
+    context = {"settings": settings, "limits": create_limits(settings)}
+    results, valid = await _validate(rooms, context)
+    request[LOG_FIELDS] = {"rooms": len(rooms), "valid": len(valid), "dry_run": body.dry_run}
+    if body.dry_run:
+        for i, req in valid:
+            results[i] = {"room_id": req.room_id, "accepted": True, "msg": DRY_RUN}
+        msg = f"{len(valid)} of {len(rooms)} rooms valid (dry run: nothing was claimed)"
+        return ok(msg, results=results, dry_run=True)
     if valid:
         # A bound, not a reservation: concurrent calls may overshoot it by one call's rooms.
         waiting = await deps.store.queued_jobs()
@@ -136,11 +117,10 @@ async def create_bulk(request: web.Request) -> web.Response:
                 f"queue is full ({waiting} waiting, limit {settings.queue_max_depth}); "
                 "nothing was accepted, retry later",
             )
-    claims = await _claim(deps, valid)
+    claims = await submit(deps, [req for _, req in valid])
     for (i, req), claim in zip(valid, claims, strict=True):
         results[i] = _result(req.room_id, claim)
     new = [c.job_id for c in claims if c.kind == "new" and c.job_id]
-    await enqueue_batches(deps, new)
     request[LOG_FIELDS]["queued"] = len(new)
     return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
 
@@ -175,7 +155,7 @@ def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
         }
     view: dict[str, Any] = {"job_id": job_id, "room_id": record.get("room_id", ""), "state": state}
     if state == "complete":
-        view["room_info"] = api_room_info(json.loads(record.get("room_info") or "{}"))
+        view["room_info"] = created_room_info(json.loads(record.get("room_info") or "{}"))
     elif state == "failed":
         view["msg"] = record.get("msg") or "can't create room"
     elif record.get("last_error"):
@@ -183,21 +163,9 @@ def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
     return view
 
 
-async def job_status(request: web.Request) -> web.Response:
+async def job_status(request: web.Request, body: JobStatusRequest) -> web.Response:
     """The state of up to `bulk_max_rooms` create jobs, in request order."""
-    settings = request.app[SETTINGS]
-    job_ids = _list_field(body_of(request), "job_ids", settings.bulk_max_rooms)
-    for i, job_id in enumerate(job_ids):
-        if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID:
-            raise ApiError(
-                INVALID, f"job_ids[{i}]: must be a string of 1 to {MAX_JOB_ID} characters"
-            )
+    job_ids = body.job_ids
     records = await _job_records(request.app[DEPS].redis, job_ids)
     jobs = [_job_view(j, r) for j, r in zip(job_ids, records, strict=True)]
     return ok(jobs=jobs)
-
-
-def setup(app: web.Application) -> None:
-    """Register the bulk routes."""
-    app.router.add_post("/auth/room/createBulk", create_bulk)
-    app.router.add_post("/auth/job/status", job_status)

@@ -7,16 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.params import choice, integer, request_object, room_id_of, room_ids_of
-from handlers.replies import ApiError, failure, ok
-from handlers.state import DEPS, LOG_FIELDS, body_of
+from handlers.models import NoRequest, PastRoomsRequest, RoomIdRequest
+from handlers.replies import ApiError, StatusCode, failure, ok
+from handlers.state import DEPS, LOG_FIELDS
 from worker.deps import Deps
 from worker.livekit import LiveKitError
 from worker.rooms.records import LIVE_STATES, room_info_of
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16
-MAX_ROOM_IDS = 1000
 
 
 def active_room_info(record: dict[str, str]) -> dict[str, Any]:
@@ -40,42 +39,41 @@ async def _participants(deps: Deps, room_id: str) -> list[dict[str, Any]]:
     try:
         return await deps.livekit.list_participants(room_id)
     except LiveKitError as exc:
-        raise ApiError("INTERNAL_SERVER_ERROR", f"can't reach livekit: {exc}") from None
+        raise ApiError(StatusCode.INTERNAL_SERVER_ERROR, f"can't reach livekit: {exc}") from None
 
 
 async def _live_record(deps: Deps, room_id: str) -> dict[str, str]:
     record = await deps.store.room(room_id)
     if not record:
-        raise ApiError("ROOM_NOT_FOUND", "room not found")
+        raise ApiError(StatusCode.ROOM_NOT_FOUND, "room not found")
     if record.get("state") not in LIVE_STATES:
-        raise ApiError("ROOM_NOT_ACTIVE", "room is not active")
+        raise ApiError(StatusCode.ROOM_NOT_ACTIVE, "room is not active")
     return record
 
 
-async def is_room_active(request: web.Request) -> web.Response:
+async def is_room_active(request: web.Request, body: RoomIdRequest) -> web.Response:
     """Whether `room_id` has a live session."""
-    room_id = room_id_of(body_of(request))
+    room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
     record = await request.app[DEPS].store.room(room_id)
     if record.get("state") in LIVE_STATES:
         return ok("room is active", is_active=True)
-    return failure("ROOM_NOT_ACTIVE", "room is not active", is_active=False)
+    return failure(StatusCode.ROOM_NOT_ACTIVE, "room is not active", is_active=False)
 
 
-async def get_active_room_info(request: web.Request) -> web.Response:
+async def get_active_room_info(request: web.Request, body: RoomIdRequest) -> web.Response:
     """One live room with its participants (from LiveKit)."""
     deps = request.app[DEPS]
-    room_id = room_id_of(body_of(request))
+    room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
     record = await _live_record(deps, room_id)
     participants = await _participants(deps, room_id)
     return ok(room={"room_info": active_room_info(record), "participants_info": participants})
 
 
-async def get_active_rooms_info(request: web.Request) -> web.Response:
+async def get_active_rooms_info(request: web.Request, body: NoRequest) -> web.Response:
     """Every live room with its participants."""
     deps = request.app[DEPS]
-    request_object(body_of(request))
     room_ids = await deps.store.active_room_ids()
     records = [r for r in await deps.store.rooms(room_ids) if r.get("state") in LIVE_STATES]
     gate = asyncio.Semaphore(PARTICIPANT_FETCHES)
@@ -91,15 +89,10 @@ async def get_active_rooms_info(request: web.Request) -> web.Response:
     return ok(rooms=rooms)
 
 
-async def fetch_past_rooms(request: web.Request) -> web.Response:
+async def fetch_past_rooms(request: web.Request, body: PastRoomsRequest) -> web.Response:
     """Ended sessions, newest first by default; `from`/`limit` page through them."""
     deps = request.app[DEPS]
-    body = request_object(body_of(request))
-    room_ids = room_ids_of(body.get("room_ids"), "room_ids", limit=MAX_ROOM_IDS)
-    # The Python SDK sends `from_` (a dataclass field cannot be called `from`).
-    start = integer(body.get("from", body.get("from_")), "from", default=0, low=0, high=10_000_000)
-    limit = integer(body.get("limit"), "limit", default=20, low=1, high=100)
-    order_by = choice(body.get("order_by"), "order_by", ("ASC", "DESC"), "DESC")
+    room_ids, start, limit, order_by = body.room_ids, body.from_, body.limit, body.order_by
     total, records = await deps.store.past_rooms(
         room_ids,
         offset=start,
@@ -129,11 +122,3 @@ async def fetch_past_rooms(request: web.Request) -> web.Response:
     if not rooms:
         return ok("no info found", result=result)
     return ok(result=result)
-
-
-def setup(app: web.Application) -> None:
-    """Register the read routes."""
-    app.router.add_post("/auth/room/isRoomActive", is_room_active)
-    app.router.add_post("/auth/room/getActiveRoomInfo", get_active_room_info)
-    app.router.add_post("/auth/room/getActiveRoomsInfo", get_active_rooms_info)
-    app.router.add_post("/auth/room/fetchPastRooms", fetch_past_rooms)

@@ -5,23 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
-from handlers.replies import ApiError, failure, ok
-from handlers.state import DEPS, LOG_FIELDS, SETTINGS, body_of
-from worker.connections import arq_job
+from handlers.replies import StatusCode, failure, ok
+from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker.deps import Deps
-from worker.rooms.create import job_request
-from worker.rooms.jobs import CREATE_ROOMS
 from worker.rooms.records import api_room_info
-from worker.rooms.request import CreateLimits, CreateRoom, RequestInvalid, parse_create_room
+from worker.rooms.request import CreateLimits, CreateRoomRequest
+from worker.rooms.submit import submit
 from worker.settings import Settings
-from worker.webhooks.bodies import new_event_id
-
-INVALID = "INVALID_PARAMETERS"
 
 
 def create_limits(settings: Settings) -> CreateLimits:
@@ -33,17 +27,34 @@ def create_limits(settings: Settings) -> CreateLimits:
     )
 
 
-def validate_create(data: Any, settings: Settings) -> CreateRoom:
-    """A create request, validated and normalised, or the plugNmeet error."""
+def created_room_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A created room for every SDK: plugNmeet's ActiveRoomInfo keys and LiveKit's room keys.
+
+    protojson readers skip keys they do not know, so the seed (LiveKit's room), the JS and
+    Python SDKs and PHP v2 (`ActiveRoomInfo`, `getRoomId()`) all read this one object.
+    """
+    room = api_room_info(info)
     try:
-        return parse_create_room(data, create_limits(settings))
-    except RequestInvalid as exc:
-        raise ApiError(INVALID, exc.msg) from None
+        metadata = json.loads(room["metadata"] or "{}")
+    except ValueError:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return {
+        "room_id": room["name"],
+        "room_title": str(metadata.get("room_title", "")),
+        "joined_participants": int(info.get("num_participants", 0)),
+        "is_running": True,  # it exists in LiveKit and takes joins
+        "is_recording": False,
+        "is_active_rtmp": False,
+        "webhook_url": str(metadata.get("webhook_url", "")),
+        **room,
+    }
 
 
 def room_reply(msg: str, info: dict[str, Any], **extra: Any) -> web.Response:
     """Success with the room under both names the SDKs and the seed use."""
-    room = api_room_info(info)
+    room = created_room_info(info)
     return ok(msg, room_info=room, roomInfo=room, **extra)
 
 
@@ -70,25 +81,18 @@ async def wait_for_job(deps: Deps, job_id: str, timeout: float) -> dict[str, str
         delay = min(delay * 2, 0.05)
 
 
-async def create(request: web.Request) -> web.Response:
+async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     """plugNmeet's `/room/create`, idempotent per `room_id`."""
     settings = request.app[SETTINGS]
     deps = request.app[DEPS]
-    req = validate_create(body_of(request), settings)
+    req = body.room
     request[LOG_FIELDS] = {"room_id": req.room_id}
-    job_id = uuid.uuid4().hex
-    claim = await deps.store.claim_create(
-        room_id=req.room_id,
-        job_id=job_id,
-        request=job_request(req),
-        event_id=new_event_id(),
-        # The claim writes the arq job itself: one round trip, and never a claim without a job.
-        enqueue=arq_job(CREATE_ROOMS, ([job_id],), job_id),
-    )
+    # The claim writes the arq job itself: never a claim without a job.
+    (claim,) = await submit(deps, [req])
     if claim.kind == "exists":
         return room_reply("room already exists", claim.info or {})
     if claim.kind == "ending":
-        return failure("CONFLICT", "room is ending; create it again once it has ended")
+        return failure(StatusCode.CONFLICT, "room is ending; create it again once it has ended")
     assert claim.job_id is not None
     request[LOG_FIELDS]["job_id"] = claim.job_id
     if wants_async(request):
@@ -99,7 +103,7 @@ async def create(request: web.Request) -> web.Response:
         msg = "success" if claim.kind == "new" else "room already exists"
         return room_reply(msg, _info(job))
     if state == "failed":
-        return failure("INTERNAL_SERVER_ERROR", job.get("msg") or "can't create room")
+        return failure(StatusCode.INTERNAL_SERVER_ERROR, job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
     return queued(claim.job_id, **extra)
 
@@ -107,8 +111,3 @@ async def create(request: web.Request) -> web.Response:
 def _info(job: dict[str, str]) -> dict[str, Any]:
     info: dict[str, Any] = json.loads(job.get("room_info") or "{}")
     return info
-
-
-def setup(app: web.Application) -> None:
-    """Register the room routes."""
-    app.router.add_post("/auth/room/create", create)

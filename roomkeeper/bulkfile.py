@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel
+from pydantic import BaseModel
 
 from worker.rooms.request import CreateLimits, CreateRoomRequest, RequestInvalid, parse_create_room
+from worker.wire import names_of
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TRUE = frozenset({"true", "1", "yes", "y", "on"})
@@ -80,9 +81,7 @@ def _field_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     """Every dotted field path of the create request (aliases included) and its cell type."""
     kinds: dict[str, str] = {}
     for name, field in model.model_fields.items():
-        names = [name]
-        if isinstance(field.validation_alias, AliasChoices):
-            names += [c for c in field.validation_alias.choices if isinstance(c, str)]
+        names = names_of(field, name)
         sub = _model_of(field.annotation)
         for alias in dict.fromkeys(names):
             path = f"{prefix}{alias}"

@@ -100,7 +100,13 @@ async def test_valid_rooms_are_created_and_invalid_ones_reported_with_reasons_in
     assert results[1]["msg"] == "metadata.room_title: must not be empty"
     assert results[3]["msg"] == "request body must be a JSON object"
     assert results[4]["msg"].startswith("room_id: must be 1-256 characters")
-    assert results[5]["msg"] == "max_participants: must be an integer >= 0"
+    assert results[5]["msg"] == (  # every broken rule of the room at once
+        "max_participants: must be an integer >= 0; metadata.room_features: is required"
+    )
+    assert results[5]["errors"] == [
+        "max_participants: must be an integer >= 0",
+        "metadata.room_features: is required",
+    ]
     job_ids = [r["job_id"] for r in results if r["accepted"]]
     assert len(set(job_ids)) == 3
     jobs = await settled(stack.api, job_ids)

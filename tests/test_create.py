@@ -75,6 +75,7 @@ async def test_respond_async_answers_202_with_a_job_id_and_the_room_follows(
         "msg": "queued",
         "status_code": "SUCCESS",
         "job_id": body["job_id"],
+        "warnings": [],
     }
     await eventually(lambda: _has_room(stack, "async-room"), what="room in LiveKit")
 

@@ -32,7 +32,7 @@ INVALID_BODIES = [
      "max_participants: must be an integer >= 0"),
     ("fractional empty_timeout", {**minimal_request("r1"), "empty_timeout": 1.5},
      "empty_timeout: must be an integer >= 0"),
-    ("string max_participants", {**minimal_request("r1"), "max_participants": "5"},
+    ("string max_participants", {**minimal_request("r1"), "max_participants": "five"},
      "max_participants: must be an integer >= 0"),
     ("negative room_duration", features(room_duration=-5),
      "metadata.room_features.room_duration: must be an integer >= 0"),

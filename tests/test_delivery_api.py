@@ -90,6 +90,7 @@ async def test_the_log_filters_by_state_and_shows_why_a_delivery_is_dead(
         "status_code": "SUCCESS",
         "deliveries": [],
         "next_cursor": None,
+        "warnings": [],
     }
 
 
@@ -184,11 +185,11 @@ async def _next_attempt(redis: Redis, did: str) -> bool:
 
 async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
     cases: list[tuple[str, Any, str]] = [
-        ("deliveries", [], "body: must be a JSON object"),
+        ("deliveries", [], "request body must be a JSON object"),
         ("deliveries", {"state": "lost"}, "state: must be one of pending, delivered, dead"),
         ("deliveries", {"limit": 0}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": 501}, "limit: must be an integer from 1 to 500"),
-        ("deliveries", {"limit": "10"}, "limit: must be an integer from 1 to 500"),
+        ("deliveries", {"limit": "ten"}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": True}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"limit": 2.5}, "limit: must be an integer from 1 to 500"),
         ("deliveries", {"cursor": "abc"}, "cursor: not a cursor this API returned"),
@@ -224,7 +225,7 @@ async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
         ("redeliver", {"url": "http://h/", "since": 0, "cursor": "x"}, "cursor: not a cursor"),
         ("test", {}, "url: is required"),
         ("test", {"url": "mailto:x@y"}, "url: must be an absolute http(s) URL"),
-        ("test", [], "body: must be a JSON object"),
+        ("test", [], "request body must be a JSON object"),
     ]
     wrong = []
     for route, payload, msg in cases:

@@ -11,22 +11,19 @@ from dataclasses import dataclass
 from arq import ArqRedis
 from redis.asyncio import Redis
 
+from worker import keys
 from worker.connections import arq_pool, redis_client
 from worker.livekit import LiveKit
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
 from worker.rooms.records import Store
-from worker.rooms.timers import SCHEDULE_NAME as TIMER_SCHEDULE
 from worker.settings import Settings
-from worker.webhooks.engine import SCHEDULE_NAME as DELIVERY_SCHEDULE
-from worker.webhooks.engine import Outbox
-
-INBOUND_SCHEDULE = "in"
+from worker.webhooks.engine import Outbox, delivery_schedule
 
 
 @dataclass
 class Deps:
-    """Shared clients and the schedules built over them."""
+    """Shared clients and the schedules built over them (one `Schedule` object each)."""
 
     settings: Settings
     redis: Redis
@@ -36,6 +33,7 @@ class Deps:
     outbox: Outbox
     timers: Schedule
     inbound: Schedule
+    deliveries: Schedule
 
     async def aclose(self) -> None:
         """Close every client this object opened."""
@@ -48,6 +46,7 @@ async def open_deps(settings: Settings) -> Deps:
     """Open Redis, arq's pool and LiveKit for this process."""
     redis = redis_client(settings)
     limiter = RateLimiter(redis, settings.livekit_max_rps)
+    deliveries = delivery_schedule(redis, settings)
     return Deps(
         settings=settings,
         redis=redis,
@@ -60,7 +59,8 @@ async def open_deps(settings: Settings) -> Deps:
             before_call=limiter.wait,
         ),
         store=Store(redis, job_ttl_s=int(settings.job_retention_days * 86400)),
-        outbox=Outbox(settings, Schedule(redis, DELIVERY_SCHEDULE)),
-        timers=Schedule(redis, TIMER_SCHEDULE),
-        inbound=Schedule(redis, INBOUND_SCHEDULE),
+        outbox=Outbox(settings, deliveries),
+        timers=Schedule(redis, keys.TIMERS),
+        inbound=Schedule(redis, keys.INBOUND),
+        deliveries=deliveries,
     )

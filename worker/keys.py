@@ -6,6 +6,42 @@ PREFIX = "rk:"
 
 # arq's queue for room-create jobs.
 QUEUE_NAME = "rk:queue"
+WORKER_HEALTH = f"{PREFIX}worker:health"  # arq's health-check record of each worker
+
+# The durable schedules (worker/queue/schedule.py): room timers, LiveKit's events in, deliveries.
+TIMERS = "timers"
+INBOUND = "in"
+DELIVERY_QUEUES = "dq"
+
+
+def schedule_due(schedule: str) -> str:
+    """Zset member -> due time (ms): what a schedule holds, leased members included."""
+    return f"{PREFIX}{schedule}:due"
+
+
+def schedule_leases(schedule: str) -> str:
+    """Hash member -> the token of the claim that holds it."""
+    return f"{PREFIX}{schedule}:lease"
+
+
+def schedule_wake(schedule: str) -> str:
+    """List: producers push to it to cut a sleeping consumer's wait short."""
+    return f"{PREFIX}{schedule}:wake"
+
+
+def schedule_list(schedule: str, member: str) -> str:
+    """List: the FIFO of items one member of a schedule owns."""
+    return f"{PREFIX}{schedule}:q:{member}"
+
+
+def rate(name: str) -> str:
+    """String: the shared timetable (next free slot, ms) of a rate limit."""
+    return f"{PREFIX}rate:{name}"
+
+
+def once(event_id: str) -> str:
+    """String: set when an event that must go out once (a `session_ending`) was emitted."""
+    return f"{PREFIX}once:{event_id}"
 
 
 def room(room_id: str) -> str:
@@ -39,7 +75,7 @@ def job(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure and repair
+QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure
 
 
 def lk_event_seen(event_id: str) -> str:

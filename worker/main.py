@@ -46,7 +46,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session)
+    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -62,7 +62,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 waiter=waiters[0],
                 stop=stop,
                 concurrency=64,
-                lease_ms=30_000,
                 idle_max=1.0,
                 grace=grace,
             )
@@ -74,7 +73,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 waiter=waiters[1],
                 stop=stop,
                 concurrency=64,
-                lease_ms=30_000,
                 grace=grace,
             )
         ),
@@ -85,7 +83,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 waiter=waiters[2],
                 stop=stop,
                 concurrency=settings.webhook_concurrency,
-                lease_ms=dispatcher.lease_ms,
                 grace=grace,
             )
         ),
@@ -156,7 +153,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": 0.05,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
-        "health_check_key": f"{keys.PREFIX}worker:health",
+        "health_check_key": keys.WORKER_HEALTH,
         "health_check_interval": 10,
     }
 

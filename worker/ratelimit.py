@@ -19,8 +19,7 @@ from contextvars import ContextVar
 
 from redis.asyncio import Redis
 
-from worker import lua
-from worker.keys import PREFIX
+from worker import keys, lua
 
 _max_wait: ContextVar[float | None] = ContextVar("roomkeeper_rate_max_wait", default=None)
 
@@ -48,7 +47,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, rps: float, *, name: str = "livekit", burst: int = 1) -> None:
         self.rps = rps
-        self._key = f"{PREFIX}rate:{name}"
+        self._key = keys.rate(name)
         self._interval_ms = 1000.0 / rps if rps > 0 else 0.0
         self._burst_ms = self._interval_ms * max(burst - 1, 0)
         self._reserve = lua.script(redis, "worker", "reserve_slot")

@@ -129,16 +129,23 @@ class Api:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]], timeout: float = 10.0, what: str = "condition"
+    check: Callable[[], Awaitable[T | None]],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.01,
 ) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s.
+
+    `interval=0` polls as fast as `check` answers (to act the moment something happens).
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 

@@ -29,7 +29,6 @@ async def run_consumer(
     waiter: Redis,
     stop: asyncio.Event,
     concurrency: int,
-    lease_ms: int,
     idle_max: float = 1.0,
     grace: float = 10.0,
 ) -> None:
@@ -55,7 +54,7 @@ async def run_consumer(
         claims: list[Claim] = []
         if free > 0:
             try:
-                claims = await schedule.claim(free, lease_ms)
+                claims = await schedule.claim(free)
             except RedisConnectionError as exc:
                 log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
                 await _pause(stop, 1.0)

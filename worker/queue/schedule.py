@@ -19,10 +19,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker import lua
-from worker.keys import PREFIX
+from worker import keys, lua
 
 _WAKE_KEEP = 64
+# How long a claim holds a member unless its schedule says otherwise: far longer than the work
+# of one claim, so only a consumer that died loses its members (they fall due again after it).
+DEFAULT_LEASE_MS = 30_000
 
 
 def now_ms() -> int:
@@ -39,21 +41,25 @@ class Claim:
 
 
 class Schedule:
-    """The sorted set `{prefix}{name}:due` and its leases, wake list and per-member lists."""
+    """One schedule's sorted set, leases, wake list and per-member lists (keys in `keys.py`).
 
-    def __init__(self, redis: Redis, name: str) -> None:
+    Build one per schedule and process (`Deps` holds them); `lease_ms` is how long a claim holds.
+    """
+
+    def __init__(self, redis: Redis, name: str, *, lease_ms: int = DEFAULT_LEASE_MS) -> None:
         self.redis = redis
         self.name = name
-        self.due_key = f"{PREFIX}{name}:due"
-        self.lease_key = f"{PREFIX}{name}:lease"
-        self.wake_key = f"{PREFIX}{name}:wake"
+        self.lease_ms = lease_ms
+        self.due_key = keys.schedule_due(name)
+        self.lease_key = keys.schedule_leases(name)
+        self.wake_key = keys.schedule_wake(name)
         self._claim = lua.script(redis, "worker.queue", "claim")
         self._release = lua.script(redis, "worker.queue", "release")
         self._pop = lua.script(redis, "worker.queue", "pop")
 
     def list_key(self, member: str) -> str:
         """The FIFO list a member owns."""
-        return f"{PREFIX}{self.name}:q:{member}"
+        return keys.schedule_list(self.name, member)
 
     # Producers add commands to a caller's pipeline, so a state change and the work it causes
     # commit together.
@@ -78,12 +84,12 @@ class Schedule:
         pipe.rpush(self.wake_key, 1)
         pipe.ltrim(self.wake_key, -_WAKE_KEEP, -1)
 
-    async def claim(self, limit: int, lease_ms: int, at_ms: int | None = None) -> list[Claim]:
-        """Take up to `limit` due members under a fresh lease."""
+    async def claim(self, limit: int, at_ms: int | None = None) -> list[Claim]:
+        """Take up to `limit` due members under a fresh lease of `lease_ms`."""
         prefix = secrets.token_hex(6) + ":"
         now = now_ms() if at_ms is None else at_ms
         raw = await self._claim(
-            keys=[self.due_key, self.lease_key], args=[now, limit, lease_ms, prefix]
+            keys=[self.due_key, self.lease_key], args=[now, limit, self.lease_ms, prefix]
         )
         items = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
         return [Claim(items[i], items[i + 1]) for i in range(0, len(items), 2)]
@@ -102,12 +108,12 @@ class Schedule:
         )
         return bool(ok)
 
-    async def pop(self, claim: Claim, head: str, lease_ms: int) -> int:
+    async def pop(self, claim: Claim, head: str) -> int:
         """Drop the handled head of a member's list, renew the lease; -1 if the lease was lost."""
         return int(
             await self._pop(
                 keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
-                args=[claim.member, claim.token, head, now_ms() + lease_ms],
+                args=[claim.member, claim.token, head, now_ms() + self.lease_ms],
             )
         )
 

@@ -94,31 +94,21 @@ async def create_batch(
 
 async def _load(deps: Deps, job_ids: list[str]) -> list[Work]:
     """Read the jobs, then their rooms (a round trip each); settle those with nothing to call."""
-    jobs = await deps.store.jobs(job_ids)
-    live = [
-        (j, r)
-        for j, r in zip(job_ids, jobs, strict=True)
-        if r.get("state") not in _OVER and "request" in r  # gone (expired) or already over
-    ]
-    requests = [json.loads(r["request"]) for _, r in live]
+    jobs = await deps.store.create_jobs(job_ids)
+    live = [w for w in (Work(j) for j in jobs) if not w.job.over and w.request]  # not gone or over
     async with deps.redis.pipeline(transaction=False) as pipe:
-        for request in requests:
-            pipe.hmget(keys.room(request["room_id"]), "state", "job_id", "info")
+        for w in live:
+            pipe.hmget(keys.room(w.room_id), "state", "job_id", "info")
         rooms = await pipe.execute()
     work: list[Work] = []
-    for (job_id, job), request, (state, current, info) in zip(live, requests, rooms, strict=True):
-        if current != job_id:
-            await fail(
-                deps, job_id, request["room_id"], "superseded by a newer create of this room"
-            )
+    for w, (state, current, info) in zip(live, rooms, strict=True):
+        if current != w.job_id:
+            await fail(deps, w.job_id, w.room_id, "superseded by a newer create of this room")
         elif state in LIVE_STATES:
-            await complete_job(deps, job_id, info or "{}")  # a re-run after a crash
+            await complete_job(deps, w.job_id, info or "{}")  # a re-run after a crash
         else:
-            work.append(Work(job_id, job, request))
+            work.append(w)
     return work
-
-
-_OVER = (None, "complete", "failed")
 
 
 async def _attempt(
@@ -193,8 +183,8 @@ async def _retry_or_fail(deps: Deps, unavailable: list[tuple[Work, str]]) -> lis
     retries: list[RetryIn] = []
     async with deps.redis.pipeline(transaction=False) as pipe:
         for w, error in unavailable:
-            attempts = int(w.job.get("attempts", 0)) + 1
-            pipe.hset(keys.job(w.job_id), mapping={"attempts": attempts, "last_error": error})
+            attempts = w.job.attempts + 1
+            deps.store.job_attempt_cmds(pipe, w.job_id, attempts, error)
             if attempts <= len(schedule):
                 retries.append(RetryIn(w.job_id, schedule[attempts - 1]))
                 log.warning(

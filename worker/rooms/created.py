@@ -20,6 +20,7 @@ from worker import keys
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.rooms.records import PENDING_STATES
+from worker.rooms.session import CreateJob, RoomSession, RoomState
 from worker.rooms.timers import arm, room_timers
 from worker.webhooks.bodies import notify_body, notify_room
 
@@ -32,11 +33,19 @@ RECORD_CHUNK = 100
 
 @dataclass(frozen=True)
 class Work:
-    """One create job being worked: its record and the request it keeps."""
+    """One create job being worked."""
 
-    job_id: str
-    job: dict[str, str]
-    request: dict[str, Any]
+    job: CreateJob
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.job.job_id
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The validated create it keeps."""
+        return self.job.request
 
     @property
     def room_id(self) -> str:
@@ -55,27 +64,21 @@ async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
             state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
             pipe.multi()
             if current == job_id and state in PENDING_STATES:
-                pipe.hset(keys.room(room_id), "state", "failed")
-            pipe.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
-            pipe.zrem(keys.QUEUED_JOBS, job_id)
-            pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
+                deps.store.failed_cmds(pipe, room_id)
+            deps.store.job_failed_cmds(pipe, job_id, msg)
             await pipe.execute()
         except WatchError:
-            await deps.redis.hset(keys.job(job_id), mapping={"state": "failed", "msg": msg})
+            # The session moved on meanwhile (it is no longer this job's): only the job fails.
+            async with deps.redis.pipeline(transaction=True) as job_pipe:
+                deps.store.job_failed_cmds(job_pipe, job_id, msg)
+                await job_pipe.execute()
     log.warning("room create failed", job_id=job_id, room_id=room_id, msg=msg)
-
-
-def _complete_cmds(pipe: Any, deps: Deps, job_id: str, info_json: str) -> None:
-    """A job's end as complete, with the room it got."""
-    pipe.hset(keys.job(job_id), mapping={"state": "complete", "room_info": info_json})
-    pipe.zrem(keys.QUEUED_JOBS, job_id)
-    pipe.expire(keys.job(job_id), deps.store.job_ttl_s)
 
 
 async def complete_job(deps: Deps, job_id: str, info_json: str) -> None:
     """Mark a job complete whose room was recorded already (a re-run after a crash)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
-        _complete_cmds(pipe, deps, job_id, info_json)
+        deps.store.job_complete_cmds(pipe, job_id, info_json)
         await pipe.execute()
 
 
@@ -131,7 +134,7 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                 for (w, info), (state, current) in zip(chunk, states, strict=True):
                     info_json = json.dumps(info, separators=(",", ":"))
                     if current != w.job_id or state not in PENDING_STATES:
-                        _complete_cmds(pipe, deps, w.job_id, info_json)  # done by an earlier run
+                        deps.store.job_complete_cmds(pipe, w.job_id, info_json)  # an earlier run
                     else:
                         _created_cmds(pipe, deps, w, info, info_json)
                 await pipe.execute()
@@ -147,26 +150,23 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
     settings = deps.settings
     metadata = json.loads(info["metadata"] or "{}") if info.get("metadata") else {}
     body = notify_body(
-        "room_created", notify_room(info), event_id=w.job["event_id"], created_at=int(time.time())
+        "room_created", notify_room(info), event_id=w.job.event_id, created_at=int(time.time())
     )
-    pipe.hset(
-        keys.room(room_id),
-        mapping={
-            "state": "created",
-            "sid": info["sid"],
-            "info": info_json,
-            "title": str(metadata.get("room_title", "")),
-            "webhook_url": request.get("webhook_url") or "",
-            "webhook_events": request.get("webhook_events") or "",
-            "created": info["creation_time"],
-            "empty_timeout": request["empty_timeout"],
-            "duration": request["room_duration"],
-            "participants": 0,
-            "joined": 0,
-        },
+    session = RoomSession(
+        room_id=room_id,
+        state=RoomState.CREATED,
+        job_id=job_id,
+        sid=info["sid"],
+        info=info,
+        title=str(metadata.get("room_title", "")),
+        webhook_url=request.get("webhook_url") or "",
+        webhook_events=request.get("webhook_events") or "",
+        created=int(info["creation_time"]),
+        empty_timeout=int(request["empty_timeout"]),
+        duration=int(request["room_duration"]),
     )
-    pipe.zadd(keys.ACTIVE_ROOMS, {room_id: info["creation_time"]})
-    pipe.set(keys.sid(info["sid"]), room_id, ex=int(settings.past_rooms_retention_days * 86400))
+    sid_ttl_s = int(settings.past_rooms_retention_days * 86400)
+    deps.store.created_cmds(pipe, session, sid_ttl_s=sid_ttl_s)
     arm(
         pipe,
         deps.timers,
@@ -181,11 +181,11 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
     )
     deps.outbox.emit(
         pipe,
-        event_id=w.job["event_id"],
+        event_id=w.job.event_id,
         event="room_created",
         room_id=room_id,
         body=body,
         room_webhook_url=request.get("webhook_url"),
         room_events=request.get("webhook_events"),
     )
-    _complete_cmds(pipe, deps, job_id, info_json)
+    deps.store.job_complete_cmds(pipe, job_id, info_json)

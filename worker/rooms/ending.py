@@ -18,7 +18,8 @@ from worker.livekit import LiveKitError
 from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
-from worker.rooms.records import LIVE_STATES, room_info_of
+from worker.rooms.records import LIVE_STATES
+from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
@@ -66,12 +67,13 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
             try:
                 await pipe.watch(keys.room(room_id))
                 record = await pipe.hgetall(keys.room(room_id))
-                if record.get("sid") != sid or record.get("state") in ("ended", None):
+                session = RoomSession.from_hash(room_id, record)
+                if session.sid != sid or session.state in (RoomState.ENDED, None):
                     await pipe.reset()
                     return False
-                info = room_info_of(record)
+                info = session.info
                 ended = time.time()
-                reason = record.get("end_reason") or reason
+                reason = session.end_reason or reason
                 event_id = derived_event_id(sid, "session_ended")
                 body = notify_body(
                     "session_ended",
@@ -80,38 +82,16 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     extra={"reason": reason},
                 )
                 pipe.multi()
-                pipe.hset(
-                    keys.room(room_id),
-                    mapping={"state": "ended", "ended": ended, "end_reason": reason},
-                )
-                pipe.expire(keys.room(room_id), past_ttl)
-                pipe.zrem(keys.ACTIVE_ROOMS, room_id)
-                pipe.hset(
-                    keys.past_room(sid),
-                    mapping={
-                        "room_id": room_id,
-                        "room_title": record.get("title", ""),
-                        "room_sid": sid,
-                        "joined_participants": record.get("joined", "0"),
-                        "webhook_url": record.get("webhook_url", ""),
-                        "webhook_events": record.get("webhook_events", ""),
-                        "created": record.get("created", "0"),
-                        "ended": int(ended),
-                        "reason": reason,
-                    },
-                )
-                pipe.expire(keys.past_room(sid), past_ttl)
-                pipe.zadd(keys.PAST_ROOMS, {sid: ended})
-                pipe.zadd(keys.past_by_room(room_id), {sid: ended})
-                disarm(pipe, deps.timers, _session_timers(deps, room_id, sid, record))
+                deps.store.ended_cmds(pipe, session, ended=ended, reason=reason, ttl_s=past_ttl)
+                disarm(pipe, deps.timers, _session_timers(deps, session))
                 deps.outbox.emit(
                     pipe,
                     event_id=event_id,
                     event="session_ended",
                     room_id=room_id,
                     body=body,
-                    room_webhook_url=record.get("webhook_url") or None,
-                    room_events=record.get("webhook_events"),
+                    room_webhook_url=session.webhook_url or None,
+                    room_events=session.webhook_events,
                 )
                 await pipe.execute()
                 log.info("room ended", room_id=room_id, sid=sid, reason=reason)
@@ -120,13 +100,13 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                 continue
 
 
-def _session_timers(deps: Deps, room_id: str, sid: str, record: dict[str, str]) -> list[Timer]:
+def _session_timers(deps: Deps, session: RoomSession) -> list[Timer]:
     return room_timers(
-        room_id,
-        sid,
-        creation_time=int(record.get("created", 0)),
-        empty_timeout=int(record.get("empty_timeout", 0)),
-        duration_min=int(record.get("duration", 0)),
+        session.room_id,
+        session.sid,
+        creation_time=session.created,
+        empty_timeout=session.empty_timeout,
+        duration_min=session.duration,
         warnings=deps.settings.session_ending_warnings,
     )
 
@@ -155,32 +135,33 @@ async def on_timer(deps: Deps, claim: Claim) -> None:
 
 async def _fire(deps: Deps, timer: Timer) -> None:
     record = await deps.store.room(timer.room_id)
-    if record.get("sid") != timer.sid or record.get("state") not in LIVE_STATES:
+    session = RoomSession.from_hash(timer.room_id, record)
+    if session.sid != timer.sid or not session.live:
         return  # the session ended or was replaced: nothing to do
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
     if timer.kind == "empty":
-        if int(record.get("joined", 0)) == 0:
+        if session.joined == 0:
             await end_room(deps, timer.room_id, "empty_timeout", sid=timer.sid, record=record)
     elif timer.kind == "duration":
         await end_room(deps, timer.room_id, "room_duration", sid=timer.sid, record=record)
     elif timer.kind.startswith("warn:"):
-        await _warn(deps, timer, record)
+        await _warn(deps, timer, session)
 
 
-async def _warn(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
+async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:
     """Emit `session_ending` once per warning offset."""
     seconds_left = int(timer.kind.split(":", 1)[1])
     event_id = derived_event_id(timer.sid, timer.kind)
     body = notify_body(
         "session_ending",
-        notify_room(room_info_of(record), num_participants=int(record.get("participants", 0))),
+        notify_room(session.info, num_participants=session.participants),
         event_id=event_id,
         extra={
             "ends_at": str((timer.deadline_ms // 1000) + seconds_left),
             "seconds_left": seconds_left,
         },
     )
-    once = f"{keys.PREFIX}once:{event_id}"
+    once = keys.once(event_id)
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(once)
@@ -195,8 +176,8 @@ async def _warn(deps: Deps, timer: Timer, record: dict[str, str]) -> None:
                 event="session_ending",
                 room_id=timer.room_id,
                 body=body,
-                room_webhook_url=record.get("webhook_url") or None,
-                room_events=record.get("webhook_events"),
+                room_webhook_url=session.webhook_url or None,
+                room_events=session.webhook_events,
             )
             await pipe.execute()
         except WatchError:
@@ -215,11 +196,11 @@ async def reconcile(deps: Deps) -> int:
         return 0
     ended = 0
     for room_id in active:
-        record = await deps.store.room(room_id)
-        sid = record.get("sid", "")
+        session = await deps.store.session(room_id)
+        sid = session.sid
         if not sid or (room_id, sid) in live:
             continue
-        if record.get("state") in (*LIVE_STATES, "ending"):
+        if session.live or session.state == RoomState.ENDING:
             if await finalize(deps, room_id, sid, "livekit no longer has the room"):
                 ended += 1
         else:

@@ -1,9 +1,9 @@
 """arq job functions: thin orchestration over the plain async code in `worker.rooms.create`.
 
 One arq job carries a batch of create jobs (`create_batch_size` rooms), so a bulk is not bound by
-arq's per-job overhead. Every arq job id is derived from what it carries, and recorded on each
-create job's record (`arq_job`), so a job enqueued twice is one job, and a create left without
-its arq job (a crash between claim and enqueue) can be found and queued again.
+arq's per-job overhead. Every arq job id is derived from what it carries, so a job enqueued twice
+is one job. The first arq job of a create is written with its claim (`worker.rooms.submit`);
+this module queues the later ones (rooms LiveKit could not take yet).
 """
 
 from __future__ import annotations

@@ -77,14 +77,13 @@ class Inbox:
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    lease_ms = 30_000
     while (body := await schedule.head(claim.member)) is not None:
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        if await schedule.pop(claim, body, lease_ms) < 0:
+        if await schedule.pop(claim, body) < 0:
             return
     await schedule.release(claim)
 
@@ -135,17 +134,13 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                 participants = int(record.get("participants", 0))
                 pipe.multi()
                 if live and event.event == "room_started" and record["state"] == "created":
-                    pipe.hset(keys.room(room_id), "state", "active")
+                    deps.store.started_cmds(pipe, room_id)
                 elif live and event.event == "participant_joined":
                     participants += 1
-                    pipe.hset(
-                        keys.room(room_id),
-                        mapping={"participants": participants, "state": "active"},
-                    )
-                    pipe.hincrby(keys.room(room_id), "joined", 1)
+                    deps.store.participants_cmds(pipe, room_id, participants, joined=True)
                 elif live and event.event == "participant_left":
                     participants = max(0, participants - 1)
-                    pipe.hset(keys.room(room_id), "participants", participants)
+                    deps.store.participants_cmds(pipe, room_id, participants, joined=False)
                 if event.event in FORWARDED:
                     _emit(deps, pipe, event, room_id, record, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)

@@ -1,8 +1,10 @@
-"""Room sessions and create jobs in Redis: what state a room is in and what its job did.
+"""The one owner of room sessions and create jobs in Redis: every read and write goes here.
 
-A room's current session is one hash (`rk:room:{room_id}`); the states move
+A room's current session is one hash (`keys.room`); the states move
 `queued → creating → created → active → ending → ended` (or `failed`). Claiming a create is one
-Lua script, so concurrent creates of one `room_id` agree on a single job.
+Lua script, so concurrent creates of one `room_id` agree on a single job. The records' shapes are
+in `worker.rooms.session`; the writes below add commands to the caller's pipeline, so a record
+changes in the same transaction as what the change causes (timers, events).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from redis.asyncio import Redis
 
 from worker import keys, lua
 from worker.connections import ArqJob
+from worker.rooms.session import (
+    LIVE_STATES,
+    PENDING_STATES,
+    CreateJob,
+    JobState,
+    PastSession,
+    RoomSession,
+    RoomState,
+)
 
-PENDING_STATES = ("queued", "creating")
-LIVE_STATES = ("created", "active")
+__all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store", "api_room_info"]
 
 
 @dataclass(frozen=True)
@@ -40,24 +50,37 @@ class Store:
         self._transition = lua.script(redis, "worker.rooms", "transition")
 
     def claim_create_cmd(
-        self, pipe: Any, *, room_id: str, job_id: str, request: str, event_id: str
+        self,
+        pipe: Any,
+        *,
+        room_id: str,
+        job_id: str,
+        request: str,
+        event_id: str,
+        enqueue: ArqJob,
     ) -> None:
-        """Add the claim of one create to a pipeline (bulk claims many in one round trip)."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
         # nothing would be queued. The pipeline loads the registered script before it runs.
         pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
-            3,
+            5,
             keys.room(room_id),
             keys.job(job_id),
             keys.QUEUED_JOBS,
+            enqueue.key,
+            enqueue.queue,
             job_id,
             request,
             event_id,
             int(time.time() * 1000),
             room_id,
             self.job_ttl_s,
+            enqueue.payload,
+            enqueue.ttl_ms,
+            enqueue.score,
+            enqueue.job_id,
         )
 
     @staticmethod
@@ -72,27 +95,77 @@ class Store:
             return CreateClaim("pending", job_id=value)
         return CreateClaim("ending")
 
-    async def claim_create(
-        self,
-        *,
-        room_id: str,
-        job_id: str,
-        request: str,
-        event_id: str,
-        enqueue: ArqJob | None = None,
-    ) -> CreateClaim:
-        """Start a create of `room_id` unless one is pending or the room is live.
+    async def session(self, room_id: str) -> RoomSession:
+        """A room's current session (no state when roomkeeper never had it)."""
+        return RoomSession.from_hash(room_id, await self.room(room_id))
 
-        With `enqueue`, a new claim also writes that arq job, in the same script.
-        """
-        claim_keys = [keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS]
-        args: list[Any] = [job_id, request, event_id, int(time.time() * 1000), room_id]
-        args.append(self.job_ttl_s)
-        if enqueue is not None:
-            claim_keys += [enqueue.key, enqueue.queue]
-            args += [enqueue.payload, enqueue.ttl_ms, enqueue.score, enqueue.job_id]
-        raw = await self._claim_create(keys=claim_keys, args=args)
-        return self.parse_claim(raw)
+    async def create_jobs(self, job_ids: list[str]) -> list[CreateJob]:
+        """Several create jobs in one round trip (no state when unknown or expired)."""
+        records = await self.jobs(job_ids)
+        return [CreateJob.from_hash(j, r) for j, r in zip(job_ids, records, strict=True)]
+
+    # -- writes to a caller's pipeline -----------------------------------------------------
+
+    def created_cmds(self, pipe: Any, session: RoomSession, *, sid_ttl_s: int) -> None:
+        """A session created in LiveKit: its record, the active index, its sid's owner."""
+        pipe.hset(keys.room(session.room_id), mapping=session.to_mapping())
+        pipe.zadd(keys.ACTIVE_ROOMS, {session.room_id: session.created})
+        pipe.set(keys.sid(session.sid), session.room_id, ex=sid_ttl_s)
+
+    def failed_cmds(self, pipe: Any, room_id: str) -> None:
+        """A pending session whose create failed."""
+        pipe.hset(keys.room(room_id), "state", RoomState.FAILED)
+
+    def started_cmds(self, pipe: Any, room_id: str) -> None:
+        """LiveKit says the room started."""
+        pipe.hset(keys.room(room_id), "state", RoomState.ACTIVE)
+
+    def participants_cmds(
+        self, pipe: Any, room_id: str, participants: int, *, joined: bool
+    ) -> None:
+        """The participant count after a join (which makes the session active) or a leave."""
+        if joined:
+            pipe.hset(
+                keys.room(room_id),
+                mapping={"participants": participants, "state": RoomState.ACTIVE},
+            )
+            pipe.hincrby(keys.room(room_id), "joined", 1)
+        else:
+            pipe.hset(keys.room(room_id), "participants", participants)
+
+    def ended_cmds(
+        self, pipe: Any, session: RoomSession, *, ended: float, reason: str, ttl_s: int
+    ) -> None:
+        """A session's end: state `ended`, filed under past rooms, out of the active index."""
+        room_key = keys.room(session.room_id)
+        pipe.hset(
+            room_key, mapping={"state": RoomState.ENDED, "ended": ended, "end_reason": reason}
+        )
+        pipe.expire(room_key, ttl_s)
+        pipe.zrem(keys.ACTIVE_ROOMS, session.room_id)
+        past = PastSession.of(session, ended=ended, reason=reason)
+        pipe.hset(keys.past_room(session.sid), mapping=past.to_mapping())
+        pipe.expire(keys.past_room(session.sid), ttl_s)
+        pipe.zadd(keys.PAST_ROOMS, {session.sid: ended})
+        pipe.zadd(keys.past_by_room(session.room_id), {session.sid: ended})
+
+    def job_complete_cmds(self, pipe: Any, job_id: str, info_json: str) -> None:
+        """A job's end as complete, with the room it got."""
+        pipe.hset(keys.job(job_id), mapping={"state": JobState.COMPLETE, "room_info": info_json})
+        pipe.zrem(keys.QUEUED_JOBS, job_id)
+        pipe.expire(keys.job(job_id), self.job_ttl_s)
+
+    def job_failed_cmds(self, pipe: Any, job_id: str, msg: str) -> None:
+        """A job's end as failed, with why."""
+        pipe.hset(keys.job(job_id), mapping={"state": JobState.FAILED, "msg": msg})
+        pipe.zrem(keys.QUEUED_JOBS, job_id)
+        pipe.expire(keys.job(job_id), self.job_ttl_s)
+
+    def job_attempt_cmds(self, pipe: Any, job_id: str, attempts: int, error: str) -> None:
+        """A LiveKit attempt of a job that did not go through (it will retry or fail)."""
+        pipe.hset(keys.job(job_id), mapping={"attempts": attempts, "last_error": error})
+
+    # -- raw reads (the API's views) -------------------------------------------------------
 
     async def job(self, job_id: str) -> dict[str, str]:
         """A create job's record ({} when unknown or expired)."""

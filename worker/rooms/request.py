@@ -1,9 +1,13 @@
-"""The create-room request: validated and normalised once, here (contract §1.3).
+"""The create-room request: validated and normalised once, here.
 
-The pydantic models below do the work: their defaults are the contract's defaults, their
-validation aliases accept plugNmeet's newer switch names, `extra="allow"` keeps unknown metadata
-keys, and `model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
-`RequestInvalid("<dotted.path>: <rule>")`, never in pydantic's wording.
+The pydantic models below do the work, read through `worker.wire` (either spelling, protojson's
+scalar forms, proto3 presence for camelCase messages): their defaults are the README's defaults,
+`Also(...)` accepts plugNmeet's newer switch names, `extra="allow"` keeps unknown metadata keys,
+and `model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
+`RequestInvalid("<dotted.path>: <rule>")`, every broken rule at once, never in pydantic's wording.
+
+Adding a field is one line in its model: a seed-style switch with its default (`name: StrictBool =
+True`), or a plugNmeet field stored only when sent (`name: OptBool = None`).
 """
 
 from __future__ import annotations
@@ -14,25 +18,35 @@ import math
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
 
 from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
+from worker.wire import (
+    Also,
+    IntLike,
+    Presence,
+    Proto3,
+    Read,
+    WireInvalid,
+    ZeroUnless,
+    read,
+    rule,
+)
 
 MAX_PARTICIPANTS = 100_000
 MAX_EMPTY_TIMEOUT = 31 * 24 * 3600  # seconds
@@ -50,11 +64,12 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class RequestInvalid(ValueError):
-    """A request that breaks a rule; str(e) / e.msg is the plugNmeet `msg`."""
+    """A request that breaks rules; str(e) / e.msg is the plugNmeet `msg`, `errors` each rule."""
 
-    def __init__(self, msg: str) -> None:
+    def __init__(self, msg: str, errors: list[str] | None = None) -> None:
         super().__init__(msg)
         self.msg = msg
+        self.errors = errors or [msg]
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,6 @@ class CreateRoom:
     webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
 
 
-def _rule(rule: str, *at: str) -> PydanticCustomError:
-    """A broken rule as a pydantic error; `at` extends the error's loc below the validated value."""
-    return PydanticCustomError("roomkeeper", "{rule}", {"rule": rule, "at": at})
-
-
 def _limits(info: ValidationInfo) -> CreateLimits:
     limits = info.context.get("limits") if isinstance(info.context, dict) else None
     return limits if isinstance(limits, CreateLimits) else DEFAULT_LIMITS
@@ -104,12 +114,12 @@ def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: 
     """
     most = limits.max_string_length
     if isinstance(value, dict | list) and depth > limits.max_depth:
-        raise _rule(f"must not be nested more than {limits.max_depth} levels deep", *at)
+        raise rule(f"must not be nested more than {limits.max_depth} levels deep", *at)
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str) or len(key) > most:
-                raise _rule(f"keys must be strings of at most {most} characters", *at)
+                raise rule(f"keys must be strings of at most {most} characters", *at)
             if item is not None:
                 out[key] = _json_checked(item, limits, (*at, key), depth + 1)
         return out
@@ -117,15 +127,15 @@ def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: 
         return [_json_checked(v, limits, (*at, str(i)), depth + 1) for i, v in enumerate(value)]
     if isinstance(value, str):
         if len(value) > most:
-            raise _rule(f"must be at most {most} characters", *at)
+            raise rule(f"must be at most {most} characters", *at)
         if not value.isascii() and _SURROGATE.search(value):
-            raise _rule("must be valid Unicode text", *at)
+            raise rule("must be valid Unicode text", *at)
         return value
     if isinstance(value, float) and not math.isfinite(value):
-        raise _rule("must be a finite number", *at)  # json.loads accepts NaN; LiveKit's JSON won't
+        raise rule("must be a finite number", *at)  # json.loads accepts NaN; LiveKit's JSON won't
     if value is None or isinstance(value, bool | int | float):
         return value
-    raise _rule("must be a JSON value", *at)
+    raise rule("must be a JSON value", *at)
 
 
 def _is_http_url(url: str) -> bool:
@@ -156,6 +166,15 @@ def _room_id_problem(value: object) -> str:
     return ROOM_ID_RULE if isinstance(value, str) else "must be a string"
 
 
+def _check_room_id(value: Any) -> Any:
+    if isinstance(value, str) and _ROOM_ID.fullmatch(value):
+        return value
+    raise rule(_room_id_problem(value))
+
+
+RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
+
+
 def parse_room_id(value: object, field: str = "room_id") -> str:
     """The room_id rule, for every route that takes one."""
     if isinstance(value, str) and _ROOM_ID.fullmatch(value):
@@ -163,27 +182,17 @@ def parse_room_id(value: object, field: str = "room_id") -> str:
     raise RequestInvalid(f"{field}: {_room_id_problem(value)}")
 
 
-class _Open(BaseModel):
-    """A metadata object: unknown keys are kept, a newer alias is stored under the seed's name."""
+class _Open(BaseModel, Proto3):
+    """A metadata object: unknown keys are kept; it mirrors a plugNmeet proto message."""
 
     model_config = ConfigDict(extra="allow")
 
-    @model_validator(mode="after")
-    def _drop_losing_aliases(self) -> Self:
-        # pydantic consumes the alias it used; when both names were sent the other one would
-        # otherwise survive as an "unknown" key and contradict the stored switch.
-        extra = self.__pydantic_extra__ or {}
-        for name, field in type(self).model_fields.items():
-            if isinstance(field.validation_alias, AliasChoices):
-                for choice in field.validation_alias.choices:
-                    if isinstance(choice, str) and choice != name:
-                        extra.pop(choice, None)
-        return self
 
-
-def _switch(default: bool, *names: str) -> Any:
-    """A switch read under any of `names`; the first, the stored name, wins if several are sent."""
-    return Field(default, validation_alias=AliasChoices(*names))
+# The fields the seed names get defaults; plugNmeet's other fields (a `None` default) are
+# type-checked and stored only when sent. See worker/wire.py for the markers.
+OptBool = Annotated[StrictBool | None, Presence()]
+OptStr = Annotated[StrictStr | None, Presence()]
+OptInt = Annotated[int | None, Presence(), Field(strict=True, ge=0)]
 
 
 class RecordingFeatures(_Open):
@@ -191,6 +200,7 @@ class RecordingFeatures(_Open):
     is_allow_cloud: StrictBool = True
     is_allow_local: StrictBool = True
     enable_auto_cloud_recording: StrictBool = False
+    only_record_admin_webcams: OptBool = None
 
     @model_validator(mode="after")
     def _off_clears_options(self) -> Self:
@@ -200,8 +210,10 @@ class RecordingFeatures(_Open):
 
 
 class ChatFeatures(_Open):
-    allow_chat: StrictBool = _switch(True, "allow_chat", "is_allow")
-    allow_file_upload: StrictBool = _switch(True, "allow_file_upload", "is_allow_file_upload")
+    allow_chat: Annotated[StrictBool, Also("is_allow")] = True
+    allow_file_upload: Annotated[StrictBool, Also("is_allow_file_upload")] = True
+    allowed_file_types: list[StrictStr] | None = None
+    max_file_size: OptInt = None
 
     @model_validator(mode="after")
     def _off_clears_upload(self) -> Self:
@@ -211,57 +223,109 @@ class ChatFeatures(_Open):
 
 
 class SharedNotePadFeatures(_Open):
-    allowed_shared_note_pad: StrictBool = _switch(True, "allowed_shared_note_pad", "is_allow")
+    allowed_shared_note_pad: Annotated[StrictBool, Also("is_allow")] = True
 
 
 class WhiteboardFeatures(_Open):
-    allowed_whiteboard: StrictBool = _switch(True, "allowed_whiteboard", "is_allow")
+    allowed_whiteboard: Annotated[StrictBool, Also("is_allow")] = True
+    preload_file: OptStr = None
 
 
 class ExternalMediaPlayerFeatures(_Open):
-    allowed_external_media_player: StrictBool = _switch(
-        True, "allowed_external_media_player", "is_allow"
-    )
+    allowed_external_media_player: Annotated[StrictBool, Also("is_allow")] = True
 
 
 class WaitingRoomFeatures(_Open):
     is_active: StrictBool = False
+    waiting_room_msg: OptStr = None
 
 
 class BreakoutRoomFeatures(_Open):
     # The seed's table names this switch `is_active`, its example and the SDKs `is_allow`: both are
     # read and it is stored as `is_allow`. Default on, like the other features a meeting has.
-    is_allow: StrictBool = _switch(True, "is_allow", "is_active")
-    allowed_number_rooms: Any = None  # checked below: its range depends on is_allow
+    is_allow: Annotated[StrictBool, Also("is_active")] = True
+    # Checked below: its range depends on is_allow. No default value, so a camelCase message
+    # leaving it out gets plugNmeet's count rather than an invalid 0.
+    allowed_number_rooms: Annotated[Any, IntLike()] = None
 
     @model_validator(mode="after")
     def _room_count(self) -> Self:
         n = self.allowed_number_rooms
-        if n is None:
+        if n is None or (n == 0 and self.is_allow and type(n) is int):
+            # plugNmeet's rule: 0 means its default (the Python SDK makes callers pass a number).
             self.allowed_number_rooms = DEFAULT_BREAKOUT_ROOMS
         elif type(n) is not int:  # not isinstance: a bool is not a count
-            raise _rule("must be an integer", "allowed_number_rooms")
-        # 0 is tolerated when breakouts are off: the Python SDK makes callers send some number.
-        elif not (1 if self.is_allow else 0) <= n <= MAX_BREAKOUT_ROOMS:
-            raise _rule(f"must be between 1 and {MAX_BREAKOUT_ROOMS}", "allowed_number_rooms")
+            raise rule("must be an integer", "allowed_number_rooms")
+        # 0 is kept when breakouts are off.
+        elif not 0 <= n <= MAX_BREAKOUT_ROOMS:
+            raise rule(f"must be between 1 and {MAX_BREAKOUT_ROOMS}", "allowed_number_rooms")
         return self
 
 
 class DisplayExternalLinkFeatures(_Open):
     # Same naming split as breakouts (`is_active` in the seed's table): stored as `is_allow`.
-    is_allow: StrictBool = _switch(True, "is_allow", "is_active")
+    is_allow: Annotated[StrictBool, Also("is_active")] = True
+    link: OptStr = None
+    shared_by: OptStr = None
+
+
+class _Switched(_Open):
+    """A newer features object whose switch is stored under a seed name (see RoomFeatures)."""
+
+    is_allow: StrictBool = Field(False, exclude=True)  # moved to the seed's name before dumping
+
+
+class PollsFeatures(_Switched):
+    pass
+
+
+class ExternalBroadcastingFeatures(_Switched):
+    pass
+
+
+class IngressFeatures(_Open):
+    is_allow: OptBool = None
+
+
+class SpeechToTextTranslationFeatures(_Open):
+    is_allow: OptBool = None
+    is_allow_translation: OptBool = None
+
+
+class EndToEndEncryptionFeatures(_Open):
+    is_enabled: OptBool = None
+
+
+class InsightsFeatures(_Open):
+    is_allow: OptBool = None
+
+
+class CopyrightConf(_Open):
+    display: OptBool = None
+    text: OptStr = None
+
+
+# newer features object -> the seed's switch it is stored as
+_SWITCHED_AS = {"polls_features": "allow_polls", "external_broadcasting_features": "allow_rtmp"}
 
 
 class RoomFeatures(_Open):
     allow_webcams: StrictBool = True
     mute_on_start: StrictBool = False
     allow_screen_share: StrictBool = True
-    allow_rtmp: StrictBool = False
+    # or external_broadcasting_features.is_allow / polls_features.is_allow: _switches_by_seed_name
+    allow_rtmp: Annotated[StrictBool, ZeroUnless("external_broadcasting_features")] = False
     admin_only_webcams: StrictBool = False
     allow_view_other_webcams: StrictBool = True
     allow_view_other_users_list: StrictBool = True
-    allow_polls: StrictBool = True  # or polls_features.is_allow, see _polls_under_seed_name
-    room_duration: int = Field(0, strict=True, ge=0, le=MAX_ROOM_DURATION, validate_default=True)
+    allow_polls: Annotated[StrictBool, ZeroUnless("polls_features")] = True
+    room_duration: Annotated[int, Presence()] = Field(
+        0, strict=True, ge=0, le=MAX_ROOM_DURATION, validate_default=True
+    )
+    enable_analytics: OptBool = None
+    allow_virtual_bg: OptBool = None
+    allow_raise_hand: OptBool = None
+    auto_gen_user_id: OptBool = None
     recording_features: RecordingFeatures = Field(default_factory=RecordingFeatures)
     chat_features: ChatFeatures = Field(default_factory=ChatFeatures)
     shared_note_pad_features: SharedNotePadFeatures = Field(default_factory=SharedNotePadFeatures)
@@ -274,6 +338,12 @@ class RoomFeatures(_Open):
     display_external_link_features: DisplayExternalLinkFeatures = Field(
         default_factory=DisplayExternalLinkFeatures
     )
+    polls_features: PollsFeatures | None = None
+    external_broadcasting_features: ExternalBroadcastingFeatures | None = None
+    ingress_features: IngressFeatures | None = None
+    speech_to_text_translation_features: SpeechToTextTranslationFeatures | None = None
+    end_to_end_encryption_features: EndToEndEncryptionFeatures | None = None
+    insights_features: InsightsFeatures | None = None
 
     @field_validator("room_duration")
     @classmethod
@@ -283,46 +353,58 @@ class RoomFeatures(_Open):
 
     @model_validator(mode="before")
     @classmethod
-    def _polls_under_seed_name(cls, data: Any) -> Any:
-        # plugNmeet's newer `polls_features.is_allow` is stored as the seed's `allow_polls` (the
-        # seed's name wins if both are sent); other polls_features keys are kept as unknown keys.
-        # Not an AliasPath: pydantic would consume the whole polls_features object.
-        polls = data.get("polls_features") if isinstance(data, dict) else None
-        if not isinstance(polls, dict) or "is_allow" not in polls:
+    def _switches_by_seed_name(cls, data: Any) -> Any:
+        # plugNmeet's newer `polls_features.is_allow` is stored as the seed's `allow_polls`, and
+        # `external_broadcasting_features.is_allow` as `allow_rtmp` (the seed's name wins if both
+        # are sent); the objects' other keys are kept. Not an AliasPath: pydantic would consume
+        # the whole object.
+        if not isinstance(data, dict):
             return data
-        rest = {k: v for k, v in polls.items() if k != "is_allow"}
-        data = {k: v for k, v in data.items() if k != "polls_features"}
-        if rest:
-            data["polls_features"] = rest
-        if "allow_polls" not in data:
-            if not isinstance(polls["is_allow"], bool):
-                raise _rule("must be a boolean", "polls_features", "is_allow")
-            data["allow_polls"] = polls["is_allow"]
+        for section, seed_name in _SWITCHED_AS.items():
+            newer = data.get(section)
+            if not isinstance(newer, dict) or "is_allow" not in newer:
+                continue
+            rest = {k: v for k, v in newer.items() if k != "is_allow"}
+            data = {k: v for k, v in data.items() if k != section}
+            if rest:
+                data[section] = rest
+            if seed_name not in data:
+                if not isinstance(newer["is_allow"], bool):
+                    raise rule("must be a boolean", section, "is_allow")
+                data[seed_name] = newer["is_allow"]
         return data
 
 
 class DefaultLockSettings(_Open):
-    lock_microphone: StrictBool = False
-    lock_webcam: StrictBool = False
-    lock_screen_sharing: StrictBool = True
-    lock_whiteboard: StrictBool = True
-    lock_shared_notepad: StrictBool = True
-    lock_chat: StrictBool = False
-    lock_chat_send_message: StrictBool = False
-    lock_chat_file_share: StrictBool = False
-    lock_private_chat: StrictBool = False
+    # proto3 `optional` in plugNmeet: an absent lock keeps its default in either spelling.
+    lock_microphone: Annotated[StrictBool, Presence()] = False
+    lock_webcam: Annotated[StrictBool, Presence()] = False
+    lock_screen_sharing: Annotated[StrictBool, Presence()] = True
+    lock_whiteboard: Annotated[StrictBool, Presence()] = True
+    lock_shared_notepad: Annotated[StrictBool, Presence()] = True
+    lock_chat: Annotated[StrictBool, Presence()] = False
+    lock_chat_send_message: Annotated[StrictBool, Presence()] = False
+    lock_chat_file_share: Annotated[StrictBool, Presence()] = False
+    lock_private_chat: Annotated[StrictBool, Presence()] = False
 
 
 class RoomMetadata(_Open):
     room_title: StrictStr
     welcome_message: StrictStr | None = None
     webhook_url: StrictStr | None = None
-    webhook_events: list[StrictStr] | None = Field(
-        None, validation_alias=AliasChoices("webhook_events", "webhookEvents")
-    )
+    webhook_events: list[StrictStr] | None = None  # `webhookEvents` too, as every field
     logout_url: StrictStr | None = None
     room_features: RoomFeatures
     default_lock_settings: DefaultLockSettings = Field(default_factory=DefaultLockSettings)
+    copyright_conf: CopyrightConf | None = None
+    extra_data: Any = None  # a map of strings (PHP v2), or a string (older SDKs)
+    # Set by plugNmeet itself; a client sending them gets them stored as sent.
+    is_recording: OptBool = None
+    is_active_rtmp: OptBool = None
+    is_breakout_room: OptBool = None
+    parent_room_id: OptStr = None
+    started_at: OptInt = None
+    metadata_id: OptStr = None
 
     @model_validator(mode="before")
     @classmethod
@@ -334,7 +416,7 @@ class RoomMetadata(_Open):
     @classmethod
     def _title(cls, title: str) -> str:
         if not title.strip():
-            raise _rule("must not be empty")
+            raise rule("must not be empty")
         return title
 
     @field_validator("webhook_events")
@@ -343,11 +425,20 @@ class RoomMetadata(_Open):
         if events is None:
             return None
         if not events:
-            raise _rule("must list at least one event (leave it out for every event)")
+            raise rule("must list at least one event (leave it out for every event)")
         for i, name in enumerate(events):
             if name not in EVENTS:
-                raise _rule(f"unknown event {name!r} (known: {', '.join(EVENTS)})", str(i))
+                raise rule(f"unknown event {name!r} (known: {', '.join(EVENTS)})", str(i))
         return list(dict.fromkeys(events))
+
+    @field_validator("extra_data")
+    @classmethod
+    def _extra_data(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return value
+        raise rule("must be an object of strings (or a string)")
 
     @field_validator("webhook_url", "logout_url")
     @classmethod
@@ -355,83 +446,67 @@ class RoomMetadata(_Open):
         if not url:
             return None  # "" = absent
         if not _is_http_url(url):
-            raise _rule(URL_RULE)
+            raise rule(URL_RULE)
         # Only the webhook is fetched by us (logout_url is a browser redirect). A host name is
         # not resolved here: the delivery engine checks every address it connects to.
         if info.field_name == "webhook_url":
             ip = _host_address(urlsplit(url).hostname or "")
             reason = blocked_reason(ip, _limits(info).allowed_cidrs) if ip else None
             if reason:
-                raise _rule(f"refused: {reason}")
+                raise rule(f"refused: {reason}")
         return url
 
 
-class CreateRoomRequest(BaseModel):
+class CreateRoomRequest(BaseModel, Proto3):
     """The request body; field order is the order errors are reported in."""
 
     model_config = ConfigDict(extra="ignore")
 
-    room_id: str
-    max_participants: int = Field(0, strict=True, ge=0, le=MAX_PARTICIPANTS)
-    empty_timeout: int = Field(0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT)
+    room_id: RoomId
+    max_participants: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_PARTICIPANTS)
+    empty_timeout: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT)
     metadata: RoomMetadata
+    _room: CreateRoom | None = PrivateAttr(None)
 
-    @field_validator("room_id", mode="before")
-    @classmethod
-    def _room_id(cls, value: Any) -> Any:
-        if isinstance(value, str) and _ROOM_ID.fullmatch(value):
-            return value
-        raise _rule(_room_id_problem(value))
+    @model_validator(mode="after")
+    def _normalised(self, info: ValidationInfo) -> Self:
+        limits = _limits(info)
+        metadata = self.metadata.model_dump(exclude_none=True)
+        metadata_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+        if len(metadata_json.encode()) > limits.max_metadata_bytes:
+            raise rule(f"must be at most {limits.max_metadata_bytes} bytes as JSON", "metadata")
+        self._room = CreateRoom(
+            room_id=self.room_id,
+            max_participants=self.max_participants,
+            empty_timeout=self.empty_timeout or limits.default_empty_timeout,
+            room_duration=self.metadata.room_features.room_duration,
+            webhook_url=self.metadata.webhook_url,
+            metadata=metadata,
+            metadata_json=metadata_json,
+            webhook_events=tuple(self.metadata.webhook_events or ()),
+        )
+        return self
 
-
-_RULES = {
-    "missing": "is required",
-    "model_type": "must be an object",
-    "model_attributes_type": "must be an object",
-    "dict_type": "must be an object",
-    "bool_type": "must be a boolean",
-    "string_type": "must be a string",
-    "int_type": "must be an integer >= 0",  # every pydantic-checked integer here is a count
-    "greater_than_equal": "must be an integer >= {ge}",
-    "less_than_equal": "must be at most {le}",
-}
-_UNITS = {"empty_timeout": " seconds (31 days)", "room_duration": " minutes (31 days)"}
-
-
-def _message(error: ErrorDetails) -> str:
-    """Our `<dotted.path>: <rule>` for one pydantic error."""
-    ctx = error.get("ctx") or {}
-    loc: tuple[int | str, ...] = error["loc"]
-    if error["type"] == "roomkeeper":
-        rule, loc = str(ctx["rule"]), (*loc, *ctx["at"])
-    else:
-        rule = _RULES.get(error["type"], "is invalid").format(**ctx)
-        if error["type"] == "less_than_equal" and loc:
-            rule += _UNITS.get(str(loc[-1]), "")
-    path = ".".join(str(part) for part in loc)
-    return f"{path}: {rule}" if path else rule
+    @property
+    def room(self) -> CreateRoom:
+        """The normalised create (metadata dumped, defaults resolved against the limits)."""
+        assert self._room is not None
+        return self._room
 
 
-def parse_create_room(data: object, limits: CreateLimits = CreateLimits()) -> CreateRoom:
-    """Validate a decoded /room/create body and normalise it; raises RequestInvalid."""
-    if not isinstance(data, dict):
-        raise RequestInvalid("request body must be a JSON object")
-    body = {k: v for k, v in data.items() if v is not None}  # null = absent
+UNITS = {"empty_timeout": " seconds (31 days)", "room_duration": " minutes (31 days)"}
+
+
+def read_create_room(
+    data: object, limits: CreateLimits = DEFAULT_LIMITS
+) -> Read[CreateRoomRequest]:
+    """A decoded create body read in either spelling; raises RequestInvalid with every error."""
     try:
-        request = CreateRoomRequest.model_validate(body, context={"limits": limits})
-    except ValidationError as exc:
-        raise RequestInvalid(_message(exc.errors(include_url=False)[0])) from None
-    metadata = request.metadata.model_dump(exclude_none=True)
-    metadata_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-    if len(metadata_json.encode()) > limits.max_metadata_bytes:
-        raise RequestInvalid(f"metadata: must be at most {limits.max_metadata_bytes} bytes as JSON")
-    return CreateRoom(
-        room_id=request.room_id,
-        max_participants=request.max_participants,
-        empty_timeout=request.empty_timeout or limits.default_empty_timeout,
-        room_duration=request.metadata.room_features.room_duration,
-        webhook_url=request.metadata.webhook_url,
-        metadata=metadata,
-        metadata_json=metadata_json,
-        webhook_events=tuple(request.metadata.webhook_events or ()),
-    )
+        return read(CreateRoomRequest, data, {"limits": limits}, UNITS)
+    except WireInvalid as exc:
+        raise RequestInvalid(exc.msg, exc.errors) from None
+
+
+def parse_create_room(data: object, limits: CreateLimits = DEFAULT_LIMITS) -> CreateRoom:
+    """Validate a decoded /room/create body and normalise it; raises RequestInvalid."""
+    return read_create_room(data, limits).value.room

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from worker import keys
 from worker.queue.schedule import Schedule
 
-SCHEDULE_NAME = "timers"
+SCHEDULE_NAME = keys.TIMERS
 RECONCILE = "reconcile"
 
 

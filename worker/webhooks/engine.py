@@ -49,7 +49,7 @@ from worker.webhooks.signing import webhook_headers
 
 log = get_logger("roomkeeper.dispatch")
 
-SCHEDULE_NAME = "dq"
+SCHEDULE_NAME = keys.DELIVERY_QUEUES
 USER_AGENT = f"roomkeeper/{__version__}"
 STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
@@ -200,15 +200,26 @@ class Head:
     body: str | None
 
 
+def delivery_schedule(redis: Redis, settings: Settings) -> Schedule:
+    """The `dq` schedule of (room, URL) queues, its lease outliving the longest attempt."""
+    lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
+    return Schedule(redis, SCHEDULE_NAME, lease_ms=lease_ms)
+
+
 class Dispatcher:
     """The consumer side: works due (room, URL) queues, one delivery at a time each."""
 
-    def __init__(self, redis: Redis, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        schedule: Schedule | None = None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.session = session
-        self.schedule = Schedule(redis, SCHEDULE_NAME)
-        self.lease_ms = int((settings.webhook_timeout + LEASE_MARGIN_S) * 1000)
+        self.schedule = schedule or delivery_schedule(redis, settings)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self._prune_script = lua.script(redis, "worker.webhooks", "prune")
@@ -241,7 +252,7 @@ class Dispatcher:
                 await self.schedule.release(claim, outcome.until_ms)
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
-            if await self.schedule.pop(claim, head.delivery_id, self.lease_ms) < 0:
+            if await self.schedule.pop(claim, head.delivery_id) < 0:
                 return  # the lease was lost; whoever holds it now goes on
 
     async def _peek(self, qid: str) -> Head | None:

@@ -1,0 +1,94 @@
+"""The typed records and their one writer (`Store`): what is written reads back the same."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from worker import keys
+from worker.rooms.records import Store
+from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
+
+
+def a_session(**changes: object) -> RoomSession:
+    values: dict[str, object] = {
+        "room_id": "r1",
+        "state": RoomState.CREATED,
+        "job_id": "j1",
+        "sid": "RM_1",
+        "info": {"sid": "RM_1", "name": "r1", "creation_time": "1700000000"},
+        "title": "Room one",
+        "webhook_url": "http://127.0.0.1:9/hook",
+        "created": 1_700_000_000,
+        "empty_timeout": 60,
+        "duration": 5,
+    }
+    values.update(changes)
+    return RoomSession(**values)  # type: ignore[arg-type]
+
+
+async def test_a_created_session_reads_back_as_written(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session()
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        await pipe.execute()
+    assert await store.session("r1") == session
+    assert await redis.zscore(keys.ACTIVE_ROOMS, "r1") == 1_700_000_000
+    assert await redis.get(keys.sid("RM_1")) == "r1"
+
+
+async def test_joins_and_leaves_count_participants_and_activate(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, a_session(), sid_ttl_s=60)
+        store.participants_cmds(pipe, "r1", 1, joined=True)
+        store.participants_cmds(pipe, "r1", 2, joined=True)
+        store.participants_cmds(pipe, "r1", 1, joined=False)
+        await pipe.execute()
+    session = await store.session("r1")
+    assert (session.state, session.participants, session.joined) == (RoomState.ACTIVE, 1, 2)
+    assert session.live and not session.pending
+
+
+async def test_an_ended_session_is_filed_under_past_rooms(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session(joined=3)
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        store.ended_cmds(pipe, session, ended=1_700_000_100.5, reason="timer", ttl_s=60)
+        await pipe.execute()
+    ended = await store.session("r1")
+    assert (ended.state, ended.end_reason) == (RoomState.ENDED, "timer")
+    assert await redis.zscore(keys.ACTIVE_ROOMS, "r1") is None
+    past = PastSession.from_hash(await redis.hgetall(keys.past_room("RM_1")))
+    assert past == PastSession.of(session, ended=1_700_000_100.5, reason="timer")
+    assert past.joined_participants == 3
+    assert await redis.zscore(keys.past_by_room("r1"), "RM_1") == 1_700_000_100.5
+
+
+async def test_a_job_moves_through_its_states(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    job = CreateJob("j1", room_id="r1", state=JobState.QUEUED, request={"room_id": "r1"})
+    await redis.hset(keys.job("j1"), mapping=job.to_mapping())
+    await redis.zadd(keys.QUEUED_JOBS, {"j1": 1})
+    (read,) = await store.create_jobs(["j1"])
+    assert read == job and not read.over
+    async with redis.pipeline(transaction=True) as pipe:
+        store.job_attempt_cmds(pipe, "j1", 1, "livekit unavailable")
+        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1"}')
+        await pipe.execute()
+    (done,) = await store.create_jobs(["j1"])
+    assert (done.state, done.attempts, done.last_error) == (
+        JobState.COMPLETE,
+        1,
+        "livekit unavailable",
+    )
+    assert done.room_info == {"sid": "RM_1"} and done.over
+    assert await redis.zcard(keys.QUEUED_JOBS) == 0
+    assert 0 < await redis.ttl(keys.job("j1")) <= 60
+
+
+async def test_unknown_records_and_states_read_as_no_state() -> None:
+    assert RoomSession.from_hash("r1", {}).state is None
+    assert RoomSession.from_hash("r1", {"state": "bogus"}).state is None
+    assert CreateJob.from_hash("j1", {}).over

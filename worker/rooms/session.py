@@ -1,0 +1,231 @@
+"""The typed shapes of a room's records in Redis: its session, its past session, its create job.
+
+Each record has its state enum and converts from a Redis hash (`from_hash`) and to the fields it
+writes (`to_mapping`). `worker.rooms.records.Store` is the one writer of these records; code
+elsewhere reads them through these types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+Fields = dict[str, str | int | float]
+E = TypeVar("E", bound=StrEnum)
+
+
+class RoomState(StrEnum):
+    """A session's state: `queued → creating → created → active → ending → ended` (or failed)."""
+
+    QUEUED = "queued"
+    CREATING = "creating"
+    CREATED = "created"
+    ACTIVE = "active"
+    ENDING = "ending"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+PENDING_STATES = (RoomState.QUEUED, RoomState.CREATING)
+LIVE_STATES = (RoomState.CREATED, RoomState.ACTIVE)
+
+
+class JobState(StrEnum):
+    """A create job's state, as `/auth/job/status` reports it."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+def _state(kind: type[E], raw: str | None) -> E | None:
+    try:
+        return kind(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _int(raw: str | None) -> int:
+    return int(float(raw)) if raw else 0
+
+
+@dataclass(frozen=True)
+class RoomSession:
+    """A room's current (or last) session: `rk:room:{room_id}`."""
+
+    room_id: str
+    state: RoomState | None = None
+    job_id: str = ""
+    sid: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # LiveKit's room, as CreateRoom gave it
+    title: str = ""
+    webhook_url: str = ""
+    webhook_events: str = ""  # the room's event filter, comma-joined; "" = every event
+    created: int = 0  # LiveKit's creation_time, unix s
+    empty_timeout: int = 0
+    duration: int = 0  # room_duration, minutes
+    participants: int = 0
+    joined: int = 0  # participants who ever joined this session
+    end_reason: str = ""
+
+    @classmethod
+    def from_hash(cls, room_id: str, record: Mapping[str, str]) -> RoomSession:
+        """The session a room hash holds (an empty hash: no state)."""
+        return cls(
+            room_id=room_id,
+            state=_state(RoomState, record.get("state")),
+            job_id=record.get("job_id", ""),
+            sid=record.get("sid", ""),
+            info=json.loads(record.get("info") or "{}"),
+            title=record.get("title", ""),
+            webhook_url=record.get("webhook_url", ""),
+            webhook_events=record.get("webhook_events", ""),
+            created=_int(record.get("created")),
+            empty_timeout=_int(record.get("empty_timeout")),
+            duration=_int(record.get("duration")),
+            participants=_int(record.get("participants")),
+            joined=_int(record.get("joined")),
+            end_reason=record.get("end_reason", ""),
+        )
+
+    def to_mapping(self) -> Fields:
+        """The fields a created session writes (its state moves on through `Store`)."""
+        fields: Fields = {
+            "state": str(self.state or ""),
+            "job_id": self.job_id,
+            "sid": self.sid,
+            "info": json.dumps(self.info, separators=(",", ":")),
+            "title": self.title,
+            "webhook_url": self.webhook_url,
+            "webhook_events": self.webhook_events,
+            "created": self.created,
+            "empty_timeout": self.empty_timeout,
+            "duration": self.duration,
+            "participants": self.participants,
+            "joined": self.joined,
+        }
+        if self.end_reason:
+            fields["end_reason"] = self.end_reason
+        return fields
+
+    @property
+    def live(self) -> bool:
+        """Created in LiveKit and not ending."""
+        return self.state in LIVE_STATES
+
+    @property
+    def pending(self) -> bool:
+        """Claimed, its create not finished."""
+        return self.state in PENDING_STATES
+
+
+@dataclass(frozen=True)
+class PastSession:
+    """An ended session kept for `fetchPastRooms`: `rk:past:{sid}`."""
+
+    room_id: str
+    room_sid: str
+    room_title: str
+    joined_participants: int
+    webhook_url: str
+    created: int
+    ended: int
+    reason: str
+    webhook_events: str = ""  # the room's event filter, for events of an earlier session
+
+    @classmethod
+    def of(cls, session: RoomSession, *, ended: float, reason: str) -> PastSession:
+        """What a session leaves behind when it ends."""
+        return cls(
+            room_id=session.room_id,
+            room_sid=session.sid,
+            room_title=session.title,
+            joined_participants=session.joined,
+            webhook_url=session.webhook_url,
+            created=session.created,
+            ended=int(ended),
+            reason=reason,
+            webhook_events=session.webhook_events,
+        )
+
+    @classmethod
+    def from_hash(cls, record: Mapping[str, str]) -> PastSession:
+        """The past session a `rk:past:{sid}` hash holds."""
+        return cls(
+            room_id=record.get("room_id", ""),
+            room_sid=record.get("room_sid", ""),
+            room_title=record.get("room_title", ""),
+            joined_participants=_int(record.get("joined_participants")),
+            webhook_url=record.get("webhook_url", ""),
+            created=_int(record.get("created")),
+            ended=_int(record.get("ended")),
+            reason=record.get("reason", ""),
+            webhook_events=record.get("webhook_events", ""),
+        )
+
+    def to_mapping(self) -> Fields:
+        """Its hash fields."""
+        return {
+            "room_id": self.room_id,
+            "room_title": self.room_title,
+            "room_sid": self.room_sid,
+            "joined_participants": self.joined_participants,
+            "webhook_url": self.webhook_url,
+            "created": self.created,
+            "ended": self.ended,
+            "reason": self.reason,
+            "webhook_events": self.webhook_events,
+        }
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """One room-create job: `rk:job:{job_id}` (written by the claim, then by the worker)."""
+
+    job_id: str
+    room_id: str = ""
+    state: JobState | None = None
+    request: dict[str, Any] = field(default_factory=dict)  # the validated, normalised create
+    event_id: str = ""  # the id its `room_created` carries
+    attempts: int = 0
+    room_info: dict[str, Any] = field(default_factory=dict)
+    msg: str = ""
+    last_error: str = ""
+
+    @classmethod
+    def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
+        """The job a job hash holds (an empty hash: unknown or expired)."""
+        return cls(
+            job_id=job_id,
+            room_id=record.get("room_id", ""),
+            state=_state(JobState, record.get("state")),
+            request=json.loads(record.get("request") or "{}"),
+            event_id=record.get("event_id", ""),
+            attempts=_int(record.get("attempts")),
+            room_info=json.loads(record.get("room_info") or "{}"),
+            msg=record.get("msg", ""),
+            last_error=record.get("last_error", ""),
+        )
+
+    def to_mapping(self) -> Fields:
+        """Its hash fields (those set)."""
+        fields: Fields = {"job_id": self.job_id, "room_id": self.room_id, "attempts": self.attempts}
+        if self.state:
+            fields["state"] = str(self.state)
+        if self.request:
+            fields["request"] = json.dumps(self.request)
+        for name in ("event_id", "msg", "last_error"):
+            if value := getattr(self, name):
+                fields[name] = value
+        if self.room_info:
+            fields["room_info"] = json.dumps(self.room_info, separators=(",", ":"))
+        return fields
+
+    @property
+    def over(self) -> bool:
+        """Complete or failed (or gone): nothing left to do."""
+        return self.state in (None, JobState.COMPLETE, JobState.FAILED)

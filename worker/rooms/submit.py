@@ -1,0 +1,50 @@
+"""Submitting creates: the one path by which `/auth/room/create` and `createBulk` queue rooms.
+
+Each room is claimed by `claim_create.lua`, and a new claim writes the arq job that will create
+it in the same script, so no crash (of the API, of Redis with AOF) can leave a claimed room
+without its job. Rooms are grouped into arq jobs of `create_batch_size`; every claim of a group
+carries its group's job, and whichever claims are new write it (the same key and payload each
+time). A group's job may name rooms that turned out pending or live: those job ids were never
+written, and the worker skips them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from worker.connections import arq_job
+from worker.deps import Deps
+from worker.rooms.create import job_request
+from worker.rooms.jobs import CREATE_ROOMS, batch_job_id
+from worker.rooms.records import CreateClaim, Store
+from worker.rooms.request import CreateRoom
+from worker.webhooks.bodies import new_event_id
+
+ORIGIN = "bulk"  # the arq job ids of submitted groups derive from it (see `batch_job_id`)
+
+
+async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim]:
+    """Claim each room's create and queue the new ones, in one round trip; claims in order.
+
+    `requests` must name each room_id once (a repeated one would only find its own claim).
+    """
+    if not requests:
+        return []
+    size = deps.settings.create_batch_size
+    async with deps.redis.pipeline(transaction=False) as pipe:
+        for start in range(0, len(requests), size):
+            group = requests[start : start + size]
+            job_ids = [uuid.uuid4().hex for _ in group]
+            job = arq_job(CREATE_ROOMS, (job_ids,), batch_job_id(ORIGIN, job_ids))
+            for req, job_id in zip(group, job_ids, strict=True):
+                deps.store.claim_create_cmd(
+                    pipe,
+                    room_id=req.room_id,
+                    job_id=job_id,
+                    request=job_request(req),
+                    event_id=new_event_id(),
+                    enqueue=job,
+                )
+        answers = await pipe.execute()
+    return [Store.parse_claim(raw) for raw in answers]
