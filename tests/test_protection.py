@@ -293,3 +293,24 @@ async def test_a_test_send_to_a_blocked_address_reports_the_ssrf_refusal(stack: 
     assert body["delivered"] is False
     assert "status" not in body["attempt"]
     assert body["attempt"]["error"].startswith("refused by the SSRF guard"), body
+
+
+async def test_410s_from_many_rooms_stop_only_their_queues_and_never_open_the_breaker(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    gone_rooms = [f"gone{i:02d}" for i in range(25)]  # more than the 20 failures that open it
+    for room in gone_rooms:
+        receiver.script[f"/{room}"] = [410]
+    ids = []
+    for room in gone_rooms:
+        for _, dids in await emit(redis, stack.settings, room, receiver.at(f"/{room}"), count=2):
+            ids.extend(dids)
+    await _all_settled(redis, ids)
+    ((_, (fine,)),) = await emit(redis, stack.settings, "fine", receiver.at("/fine"))
+    await _all_settled(redis, [fine])
+
+    states = [(await record(redis, d))["state"] for d in ids]
+    assert states == ["dead"] * 50  # each 410 and the event behind it
+    assert (await record(redis, fine))["state"] == "delivered"
+    (view,), _ = await list_hosts(redis, stack.settings)
+    assert (view.state, view.failures) == ("closed", 0)
