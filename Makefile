@@ -1,6 +1,6 @@
 # roomkeeper: `make dev` runs everything locally, `make test` runs every check. Both bootstrap
 # themselves on a fresh machine: a virtualenv with the project installed, and redis-server from
-# Debian when it is missing.
+# Debian when it is missing (redis-sentinel too, for the failover tests).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server chromium dev test lint typecheck pytest bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel chromium dev test lint typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ chromium:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-install: $(STAMP) redis-server
+redis-sentinel: redis-server
+	@command -v redis-sentinel >/dev/null || { \
+		echo "installing redis-sentinel with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-sentinel >/dev/null; }
+	@redis-sentinel --version
+
+install: $(STAMP) redis-server redis-sentinel
 
 dev: install
 	$(BIN)/roomkeeper dev

@@ -1,4 +1,4 @@
-"""A protocol-faithful LiveKit server stand-in: RoomService over Twirp, webhooks, idle rooms.
+"""A protocol-faithful LiveKit stand-in: RoomService and Egress over Twirp, webhooks, idle rooms.
 
 Development and test tool only; production code reaches it by URL, never by import.
 """

@@ -43,6 +43,7 @@ class Grants:
     room_create: bool = False
     room_list: bool = False
     room_admin: bool = False
+    room_record: bool = False
     room: str = ""
 
     @classmethod
@@ -56,6 +57,7 @@ class Grants:
             room_create=video.get("roomCreate") is True,
             room_list=video.get("roomList") is True,
             room_admin=video.get("roomAdmin") is True,
+            room_record=video.get("roomRecord") is True,
             room=room if isinstance(room, str) else "",
         )
 
@@ -133,6 +135,12 @@ def ensure_create(grants: Grants) -> None:
 def ensure_list(grants: Grants) -> None:
     """ListRooms needs ``roomList``."""
     if not grants.room_list:
+        raise _denied()
+
+
+def ensure_record(grants: Grants) -> None:
+    """Every Egress call needs ``roomRecord``."""
+    if not grants.room_record:
         raise _denied()
 
 

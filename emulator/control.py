@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 from aiohttp import web
+from livekit.protocol import egress as egress_pb
 from livekit.protocol import models
 
 from .calls import CallLog
 from .config import EmulatorConfig
+from .egress import EgressService
 from .errors import TwirpError
 from .faults import Fault, Faults, FaultSpecError
 from .state import State
@@ -28,6 +30,7 @@ _STATUS_FOR_CODE = {
     "already_exists": 409,
     "resource_exhausted": 409,
     "invalid_argument": 400,
+    "failed_precondition": 409,
 }
 
 
@@ -96,7 +99,9 @@ class ControlAPI:
         calls: CallLog,
         faults: Faults,
         webhooks: WebhookSender,
+        egress: EgressService,
     ) -> None:
+        self.egress = egress
         self.config = config
         self.state = state
         self.calls = calls
@@ -126,6 +131,9 @@ class ControlAPI:
         app.router.add_post(f"{p}/faults", self.add_fault)
         app.router.add_delete(f"{p}/faults", self.clear_faults)
         app.router.add_post(f"{p}/reset", self.reset)
+        app.router.add_get(f"{p}/egress", self.list_egress)
+        app.router.add_post(f"{p}/egress/fail-next", self.egress_fail_next)
+        app.router.add_post(f"{p}/egress/{{egress_id}}/end", self.end_egress)
 
     # ----------------------------------------------------------- inspection
 
@@ -279,9 +287,46 @@ class ControlAPI:
         self.faults.clear()
         return _json({"ok": True})
 
+    # ---------------------------------------------------------------- egress
+
+    async def list_egress(self, request: web.Request) -> web.Response:
+        """Every egress, optionally ``?room=`` filtered."""
+        infos = self.egress.list(room_name=request.query.get("room", ""))
+        return _json({"egress": [to_json_dict(i) for i in infos]})
+
+    async def egress_fail_next(self, request: web.Request) -> web.Response:
+        """The next started egress fails at once (``egress_ended`` EGRESS_FAILED with ``error``).
+
+        To refuse the StartRoomCompositeEgress call itself, queue a fault for that method.
+        """
+        data = await _body(request)
+        error = _str_field(data, "error", "egress failed to start")
+        self.egress.fail_next.append(error or "egress failed to start")
+        return _json({"fail_next": list(self.egress.fail_next)})
+
+    async def end_egress(self, request: web.Request) -> web.Response:
+        """End an egress now with ``status`` (default EGRESS_FAILED) and ``error``."""
+        data = await _body(request)
+        status = _enum_value(egress_pb.EgressStatus, data.get("status", "EGRESS_FAILED"), "status")
+        if status not in (
+            egress_pb.EGRESS_COMPLETE,
+            egress_pb.EGRESS_FAILED,
+            egress_pb.EGRESS_ABORTED,
+            egress_pb.EGRESS_LIMIT_REACHED,
+        ):
+            return _error(400, "status must be a final egress status")
+        try:
+            info = self.egress.end(
+                request.match_info["egress_id"], status, _str_field(data, "error")
+            )
+        except TwirpError as err:
+            return _from_state_error(err)
+        return _json({"egress": to_json_dict(info)})
+
     async def reset(self, request: web.Request) -> web.Response:
-        """Forget rooms, calls, webhooks (queued ones included) and faults; keep the config."""
+        """Forget rooms, egress, calls, webhooks (queued ones included) and faults; keep config."""
         self.state.clear()
+        self.egress.clear()
         self.calls.clear()
         self.faults.clear()
         await self.webhooks.clear()

@@ -1,4 +1,4 @@
-"""Fault injection for RoomService calls: errors, added latency, dropped connections."""
+"""Fault injection for RoomService and Egress calls: errors, added latency, dropped connections."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ ROOM_SERVICE_METHODS = frozenset(
         "UpdateRoomMetadata",
     }
 )
+EGRESS_METHODS = frozenset({"StartRoomCompositeEgress", "StopEgress", "ListEgress"})
+FAULTABLE_METHODS = ROOM_SERVICE_METHODS | EGRESS_METHODS
 
 
 class FaultSpecError(ValueError):
@@ -42,7 +44,7 @@ class Fault:
         if not isinstance(data, dict):
             raise FaultSpecError("body must be a JSON object")
         method = data.get("method", "*")
-        if method != "*" and method not in ROOM_SERVICE_METHODS:
+        if method != "*" and method not in FAULTABLE_METHODS:
             raise FaultSpecError(f"unknown method {method!r}")
         count = data.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):

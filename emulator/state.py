@@ -46,6 +46,7 @@ DEFAULT_CODECS: tuple[str, ...] = (
 
 # Participants the server treats as "dependent": they never keep a room open (rtc/room.go
 # CloseIfEmpty skips IsDependent() participants) and are not counted in num_participants.
+# A participant whose token has the `recorder` grant counts the same (see _is_dependent).
 DEPENDENT_KINDS = frozenset({models.ParticipantInfo.AGENT, models.ParticipantInfo.EGRESS})
 
 
@@ -98,7 +99,7 @@ class RoomEntry:
 
 
 def _is_dependent(p: models.ParticipantInfo) -> bool:
-    return p.kind in DEPENDENT_KINDS
+    return p.kind in DEPENDENT_KINDS or p.permission.recorder
 
 
 class State:
@@ -118,6 +119,8 @@ class State:
         self._idle: set[str] = set()
         # How many idle checks ran; lets tests wait for "the ticker has looked" without sleeping.
         self.idle_checks = 0
+        # Called with each room that closes, after its room_finished (egress ends its composites).
+        self.on_close: list[Callable[[models.Room], None]] = []
 
     # ----------------------------------------------------------------- rooms
 
@@ -221,6 +224,8 @@ class State:
         del self.rooms[name]
         self._idle.discard(name)
         self.sink.emit("room_finished", entry.proto, end_reason=end_reason)
+        for hook in self.on_close:
+            hook(entry.proto)
 
     # ----------------------------------------------------------- participants
 
@@ -245,12 +250,13 @@ class State:
         name: str = "",
         metadata: str = "",
         kind: int = models.ParticipantInfo.STANDARD,
+        permission: models.ParticipantPermission | None = None,
     ) -> models.ParticipantInfo:
         """A client connects: the participant becomes ACTIVE and ``participant_joined`` is sent."""
         entry = self.get_room(room)
         if identity in entry.participants:
             raise TwirpError("already_exists", "participant already in room")
-        dependent = kind in DEPENDENT_KINDS
+        dependent = kind in DEPENDENT_KINDS or (permission is not None and permission.recorder)
         limit = entry.proto.max_participants
         if limit > 0 and not dependent and entry.active >= limit:
             raise TwirpError("resource_exhausted", "room is full")
@@ -264,7 +270,8 @@ class State:
             joined_at=int(now),
             joined_at_ms=int(now * 1000),
             kind=kind,  # type: ignore[arg-type]  # enum values are plain ints at runtime
-            permission=models.ParticipantPermission(
+            permission=permission
+            or models.ParticipantPermission(
                 can_subscribe=True, can_publish=True, can_publish_data=True
             ),
         )

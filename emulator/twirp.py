@@ -1,4 +1,4 @@
-"""The Twirp RoomService endpoint: routing, codecs, errors, and the seven methods.
+"""The Twirp endpoint: routing, codecs, errors, RoomService's seven methods and Egress's three.
 
 The request pipeline is ordered like LiveKit's server so failures surface the same way:
 
@@ -22,18 +22,28 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from livekit.protocol import egress as egress_pb
 from livekit.protocol import room as room_pb
 
-from .auth import Authenticator, AuthError, Grants, ensure_admin, ensure_create, ensure_list
+from .auth import (
+    Authenticator,
+    AuthError,
+    Grants,
+    ensure_admin,
+    ensure_create,
+    ensure_list,
+    ensure_record,
+)
 from .calls import CallLog, CallRecord
 from .config import MAX_METADATA_SIZE
+from .egress import EgressService
 from .errors import TwirpError, invalid_argument
 from .faults import Fault, Faults
 from .state import State
 
 log = logging.getLogger("emulator.twirp")
 
-PREFIX = "/twirp/livekit.RoomService/"
+PREFIX = "/twirp/livekit."
 JSON = "application/json"
 PROTOBUF = "application/protobuf"
 
@@ -48,9 +58,17 @@ def to_json_dict(msg: Message) -> dict[str, Any]:
 # ------------------------------------------------------------------ methods
 
 
-def _create_room(state: State, grants: Grants, req: room_pb.CreateRoomRequest) -> Message:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the methods act on."""
+
+    state: State
+    egress: EgressService
+
+
+def _create_room(svc: Services, grants: Grants, req: room_pb.CreateRoomRequest) -> Message:
     ensure_create(grants)
-    return state.create_room(
+    return svc.state.create_room(
         req.name,
         empty_timeout=req.empty_timeout,
         departure_timeout=req.departure_timeout,
@@ -59,46 +77,67 @@ def _create_room(state: State, grants: Grants, req: room_pb.CreateRoomRequest) -
     )
 
 
-def _list_rooms(state: State, grants: Grants, req: room_pb.ListRoomsRequest) -> Message:
+def _list_rooms(svc: Services, grants: Grants, req: room_pb.ListRoomsRequest) -> Message:
     ensure_list(grants)
-    return room_pb.ListRoomsResponse(rooms=state.list_rooms(req.names))
+    return room_pb.ListRoomsResponse(rooms=svc.state.list_rooms(req.names))
 
 
-def _delete_room(state: State, grants: Grants, req: room_pb.DeleteRoomRequest) -> Message:
+def _delete_room(svc: Services, grants: Grants, req: room_pb.DeleteRoomRequest) -> Message:
     ensure_create(grants)
-    state.delete_room(req.room)
+    svc.state.delete_room(req.room)
     return room_pb.DeleteRoomResponse()
 
 
 def _list_participants(
-    state: State, grants: Grants, req: room_pb.ListParticipantsRequest
+    svc: Services, grants: Grants, req: room_pb.ListParticipantsRequest
 ) -> Message:
     ensure_admin(grants, req.room)
-    return room_pb.ListParticipantsResponse(participants=state.list_participants(req.room))
+    return room_pb.ListParticipantsResponse(participants=svc.state.list_participants(req.room))
 
 
-def _get_participant(state: State, grants: Grants, req: room_pb.RoomParticipantIdentity) -> Message:
+def _get_participant(
+    svc: Services, grants: Grants, req: room_pb.RoomParticipantIdentity
+) -> Message:
     ensure_admin(grants, req.room)
-    return state.get_participant(req.room, req.identity)
+    return svc.state.get_participant(req.room, req.identity)
 
 
 def _remove_participant(
-    state: State, grants: Grants, req: room_pb.RoomParticipantIdentity
+    svc: Services, grants: Grants, req: room_pb.RoomParticipantIdentity
 ) -> Message:
     ensure_admin(grants, req.room)
-    state.remove_participant(req.room, req.identity)
+    svc.state.remove_participant(req.room, req.identity)
     return room_pb.RemoveParticipantResponse()
 
 
 def _update_room_metadata(
-    state: State, grants: Grants, req: room_pb.UpdateRoomMetadataRequest
+    svc: Services, grants: Grants, req: room_pb.UpdateRoomMetadataRequest
 ) -> Message:
     # LiveKit checks the size before the grant, so an oversized update from anyone is
     # invalid_argument rather than unauthenticated.
     if len(req.metadata.encode()) > MAX_METADATA_SIZE:
         raise invalid_argument(f"metadata size exceeds limits: {MAX_METADATA_SIZE}")
     ensure_admin(grants, req.room)
-    return state.update_room_metadata(req.room, req.metadata)
+    return svc.state.update_room_metadata(req.room, req.metadata)
+
+
+def _start_room_composite(
+    svc: Services, grants: Grants, req: egress_pb.RoomCompositeEgressRequest
+) -> Message:
+    ensure_record(grants)
+    return svc.egress.start_room_composite(req)
+
+
+def _stop_egress(svc: Services, grants: Grants, req: egress_pb.StopEgressRequest) -> Message:
+    ensure_record(grants)
+    return svc.egress.stop(req.egress_id)
+
+
+def _list_egress(svc: Services, grants: Grants, req: egress_pb.ListEgressRequest) -> Message:
+    ensure_record(grants)
+    return egress_pb.ListEgressResponse(
+        items=svc.egress.list(req.room_name, req.egress_id, req.active)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +146,10 @@ class Route:
 
     request_type: type[Message]
     room_of: Callable[[Any], str]
-    run: Callable[[State, Grants, Any], Message]
+    run: Callable[[Services, Grants, Any], Message]
 
 
-ROUTES: dict[str, Route] = {
+ROOM_ROUTES: dict[str, Route] = {
     "CreateRoom": Route(room_pb.CreateRoomRequest, lambda r: r.name, _create_room),
     "ListRooms": Route(room_pb.ListRoomsRequest, lambda r: ",".join(r.names), _list_rooms),
     "DeleteRoom": Route(room_pb.DeleteRoomRequest, lambda r: r.room, _delete_room),
@@ -124,6 +163,18 @@ ROUTES: dict[str, Route] = {
     "UpdateRoomMetadata": Route(
         room_pb.UpdateRoomMetadataRequest, lambda r: r.room, _update_room_metadata
     ),
+}
+EGRESS_ROUTES: dict[str, Route] = {
+    "StartRoomCompositeEgress": Route(
+        egress_pb.RoomCompositeEgressRequest, lambda r: r.room_name, _start_room_composite
+    ),
+    "StopEgress": Route(egress_pb.StopEgressRequest, lambda r: "", _stop_egress),
+    "ListEgress": Route(egress_pb.ListEgressRequest, lambda r: r.room_name, _list_egress),
+}
+# Keyed by "<Service>/<Method>", the path after /twirp/livekit.
+ROUTES: dict[str, Route] = {
+    **{f"RoomService/{m}": r for m, r in ROOM_ROUTES.items()},
+    **{f"Egress/{m}": r for m, r in EGRESS_ROUTES.items()},
 }
 
 
@@ -167,8 +218,15 @@ def _error_response(err: TwirpError, record: CallRecord) -> web.Response:
 class TwirpService:
     """aiohttp handler for everything under ``/twirp/``."""
 
-    def __init__(self, state: State, auth: Authenticator, calls: CallLog, faults: Faults) -> None:
-        self.state = state
+    def __init__(
+        self,
+        state: State,
+        egress: EgressService,
+        auth: Authenticator,
+        calls: CallLog,
+        faults: Faults,
+    ) -> None:
+        self.services = Services(state, egress)
         self.auth = auth
         self.calls = calls
         self.faults = faults
@@ -177,7 +235,9 @@ class TwirpService:
         """Serve one Twirp request (any HTTP method, any path under /twirp/)."""
         at = time.time()
         path = request.path
-        method = path[len(PREFIX) :] if path.startswith(PREFIX) else path
+        route_key = path[len(PREFIX) :] if path.startswith(PREFIX) else path
+        # Calls are logged and faults matched by method name alone (names are unique).
+        method = route_key.split("/", 1)[1] if route_key.count("/") == 1 else route_key
         raw_type = request.headers.get("Content-Type", "")
         content_type = raw_type.split(";", 1)[0].strip().lower()
         record = self.calls.start(method, at, content_type)
@@ -193,7 +253,7 @@ class TwirpService:
                 raise _bad_route(
                     f'unsupported method "{request.method}" (only POST is allowed)', request
                 )
-            route = ROUTES.get(method)
+            route = ROUTES.get(route_key)
             if route is None:
                 raise _bad_route(f'no handler for path "{path}"', request)
             if content_type not in (JSON, PROTOBUF):
@@ -210,14 +270,14 @@ class TwirpService:
                 dropped = await self._apply_fault(fault, request, record)
                 if dropped is not None:
                     return dropped
-            reply = route.run(self.state, grants, req)
+            reply = route.run(self.services, grants, req)
         except TwirpError as err:
             return _error_response(err, record)
         except web.HTTPException:
             raise  # aiohttp's own answers, e.g. 413 for an oversized body
         except Exception:
             # An emulator bug must still look like a Twirp server failing, not an HTML 500.
-            log.exception("RoomService %s failed", method)
+            log.exception("Twirp %s failed", method)
             return _error_response(TwirpError("internal", "internal error"), record)
         record.status = 200
         return _encode(reply, content_type)

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 from google.protobuf import json_format
+from livekit.protocol import egress as egress_pb
 from livekit.protocol import models, webhook
 
 from .auth import webhook_token
@@ -67,6 +68,14 @@ def render_event(
     return body, msg.id, created_at
 
 
+def render_egress_event(event: str, info: egress_pb.EgressInfo) -> tuple[str, str]:
+    """An egress WebhookEvent (``egressInfo``, no room) serialised now; ``(body, event_id)``."""
+    msg = webhook.WebhookEvent(event=event, id=new_sid("EV_"), created_at=int(time.time()))
+    msg.egress_info.CopyFrom(info)
+    body = json.dumps(json_format.MessageToDict(msg), separators=(",", ":"), ensure_ascii=False)
+    return body, msg.id
+
+
 class WebhookRecord:
     """One event addressed to one URL, as shown by ``GET /_emulator/webhooks``."""
 
@@ -78,18 +87,23 @@ class WebhookRecord:
         "dropped",
         "event",
         "id",
+        "queue",
         "queued_at",
         "room",
         "status",
         "url",
     )
 
-    def __init__(self, url: str, event: str, event_id: str, room: str, body: str) -> None:
+    def __init__(
+        self, url: str, event: str, event_id: str, room: str, body: str, queue: str = ""
+    ) -> None:
         self.url = url
         self.event = event
         self.id = event_id
         self.room = room
         self.body = body
+        # Which FIFO the event waits in: its room's, or (egress events) its egress id's.
+        self.queue = queue or room
         self.attempts = 0
         self.status: int | None = None
         self.delivered = False
@@ -213,8 +227,19 @@ class WebhookSender:
             self.records.append(record)
             self._enqueue(record)
 
+    def emit_egress(self, event: str, info: egress_pb.EgressInfo) -> None:
+        """Queue an egress event per (egress id, URL), as LiveKit's egress service does."""
+        urls = self.config.webhook_urls
+        if not urls:
+            return
+        body, event_id = render_egress_event(event, info)
+        for url in urls:
+            record = WebhookRecord(url, event, event_id, info.room_name, body, info.egress_id)
+            self.records.append(record)
+            self._enqueue(record)
+
     def _enqueue(self, record: WebhookRecord) -> None:
-        key = (record.room, record.url)
+        key = (record.queue, record.url)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()

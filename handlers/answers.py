@@ -125,6 +125,41 @@ class PastRoomsAnswer(Common):
     result: PastRoomsResult | None = None
 
 
+class Recording(_Doc):
+    """plugNmeet's RecordingInfo: one finished recording (`file_size` in MB)."""
+
+    record_id: str
+    room_id: str
+    room_sid: str
+    file_path: str
+    file_size: float
+    creation_time: int
+    room_creation_time: int
+
+
+class RecordingsResult(_Doc):
+    """A page of recordings."""
+
+    total_recordings: int
+    from_: int = Field(alias="from")
+    limit: int
+    order_by: Literal["ASC", "DESC"]
+    recordings_list: list[Recording]
+
+
+class RecordingsAnswer(Common):
+    """recording/fetch."""
+
+    result: RecordingsResult | None = None
+
+
+class RecordingAnswer(Common):
+    """recording/info: the recording and its session."""
+
+    recording_info: Recording | None = None
+    room_info: PastRoom | None = None
+
+
 class JoinTokenAnswer(Common):
     """A LiveKit access token."""
 

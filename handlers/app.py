@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from handlers import console, deliveries, livekit_events, openapi, ops, routes
 from handlers.replies import STATUS_CODE, ApiError, StatusCode, failure
@@ -21,10 +21,13 @@ from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
 from worker.deps import open_deps
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
+from worker.replicas import NotReplicated
 from worker.rooms.livekit_events import Inbox
 from worker.settings import Settings
 
 log = get_logger("roomkeeper.api")
+
+STORAGE_FULL = "storage full, nothing was accepted; retry later"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,6 +102,12 @@ async def plugnmeet(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except ApiError as exc:
         return failure(exc.status_code, exc.msg, http_status=exc.http_status, **exc.extra)
+    except NotReplicated as exc:
+        log.warning("accepted work not replicated", error=exc.msg)
+        return failure(StatusCode.INTERNAL_SERVER_ERROR, exc.msg)
+    except OutOfMemoryError:
+        log.warning("redis is full (maxmemory)")
+        return failure(StatusCode.INTERNAL_SERVER_ERROR, STORAGE_FULL)
     except RedisError:
         log.exception("redis error")
         return failure(StatusCode.INTERNAL_SERVER_ERROR, "storage unavailable, try again shortly")

@@ -121,6 +121,8 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
     for (i, req), claim in zip(valid, claims, strict=True):
         results[i] = _result(req.room_id, claim)
     new = [c.job_id for c in claims if c.kind == "new" and c.job_id]
+    accepted = [c.job_id for c in claims if c.kind in ("new", "pending") and c.job_id]
+    await deps.replicas.confirm(deps.redis, [keys.job(j) for j in accepted])
     request[LOG_FIELDS]["queued"] = len(new)
     return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
 

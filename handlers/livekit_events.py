@@ -6,8 +6,11 @@ from aiohttp import web
 from google.protobuf.json_format import ParseError
 from livekit import api
 
-from handlers.state import INBOX, LOG_FIELDS, SETTINGS
+from handlers.state import DEPS, INBOX, LOG_FIELDS, SETTINGS
+from worker import keys
 from worker.logs import get_logger
+from worker.replicas import NotReplicated
+from worker.rooms.livekit_events import room_of
 
 log = get_logger("roomkeeper.livekit_events")
 
@@ -41,12 +44,17 @@ async def receive(request: web.Request) -> web.Response:
     request[LOG_FIELDS] = {
         "lk_event": event.event,
         "lk_event_id": event.id,
-        "room_id": event.room.name,
+        "room_id": room_of(event),
     }
-    if not event.id or not event.room.name:
+    if not event.id or not room_of(event):
         log.info("livekit event without id or room ignored", lk_event=event.event)
         return web.Response(text="ignored\n")
     fresh = await request.app[INBOX].accept(event, text)
+    deps = request.app[DEPS]
+    try:
+        await deps.replicas.confirm(deps.redis, [keys.lk_event_seen(event.id)])
+    except NotReplicated as exc:  # LiveKit retries a 5xx; the retry finds the event seen
+        return web.Response(status=503, text=f"{exc.msg}\n")
     return web.Response(text="ok\n" if fresh else "duplicate\n")
 
 

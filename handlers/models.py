@@ -121,6 +121,34 @@ class PastRoomsRequest(_Request, Proto3):
     ] = "DESC"
 
 
+class RecordingsRequest(_Request, Proto3):
+    """recording/fetch: plugNmeet's FetchRecordingsReq (`limit` 0 = the default 20)."""
+
+    room_ids: Annotated[list[RoomId], BeforeValidator(_room_ids)] = Field(default_factory=list)
+    room_sid: Annotated[str | None, BeforeValidator(_text())] = None
+    from_: Annotated[
+        int, IntLike(), Also("from_"), BeforeValidator(_bounded(0, 10_000_000)), Field(alias="from")
+    ] = 0
+    limit: Annotated[int, IntLike(), BeforeValidator(_bounded(1, 100, zero=20))] = 20
+    order_by: Annotated[
+        str, BeforeValidator(_choice("DESC", "ASC")), WithJsonSchema({"enum": ["ASC", "DESC"]})
+    ] = "DESC"
+
+
+def _record_id(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise rule("is required")
+    if len(value) > 64 or not value.isascii() or not value.replace("_", "").isalnum():
+        raise rule("must be a record id (an egress id such as EG_...)")
+    return value
+
+
+class RecordIdRequest(_Request, Proto3):
+    """recording/info, delete, getDownloadToken: one recording, by its `record_id`."""
+
+    record_id: Annotated[str, BeforeValidator(_record_id)]
+
+
 class UserInfo(_Request, Proto3):
     """Who joins."""
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
+from worker import keys
 from worker.deps import Deps
 from worker.rooms.records import api_room_info
 from worker.rooms.request import CreateLimits, CreateRoomRequest
@@ -22,6 +23,7 @@ def create_limits(settings: Settings) -> CreateLimits:
     """The validation limits the settings call for."""
     return CreateLimits(
         default_empty_timeout=settings.default_empty_timeout,
+        default_departure_timeout=settings.default_departure_timeout,
         max_room_duration=settings.max_room_duration,
         allowed_cidrs=settings.webhook_allowed_cidrs,
     )
@@ -95,6 +97,7 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
         return failure(StatusCode.CONFLICT, "room is ending; create it again once it has ended")
     assert claim.job_id is not None
     request[LOG_FIELDS]["job_id"] = claim.job_id
+    await deps.replicas.confirm(deps.redis, [keys.job(claim.job_id)])
     if wants_async(request):
         return queued(claim.job_id)
     job = await wait_for_job(deps, claim.job_id, settings.create_wait)

@@ -21,7 +21,16 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from handlers import answers, bulk, deliveries, models, room_actions, room_queries, rooms
+from handlers import (
+    answers,
+    bulk,
+    deliveries,
+    models,
+    recordings,
+    room_actions,
+    room_queries,
+    rooms,
+)
 from handlers.auth import authenticate
 from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import ApiError, StatusCode, collect_warnings
@@ -79,6 +88,14 @@ ROUTES: tuple[Route, ...] = (
           {200: answers.RedeliverAnswer}, "Send deliveries again"),
     Route("/auth/webhook/test", deliveries.test_send, models.TestSendRequest,
           {200: answers.TestSendAnswer}, "Send a webhook_test event now"),
+    Route("/auth/recording/fetch", recordings.fetch, models.RecordingsRequest,
+          {200: answers.RecordingsAnswer}, "Finished recordings"),
+    Route("/auth/recording/info", recordings.info, models.RecordIdRequest,
+          {200: answers.RecordingAnswer}, "One recording and its session"),
+    Route("/auth/recording/delete", recordings.not_supported, models.RecordIdRequest,
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY),
+    Route("/auth/recording/getDownloadToken", recordings.not_supported, models.RecordIdRequest,
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY),
 )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import asyncio
 import csv
 import json
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from roomkeeper.bulkfile import Line
+from roomkeeper.bulkfile import FileError, Line, read_rooms, unknown_columns
 from worker.webhooks.signing import body_hmac
 
 MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
@@ -311,3 +312,19 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
     wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
     ok = all(o.outcome in wanted for o in outcomes) and not (args.strict and bad)
     return 0 if ok else 1
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Read, check, submit and (unless --no-wait) follow the rooms of `args.file`."""
+    path = Path(args.file)
+    try:
+        lines = read_rooms(path)
+    except FileError as exc:
+        print(f"roomkeeper create-rooms: {exc}", file=sys.stderr)
+        return 2
+    for column in unknown_columns(path):
+        # Newer plugNmeet fields pass through; a typo would too, so say so once.
+        print(
+            f"note: column {column} is not a field roomkeeper knows; sent as text", file=sys.stderr
+        )
+    return await run(lines, args)

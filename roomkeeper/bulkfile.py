@@ -2,7 +2,8 @@
 
 This module reads the file: each line (CSV row or JSON line) becomes one create request, checked
 locally with the service's own validation, so a bad line is reported with its line number before
-anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones.
+anything is sent, and never stops the rest. `roomkeeper.bulkclient` submits the good ones (and
+runs the command).
 
 CSV: a header row names request fields, nested ones as dotted paths
 (`metadata.room_features.room_duration`). Cells are typed by the field they fill: integers for
@@ -13,13 +14,11 @@ default), since a cell cannot say "empty object". JSON Lines: one create request
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import ipaddress
 import json
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -255,21 +254,3 @@ def unknown_columns(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     return [h.strip() for h in header if h.strip() and h.strip() not in FIELD_KINDS]
-
-
-async def main(args: argparse.Namespace) -> int:
-    """Read, check, submit and (unless --no-wait) follow the rooms of `args.file`."""
-    from roomkeeper.bulkclient import run
-
-    path = Path(args.file)
-    try:
-        lines = read_rooms(path)
-    except FileError as exc:
-        print(f"roomkeeper create-rooms: {exc}", file=sys.stderr)
-        return 2
-    for column in unknown_columns(path):
-        # Newer plugNmeet fields pass through; a typo would too, so say so once.
-        print(
-            f"note: column {column} is not a field roomkeeper knows; sent as text", file=sys.stderr
-        )
-    return await run(lines, args)

@@ -53,7 +53,7 @@ def run_dev(args: argparse.Namespace) -> int:
 
 def run_create_rooms(args: argparse.Namespace) -> int:
     """Bulk-create rooms from a CSV or JSON Lines file through the API."""
-    from roomkeeper.bulkfile import main as bulk_main
+    from roomkeeper.bulkclient import main as bulk_main
 
     return int(asyncio.run(bulk_main(args)))
 

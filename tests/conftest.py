@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from arq import Worker
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
@@ -29,8 +28,9 @@ from tests.support.api import (
     Api,
 )
 from tests.support.servers import Receiver, RedisServer, free_port, run_receiver
+from worker.arqueue import ResilientWorker, Worker
 from worker.logs import configure_logging
-from worker.main import ResilientWorker, stop_worker, worker_settings
+from worker.main import stop_worker, worker_settings
 from worker.settings import Settings
 
 

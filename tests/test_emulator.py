@@ -416,7 +416,7 @@ async def test_wrong_method_path_or_content_type_is_twirp_bad_route(
 async def test_unknown_service_is_twirp_bad_route(
     emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{emu.url}/twirp/livekit.Egress/ListEgress"
+    url = f"{emu.url}/twirp/livekit.Ingress/ListIngress"
     headers = {"Content-Type": "application/json", **bearer(LIST)}
     async with http.post(url, data="{}", headers=headers) as resp:
         assert resp.status == 404

@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from worker import keys
 from worker.rooms.records import Store
 from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
+from worker.webhooks.delivery import Delivery, DeliveryState, new_cmds, reopen_cmds
 
 
 def a_session(**changes: object) -> RoomSession:
@@ -92,3 +93,27 @@ async def test_unknown_records_and_states_read_as_no_state() -> None:
     assert RoomSession.from_hash("r1", {}).state is None
     assert RoomSession.from_hash("r1", {"state": "bogus"}).state is None
     assert CreateJob.from_hash("j1", {}).over
+
+
+async def test_a_delivery_is_written_reopened_and_read_through_its_owner(redis: Redis) -> None:
+    new = Delivery("dlv_1", "ev1", "room_created", "r1", "http://127.0.0.1:9/", "q1", created=5.0)
+    async with redis.pipeline(transaction=True) as pipe:
+        new_cmds(pipe, new, 60)
+        await pipe.execute()
+    assert Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1"))) == new
+    assert await redis.hget(keys.DELIVERY_COUNTS, "pending") == "1"
+    await redis.hset(keys.delivery("dlv_1"), mapping={"state": "dead", "reason": "410"})
+    await redis.zadd(keys.deliveries_in_state("dead"), {"dlv_1": 0})
+    await redis.set(keys.gone("q1"), 1)
+    await redis.hincrby(keys.DELIVERY_COUNTS, "pending", -1)
+    await redis.hincrby(keys.DELIVERY_COUNTS, "dead", 1)
+    dead = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    assert (dead.state, dead.reason) == (DeliveryState.DEAD, "410")
+    async with redis.pipeline(transaction=True) as pipe:
+        reopen_cmds(pipe, dead, 60)
+        await pipe.execute()
+    again = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    assert again == new
+    assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "1", "dead": "0"}
+    assert await redis.exists(keys.gone("q1")) == 0
+    assert await redis.zscore(keys.deliveries_in_state("pending"), "dlv_1") == 0

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq import ArqRedis
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.connections import arq_pool, redis_client
+from worker.arqueue import ArqRedis, arq_pool
+from worker.connections import redis_client
 from worker.livekit import LiveKit
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
+from worker.replicas import ReplicaWait
 from worker.rooms.records import Store
 from worker.settings import Settings
 from worker.webhooks.engine import Outbox, delivery_schedule
@@ -34,6 +35,7 @@ class Deps:
     timers: Schedule
     inbound: Schedule
     deliveries: Schedule
+    replicas: ReplicaWait
 
     async def aclose(self) -> None:
         """Close every client this object opened."""
@@ -63,4 +65,5 @@ async def open_deps(settings: Settings) -> Deps:
         timers=Schedule(redis, keys.TIMERS),
         inbound=Schedule(redis, keys.INBOUND),
         deliveries=deliveries,
+        replicas=ReplicaWait.from_settings(settings),
     )

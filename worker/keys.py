@@ -70,12 +70,32 @@ def past_by_room(room_id: str) -> str:
     return f"{PREFIX}past:room:{room_id}"
 
 
+def members(room_sid: str) -> str:
+    """Set: identities counted as present in one session (dependent participants never)."""
+    return f"{PREFIX}members:{room_sid}"
+
+
+def egress(egress_id: str) -> str:
+    """Hash: one LiveKit egress (recording or stream) of ours: room, session, status, file."""
+    return f"{PREFIX}egress:{egress_id}"
+
+
+RECORDINGS = f"{PREFIX}recordings"  # zset egress_id -> started (s), every egress seen
+
+
+def recordings_by_room(room_id: str) -> str:
+    """Zset egress_id -> started (s), the egresses of one room_id."""
+    return f"{PREFIX}recordings:room:{room_id}"
+
+
 def job(job_id: str) -> str:
     """Hash: one room-create job's request, state, outcome."""
     return f"{PREFIX}job:{job_id}"
 
 
 QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure
+
+REPLICA_BARRIER = f"{PREFIX}replica:barrier"  # counter the replica confirmation writes and waits on
 
 
 def lk_event_seen(event_id: str) -> str:

@@ -1,4 +1,4 @@
-"""LiveKit's RoomService through `livekit-api`, with real timeouts and one error type per outcome.
+"""LiveKit's RoomService and Egress through `livekit-api`, with real timeouts and typed errors.
 
 The SDK applies no timeout of its own and retries nothing against a self-hosted URL, so every call
 is wrapped in `asyncio.timeout`, and its errors are sorted once, here, into `LiveKitUnavailable`
@@ -111,12 +111,19 @@ class LiveKit:
             raise classify(exc) from exc
 
     async def create_room(
-        self, name: str, *, empty_timeout: int, max_participants: int, metadata: str
+        self,
+        name: str,
+        *,
+        empty_timeout: int,
+        max_participants: int,
+        metadata: str,
+        departure_timeout: int = 0,
     ) -> dict[str, Any]:
         """Get-or-create a room (LiveKit returns an existing one unchanged)."""
         req = api.CreateRoomRequest(
             name=name,
             empty_timeout=empty_timeout,
+            departure_timeout=departure_timeout,
             max_participants=max_participants,
             metadata=metadata,
         )
@@ -144,6 +151,28 @@ class LiveKit:
         req = api.ListParticipantsRequest(room=room)
         res = await self._call(lambda: self._api.room.list_participants(req))
         return [proto_dict(p) for p in res.participants]
+
+    async def start_room_composite_egress(self, req: api.RoomCompositeEgressRequest) -> str:
+        """Start recording (or streaming) a room; the new egress id."""
+        info = await self._call(lambda: self._api.egress.start_room_composite_egress(req))
+        return str(info.egress_id)
+
+    async def active_room_composites(self, room: str) -> list[str]:
+        """The ids of the room composite egresses running for `room`."""
+        req = api.ListEgressRequest(room_name=room, active=True)
+        res = await self._call(lambda: self._api.egress.list_egress(req))
+        return [i.egress_id for i in res.items if i.HasField("room_composite")]
+
+    async def stop_egress(self, egress_id: str) -> bool:
+        """Stop an egress; False when LiveKit has it no more or it had already ended."""
+        req = api.StopEgressRequest(egress_id=egress_id)
+        try:
+            await self._call(lambda: self._api.egress.stop_egress(req))
+        except LiveKitRejected as exc:
+            if exc.code in ("not_found", "failed_precondition"):
+                return False
+            raise
+        return True
 
     def join_token(
         self,

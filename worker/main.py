@@ -14,12 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arq import Worker, func
 from prometheus_client import start_http_server
-from redis.exceptions import RedisError
 
 from worker import keys
-from worker.connections import arq_pool, deserialize_job, redis_client, serialize_job
+from worker.arqueue import (
+    ResilientWorker,
+    Worker,
+    deserialize_job,
+    func,
+    serialize_job,
+    worker_pool,
+)
+from worker.connections import redis_client
 from worker.deps import Deps, open_deps
 from worker.logs import configure_logging, get_logger
 from worker.queue.consumer import run_consumer
@@ -34,7 +40,6 @@ from worker.webhooks.engine import Dispatcher
 log = get_logger("roomkeeper.worker")
 
 HEARTBEAT_S = 5.0
-REDIS_PAUSE_S = 0.5
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -110,40 +115,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker stopped")
 
 
-class ResilientWorker(Worker):
-    """arq's Worker, made to ride out a Redis restart instead of dying with it.
-
-    arq lets a connection error in its poll loop end the worker, and a failure between taking a
-    job slot and starting the job leaks that slot. Here the slot is given back and the poll
-    loop waits for Redis; our own Redis clients retry on their own.
-    """
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's start_jobs, one job at a time, returning the slot when Redis fails mid-way."""
-        for job_id in job_ids:
-            taken = self.job_counter
-            try:
-                await super().start_jobs([job_id])
-            except RedisError:
-                if self.job_counter > taken:  # arq counted a job it never started
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        except RedisError as exc:
-            log.warning("redis unavailable, arq polling paused", error=type(exc).__name__)
-            await asyncio.sleep(REDIS_PAUSE_S)
-
-
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker` built from roomkeeper's settings."""
     return {
         "functions": [func(jobs.create_rooms, name=jobs.CREATE_ROOMS, max_tries=1000)],
         "queue_name": keys.QUEUE_NAME,
-        "redis_pool": arq_pool(settings),
+        "redis_pool": worker_pool(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},

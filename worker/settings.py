@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +19,7 @@ from worker.webhooks.netguard import IPNetwork, parse_cidrs
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_CREATE_RETRY_SCHEDULE = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DEFAULT_WARNINGS = (300, 60)
+DEFAULT_RECORDING_RETRY_SCHEDULE = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 CommaFloats = Annotated[tuple[float, ...], NoDecode]
 CommaInts = Annotated[tuple[int, ...], NoDecode]
@@ -70,9 +72,18 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     redis_sentinel_master: str = "mymaster"
+    redis_min_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a write before the API accepts work"
+    )
+    redis_min_replicas_timeout: float = Field(
+        1.0, gt=0, description="seconds the API waits for those replicas before refusing"
+    )
 
     # Room defaults and lifecycle.
     default_empty_timeout: int = Field(1800, ge=1)
+    default_departure_timeout: int = Field(
+        60, ge=1, description="seconds LiveKit keeps a room after its last participant left"
+    )
     max_room_duration: int = Field(0, ge=0, description="minutes, 0 = no cap")
     session_ending_warnings: CommaInts = DEFAULT_WARNINGS
     reconcile_interval: float = Field(60.0, gt=0)
@@ -84,6 +95,19 @@ class Settings(BaseSettings):
         32, ge=1, le=1000, description="LiveKit creates one worker process has in flight at once"
     )
     join_token_ttl: int = Field(21600, ge=60, description="seconds a join token is valid")
+    unknown_rooms: Literal["ignore", "delete"] = Field(
+        "ignore", description="what to do with a room_started for a room roomkeeper never had"
+    )
+
+    # Recordings (LiveKit Egress).
+    recording_output: str = Field(
+        "{room_name}-{time}.mp4",
+        min_length=1,
+        description="file path template, or s3://bucket/key-template?region=..&endpoint=..",
+    )
+    recording_s3_access_key: str | None = None
+    recording_s3_secret: SecretStr | None = None
+    recording_retry_schedule: CommaFloats = DEFAULT_RECORDING_RETRY_SCHEDULE
 
     # Outgoing webhooks.
     webhook_secret: CommaSecrets = Field(min_length=1)
@@ -122,6 +146,7 @@ class Settings(BaseSettings):
     @field_validator(
         "session_ending_warnings",
         "create_retry_schedule",
+        "recording_retry_schedule",
         "webhook_retry_schedule",
         "redis_sentinels",
         "webhook_events",
@@ -166,13 +191,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown event {unknown[0]!r}; known: {', '.join(EVENTS)}")
         return value
 
-    @field_validator("webhook_retry_schedule", "create_retry_schedule")
+    @field_validator("webhook_retry_schedule", "create_retry_schedule", "recording_retry_schedule")
     @classmethod
     def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value:
             raise ValueError("must list at least one delay")
         if any(v < 0 for v in value):
             raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("recording_output")
+    @classmethod
+    def _recording_output(cls, value: str) -> str:
+        if value.startswith("s3://") and not urlsplit(value).netloc:
+            raise ValueError("an s3:// output needs a bucket: s3://bucket/path-template")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError("must be a file path template or an s3://bucket/... location")
         return value
 
     @field_validator("livekit_url", "webhook_url")

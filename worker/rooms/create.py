@@ -50,6 +50,7 @@ def job_request(req: CreateRoom) -> str:
             "room_id": req.room_id,
             "max_participants": req.max_participants,
             "empty_timeout": req.empty_timeout,
+            "departure_timeout": req.departure_timeout,
             "room_duration": req.room_duration,
             "webhook_url": req.webhook_url,
             "webhook_events": ",".join(req.webhook_events),
@@ -144,6 +145,10 @@ async def _call(
                 info = await deps.livekit.create_room(
                     w.room_id,
                     empty_timeout=int(request["empty_timeout"]),
+                    # Jobs queued before the field existed get today's default.
+                    departure_timeout=int(
+                        request.get("departure_timeout") or deps.settings.default_departure_timeout
+                    ),
                     max_participants=int(request["max_participants"]),
                     metadata=request["metadata"],
                 )

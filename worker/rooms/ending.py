@@ -18,6 +18,7 @@ from worker.livekit import LiveKitError
 from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
+from worker.rooms.auto_recording import RECORD_TIMER, start_auto, stop_session_recording
 from worker.rooms.records import LIVE_STATES
 from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
@@ -47,6 +48,7 @@ async def end_room(
     )
     if previous is None:
         return "not_active"
+    await stop_session_recording(deps, RoomSession.from_hash(room_id, record))
     try:
         await deps.livekit.delete_room(room_id)
     except LiveKitError:
@@ -146,6 +148,8 @@ async def _fire(deps: Deps, timer: Timer) -> None:
         await end_room(deps, timer.room_id, "room_duration", sid=timer.sid, record=record)
     elif timer.kind.startswith("warn:"):
         await _warn(deps, timer, session)
+    elif timer.kind.startswith(f"{RECORD_TIMER}:"):
+        await start_auto(deps, timer, session)
 
 
 async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:

@@ -16,9 +16,9 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
-from arq import Retry
 
 from worker import keys
+from worker.arqueue import RerunJob
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.metrics import JOB_SECONDS, JOBS
@@ -136,7 +136,7 @@ async def create_rooms(ctx: dict[str, Any], job_ids: list[str]) -> int:
             # simply runs again (finished rooms are skipped) rather than being stranded.
             JOBS.labels(CREATE_ROOMS, "again").inc()
             log.warning("create job will run again", error=repr(exc), exc_info=exc)
-            raise Retry(defer=RERUN_DELAY_S) from exc
+            raise RerunJob(defer=RERUN_DELAY_S) from exc
         elapsed = time.perf_counter() - started
         JOB_SECONDS.labels(CREATE_ROOMS).observe(elapsed)
         JOBS.labels(CREATE_ROOMS, "retrying" if retries else "ok").inc()

@@ -18,11 +18,13 @@ from redis.exceptions import WatchError
 
 from worker import keys, lua
 from worker.deps import Deps
-from worker.livekit import proto_dict
+from worker.livekit import LiveKitError, proto_dict
 from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
+from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
-from worker.rooms.records import LIVE_STATES, PENDING_STATES, room_info_of
+from worker.rooms.records import PENDING_STATES, room_info_of
+from worker.rooms.session import RoomSession
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.inbound")
@@ -38,6 +40,7 @@ FORWARDED = frozenset(
     }
 )
 SEEN_TTL = 86400
+PARTICIPANT_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 # How long an event may wait for its room's create to finish before it is judged not ours.
 PENDING_WAIT_MS = 30_000
 PENDING_RETRY_MS = 200
@@ -51,6 +54,11 @@ def parse_event(body: str) -> api.WebhookEvent:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
 
 
+def room_of(event: api.WebhookEvent) -> str:
+    """The room an event is about (egress events name it in `egressInfo`, not in `room`)."""
+    return event.room.name or event.egress_info.room_name
+
+
 class Inbox:
     """The API's side: file a verified event for the workers."""
 
@@ -60,7 +68,7 @@ class Inbox:
 
     async def accept(self, event: api.WebhookEvent, body: str) -> bool:
         """File `body` on its room's FIFO; False when this event id was seen already."""
-        room = event.room.name
+        room = room_of(event)
         return bool(
             await self._accept(
                 keys=[
@@ -90,6 +98,8 @@ async def work(deps: Deps, claim: Claim) -> None:
 
 async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     """Apply one event; False means "not yet" (its room is still being created)."""
+    if event.event in recordings.EGRESS_EVENTS:
+        return await recordings.apply_egress(deps, event)
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
     record = await deps.store.room(room_id)
@@ -98,6 +108,8 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     if record.get("sid") != sid:
         if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
             return False
+        if event.event == "room_started" and sid and _unwanted(deps, record):
+            return await _delete_unwanted(deps, event, record)
         past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
         if not past:
             log.info(
@@ -116,12 +128,44 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     return True
 
 
+def _unwanted(deps: Deps, record: dict[str, str]) -> bool:
+    """A room LiveKit started that must not live: its session was ended by us, or never ours."""
+    if record:
+        return record.get("state") == "ended"
+    return deps.settings.unknown_rooms == "delete"
+
+
+async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str, str]) -> bool:
+    """Delete a room re-created behind our back (a client with an old token auto-creates it)."""
+    room_id = event.room.name
+    if await deps.store.room(room_id) != record:
+        return False  # a create of this room began meanwhile: let it take the room instead
+    try:
+        await deps.livekit.delete_room(room_id)
+    except LiveKitError as exc:
+        if _age_ms(event) < PENDING_WAIT_MS:
+            log.warning("unwanted room not deleted yet", room_id=room_id, error=str(exc))
+            return False
+        log.error("unwanted room left in livekit", room_id=room_id, error=str(exc))
+    else:
+        log.info(
+            "room re-created in livekit deleted" if record else "unknown room deleted",
+            room_id=room_id,
+            sid=event.room.sid,
+            ended_sid=record.get("sid"),
+        )
+    await deps.redis.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
+    return True
+
+
 def _age_ms(event: api.WebhookEvent) -> float:
     return now_ms() - event.created_at * 1000 if event.created_at else 0
 
 
 async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -> None:
     done = keys.lk_event_done(event.id)
+    identity = event.participant.identity
+    counted = event.event in PARTICIPANT_EVENTS and not recordings.is_dependent(event.participant)
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
@@ -130,17 +174,42 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     await pipe.reset()
                     return
                 record = await pipe.hgetall(keys.room(room_id))
-                live = record.get("state") in LIVE_STATES
+                session = RoomSession.from_hash(room_id, record)
+                live = session.live
+                sid = session.sid
+                members = keys.members(sid)
+                present = False
+                if live and counted:
+                    # No WATCH of its own: every change to the set goes with a write to the
+                    # watched session hash, in the same transaction.
+                    present = bool(await pipe.sismember(members, identity))
                 participants = int(record.get("participants", 0))
+                auto = (
+                    live
+                    and counted
+                    and event.event == "participant_joined"
+                    and not session.recording_claimed
+                    and auto_recording.is_admin(event.participant)
+                    and auto_recording.wants_auto_recording(session)
+                )
                 pipe.multi()
                 if live and event.event == "room_started" and record["state"] == "created":
                     deps.store.started_cmds(pipe, room_id)
-                elif live and event.event == "participant_joined":
-                    participants += 1
-                    deps.store.participants_cmds(pipe, room_id, participants, joined=True)
-                elif live and event.event == "participant_left":
+                elif live and counted and event.event == "participant_joined":
+                    # Counted once per identity present: a repeated join does not inflate it.
+                    if present:
+                        deps.store.started_cmds(pipe, room_id)
+                    else:
+                        participants += 1
+                        deps.store.member_cmds(
+                            pipe, room_id, sid, identity, participants, came=True
+                        )
+                    if auto:
+                        auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
+                elif live and counted and present:
+                    # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
-                    deps.store.participants_cmds(pipe, room_id, participants, joined=False)
+                    deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
                 if event.event in FORWARDED:
                     _emit(deps, pipe, event, room_id, record, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker import keys, lua
-from worker.connections import ArqJob
+from worker.arqueue import ArqJob
 from worker.rooms.session import (
     LIVE_STATES,
     PENDING_STATES,
@@ -132,6 +132,34 @@ class Store:
             pipe.hincrby(keys.room(room_id), "joined", 1)
         else:
             pipe.hset(keys.room(room_id), "participants", participants)
+
+    def member_cmds(
+        self, pipe: Any, room_id: str, sid: str, identity: str, participants: int, *, came: bool
+    ) -> None:
+        """A counted participant came (first time present) or went: the count and who is in.
+
+        The set of who is in changes only with the session hash, so a WATCH on the hash covers
+        both.
+        """
+        members = keys.members(sid)
+        if came:
+            pipe.sadd(members, identity)
+            pipe.expire(members, self.job_ttl_s)
+        else:
+            pipe.srem(members, identity)
+        self.participants_cmds(pipe, room_id, participants, joined=came)
+
+    def recording_claim_cmds(self, pipe: Any, room_id: str) -> None:
+        """The session's one auto recording is claimed (by its first admin's join)."""
+        pipe.hset(keys.room(room_id), "rec_claim", int(time.time()))
+
+    def recording_cmds(self, pipe: Any, room_id: str, egress_id: str) -> None:
+        """The session's auto recording is this egress."""
+        pipe.hset(keys.room(room_id), "egress", egress_id)
+
+    def egress_flag_cmds(self, pipe: Any, room_id: str, *, stream: bool, running: bool) -> None:
+        """Whether a recording (or a stream) of the session runs, for ActiveRoomInfo."""
+        pipe.hset(keys.room(room_id), "is_active_rtmp" if stream else "is_recording", int(running))
 
     def ended_cmds(
         self, pipe: Any, session: RoomSession, *, ended: float, reason: str, ttl_s: int

@@ -77,6 +77,7 @@ class CreateLimits:
     """Operator-set bounds for one create request."""
 
     default_empty_timeout: int = 1800  # seconds, used when empty_timeout is 0/absent
+    default_departure_timeout: int = 60  # seconds, used when departure_timeout is 0/absent
     max_room_duration: int = 0  # minutes; 0 = no cap, else every room_duration is capped to it
     allowed_cidrs: tuple[IPNetwork, ...] = ()  # opened for the webhook_url SSRF check
     max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
@@ -94,6 +95,7 @@ class CreateRoom:
     room_id: str
     max_participants: int  # 0 = unlimited
     empty_timeout: int  # seconds, resolved against the default
+    departure_timeout: int  # seconds, resolved against the default
     room_duration: int  # minutes, after the cap; 0 = unlimited
     webhook_url: str | None
     metadata: dict[str, Any]
@@ -465,6 +467,9 @@ class CreateRoomRequest(BaseModel, Proto3):
     room_id: RoomId
     max_participants: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_PARTICIPANTS)
     empty_timeout: Annotated[int, Presence()] = Field(0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT)
+    departure_timeout: Annotated[int, Presence()] = Field(
+        0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT
+    )
     metadata: RoomMetadata
     _room: CreateRoom | None = PrivateAttr(None)
 
@@ -479,6 +484,7 @@ class CreateRoomRequest(BaseModel, Proto3):
             room_id=self.room_id,
             max_participants=self.max_participants,
             empty_timeout=self.empty_timeout or limits.default_empty_timeout,
+            departure_timeout=self.departure_timeout or limits.default_departure_timeout,
             room_duration=self.metadata.room_features.room_duration,
             webhook_url=self.metadata.webhook_url,
             metadata=metadata,
@@ -494,7 +500,11 @@ class CreateRoomRequest(BaseModel, Proto3):
         return self._room
 
 
-UNITS = {"empty_timeout": " seconds (31 days)", "room_duration": " minutes (31 days)"}
+UNITS = {
+    "empty_timeout": " seconds (31 days)",
+    "departure_timeout": " seconds (31 days)",
+    "room_duration": " minutes (31 days)",
+}
 
 
 def read_create_room(

@@ -71,6 +71,10 @@ class RoomSession:
     participants: int = 0
     joined: int = 0  # participants who ever joined this session
     end_reason: str = ""
+    recording_claimed: bool = False  # its one auto recording was claimed by an admin's join
+    egress_id: str = ""  # the auto recording's egress, once started
+    is_recording: bool = False
+    is_active_rtmp: bool = False
 
     @classmethod
     def from_hash(cls, room_id: str, record: Mapping[str, str]) -> RoomSession:
@@ -90,6 +94,10 @@ class RoomSession:
             participants=_int(record.get("participants")),
             joined=_int(record.get("joined")),
             end_reason=record.get("end_reason", ""),
+            recording_claimed=bool(record.get("rec_claim")),
+            egress_id=record.get("egress", ""),
+            is_recording=record.get("is_recording") == "1",
+            is_active_rtmp=record.get("is_active_rtmp") == "1",
         )
 
     def to_mapping(self) -> Fields:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from worker.connections import arq_job
+from worker.arqueue import arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id

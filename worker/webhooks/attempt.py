@@ -176,6 +176,16 @@ def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     return None
 
 
+def _tls_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """OpenSSL's own words (`certificate has expired`), not aiohttp's wrapping of them."""
+    cause = getattr(exc, "certificate_error", None) or exc.os_error
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        return f"{cause.verify_message} ({exc.host}:{exc.port})"
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return f"{cause.reason} ({exc.host}:{exc.port})"
+    return str(exc)
+
+
 async def send(
     session: aiohttp.ClientSession,
     url: str,
@@ -214,7 +224,9 @@ async def send(
         if (blocked := _blocked_cause(exc)) is not None:
             return AttemptResult(None, str(blocked), elapsed(), "", permanent=True)
         if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-            return AttemptResult(None, f"TLS verification failed: {exc}", elapsed(), "")
+            return AttemptResult(
+                None, f"TLS verification failed: {_tls_reason(exc)}", elapsed(), ""
+            )
         return AttemptResult(None, f"connection failed: {exc.os_error or exc}", elapsed(), "")
     except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
         if (blocked := _blocked_cause(exc)) is not None:

@@ -17,8 +17,14 @@ EVENTS = (
     "room_finished",
     "session_ending",
     "session_ended",
+    "start_recording",
+    "end_recording",
+    "recording_proceeded",
+    "start_rtmp",
+    "end_rtmp",
 )
 TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
+RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
 _NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")
@@ -71,3 +77,16 @@ def notify_body(
     body["id"] = event_id
     body["created_at"] = str(int(time.time()) if created_at is None else created_at)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def recording_info(
+    record_id: str, msg: str, file: tuple[str, float] | None = None
+) -> dict[str, Any]:
+    """plugNmeet's `recording_info`: the egress id, who recorded, why, and the file when ready.
+
+    `file` is the file's location and its size in MB, plugNmeet's unit.
+    """
+    out: dict[str, Any] = {"record_id": record_id, "recorder_id": RECORDER_ID, "recorder_msg": msg}
+    if file is not None:
+        out["file_path"], out["file_size"] = file
+    return out

@@ -16,7 +16,6 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import secrets
@@ -44,6 +43,7 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
 from worker.webhooks.hosts import Held, HostGuard
 from worker.webhooks.signing import webhook_headers
 
@@ -67,11 +67,6 @@ GONE_EARLIER = (
 )
 BODY_EXPIRED = "not sent: the event body expired before delivery"
 INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it may have the event)"
-
-
-def url_hash(url: str) -> str:
-    """A short, stable name for a URL in keys."""
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def queue_id(room_id: str, url: str) -> str:
@@ -166,25 +161,8 @@ class Outbox:
         for url in urls:
             did = new_delivery_id()
             qid = queue_id(room_id, url)
-            pipe.hset(
-                keys.delivery(did),
-                mapping={
-                    "event_id": event_id,
-                    "event": event,
-                    "room_id": room_id,
-                    "url": url,
-                    "queue": qid,
-                    "state": "pending",
-                    "attempts": 0,
-                    "created": round(time.time(), 6),
-                },
-            )
-            pipe.expire(keys.delivery(did), ttl)
-            pipe.zadd(keys.DELIVERIES, {did: 0})
-            pipe.zadd(keys.deliveries_by_room(room_id), {did: 0})
-            pipe.zadd(keys.deliveries_by_url(url_hash(url)), {did: 0})
-            pipe.zadd(keys.deliveries_in_state("pending"), {did: 0})
-            pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
+            delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
+            new_cmds(pipe, delivery, ttl)
             self.schedule.push(pipe, qid, did, first_at)
             ids.append(did)
         return ids
@@ -292,7 +270,7 @@ class Dispatcher:
             if isinstance(verdict, Failed):
                 return verdict
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
-            await self.redis.hset(keys.delivery(did), "inflight", f"{time.time():.6f}")
+            await mark_inflight(self.redis, did)
         admission = await self.hosts.admit(did, record["url"], qid)
         if not admission.go:
             return Held(admission.until_ms, admission.why)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,8 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
-from worker.webhooks.engine import Outbox, id_floor, record_ttl_s, url_hash
+from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds, url_hash
+from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
 @dataclass(frozen=True)
@@ -22,28 +22,6 @@ class Page:
 
     deliveries: list[dict[str, Any]]
     next_cursor: str | None
-
-
-def _view(did: str, record: dict[str, str], attempts: list[str]) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "delivery_id": did,
-        "event_id": record.get("event_id", ""),
-        "event": record.get("event", ""),
-        "room_id": record.get("room_id", ""),
-        "url": record.get("url", ""),
-        "state": record.get("state", ""),
-        "created_at": float(record.get("created", 0)),
-    }
-    if record.get("reason"):
-        view["reason"] = record["reason"]
-    if record.get("finished"):
-        view["finished_at"] = float(record["finished"])
-    if view["state"] == "pending" and record.get("next_at"):
-        view["next_attempt_at"] = float(record["next_at"])
-    if view["state"] == "pending" and record.get("held"):
-        view["reason"] = record["held"]  # its host's breaker or rate holds it back
-    view["attempts"] = [json.loads(a) for a in attempts]
-    return view
 
 
 async def list_deliveries(
@@ -91,7 +69,9 @@ async def list_deliveries(
         for did, _ in page:
             pipe.lrange(keys.delivery_attempts(did), 0, -1)
         logs = await pipe.execute()
-    views = [_view(did, rec, att) for (did, rec), att in zip(page, logs, strict=True)]
+    views = [
+        Delivery.from_hash(did, rec).view(att) for (did, rec), att in zip(page, logs, strict=True)
+    ]
     if len(found) > limit:
         next_cursor: str | None = page[-1][0]
     elif exhausted:
@@ -134,37 +114,27 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_t
     schedule = outbox.schedule
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.delivery(did))
-        record = await pipe.hgetall(keys.delivery(did))
-        state = record.get("state")
-        if state is None:
+        delivery = Delivery.from_hash(did, await pipe.hgetall(keys.delivery(did)))
+        if delivery.state is None:
             return NOT_FOUND
-        if state == "delivered" and not delivered_too:
+        if delivery.state == DeliveryState.DELIVERED and not delivered_too:
             return ALREADY_DELIVERED
-        if state == "pending":
+        if delivery.state == DeliveryState.PENDING:
             # Due now unless a consumer holds the queue (it is being worked already).
             await pipe.watch(schedule.lease_key)
-            leased = await pipe.hexists(schedule.lease_key, record["queue"])
+            leased = await pipe.hexists(schedule.lease_key, delivery.queue)
             pipe.multi()
             if not leased:
-                pipe.zadd(schedule.due_key, {record["queue"]: now_ms()}, xx=True)
+                pipe.zadd(schedule.due_key, {delivery.queue: now_ms()}, xx=True)
                 pipe.rpush(schedule.wake_key, 1)
             pipe.hdel(keys.delivery(did), "next_at")
             await pipe.execute()
             return QUEUED
-        body_key = keys.event_body(record["event_id"])
-        if not await pipe.exists(body_key):
+        if not await pipe.exists(keys.event_body(delivery.event_id)):
             return NOT_FOUND
         pipe.multi()
-        pipe.hset(keys.delivery(did), mapping={"state": "pending", "attempts": 0})
-        pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight", "held")
-        pipe.hincrby(keys.DELIVERY_COUNTS, state, -1)
-        pipe.hincrby(keys.DELIVERY_COUNTS, "pending", 1)
-        pipe.zrem(deliveries_in_state("dead"), did)
-        pipe.zadd(deliveries_in_state("pending"), {did: 0})
-        pipe.delete(keys.gone(record["queue"]))
-        for key in (keys.delivery(did), keys.delivery_attempts(did), body_key):
-            pipe.expire(key, ttl)
-        schedule.push(pipe, record["queue"], did, now_ms())
+        reopen_cmds(pipe, delivery, ttl)
+        schedule.push(pipe, delivery.queue, did, now_ms())
         await pipe.execute()
         return QUEUED
 

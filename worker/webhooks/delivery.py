@@ -1,0 +1,154 @@
+"""The delivery record (one event to one URL) and its one writer outside the engine's scripts.
+
+A delivery is a hash (`keys.delivery`) indexed by time, by room and by state, counted per state.
+Created by the outbox, moved on by `peek.lua` / `settle.lua` (the attempt's atomic steps), reopened
+by a redelivery and removed by `prune.lua`; every other write is a function here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker import keys
+
+
+class DeliveryState(StrEnum):
+    """Pending until delivered (a 2xx) or dead (out of attempts, 410, blocked)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+FINISHED = (DeliveryState.DELIVERED, DeliveryState.DEAD)
+
+
+def url_hash(url: str) -> str:
+    """A short, stable name for a URL in keys (its queues, its index)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _float(raw: str | None) -> float | None:
+    return float(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event to one URL."""
+
+    delivery_id: str
+    event_id: str
+    event: str
+    room_id: str
+    url: str
+    queue: str  # its (room, URL) queue on the `dq` schedule
+    state: DeliveryState | None = DeliveryState.PENDING
+    attempts: int = 0
+    created: float = 0.0
+    reason: str = ""
+    finished: float | None = None
+    next_at: float | None = None
+    inflight: float | None = None  # when the attempt under way began
+    held: str = ""  # why its host's breaker or rate holds it back (pending only)
+
+    @classmethod
+    def from_hash(cls, delivery_id: str, record: Mapping[str, str]) -> Delivery:
+        """The delivery a record holds (an empty one: no state, it was pruned)."""
+        raw_state = record.get("state")
+        return cls(
+            delivery_id=delivery_id,
+            event_id=record.get("event_id", ""),
+            event=record.get("event", ""),
+            room_id=record.get("room_id", ""),
+            url=record.get("url", ""),
+            queue=record.get("queue", ""),
+            state=DeliveryState(raw_state) if raw_state in set(DeliveryState) else None,
+            attempts=int(record.get("attempts") or 0),
+            created=float(record.get("created") or 0),
+            reason=record.get("reason", ""),
+            finished=_float(record.get("finished")),
+            next_at=_float(record.get("next_at")),
+            inflight=_float(record.get("inflight")),
+            held=record.get("held", ""),
+        )
+
+    def to_mapping(self) -> dict[str, str | int | float]:
+        """The fields a new delivery is written with."""
+        return {
+            "event_id": self.event_id,
+            "event": self.event,
+            "room_id": self.room_id,
+            "url": self.url,
+            "queue": self.queue,
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "created": round(self.created, 6),
+        }
+
+    def view(self, attempts: list[str]) -> dict[str, Any]:
+        """The delivery as `/auth/webhook/deliveries` lists it, with its attempt log."""
+        out: dict[str, Any] = {
+            "delivery_id": self.delivery_id,
+            "event_id": self.event_id,
+            "event": self.event,
+            "room_id": self.room_id,
+            "url": self.url,
+            "state": str(self.state or ""),
+            "created_at": self.created,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        if self.finished:
+            out["finished_at"] = self.finished
+        if self.state == DeliveryState.PENDING and self.next_at:
+            out["next_attempt_at"] = self.next_at
+        if self.state == DeliveryState.PENDING and self.held:
+            out["reason"] = self.held
+        out["attempts"] = [json.loads(a) for a in attempts]
+        return out
+
+
+def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
+    """A new pending delivery: its record, its index entries, its count."""
+    did = delivery.delivery_id
+    pipe.hset(keys.delivery(did), mapping=delivery.to_mapping())
+    pipe.expire(keys.delivery(did), ttl_s)
+    pipe.zadd(keys.DELIVERIES, {did: 0})
+    pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
+    pipe.zadd(keys.deliveries_by_url(url_hash(delivery.url)), {did: 0})
+    pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
+    pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
+
+
+def reopen_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
+    """A finished delivery pending again (a redelivery): same event, attempts from zero.
+
+    It also reopens the (room, URL) queue a 410 stopped. The attempt log carries on.
+    """
+    did = delivery.delivery_id
+    assert delivery.state in FINISHED
+    mapping = {"state": DeliveryState.PENDING, "attempts": 0}
+    pipe.hset(keys.delivery(did), mapping=mapping)
+    pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight", "held")
+    pipe.hincrby(keys.DELIVERY_COUNTS, delivery.state, -1)
+    pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
+    pipe.zrem(keys.deliveries_in_state(DeliveryState.DEAD), did)
+    pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
+    pipe.delete(keys.gone(delivery.queue))
+    for key in (
+        keys.delivery(did),
+        keys.delivery_attempts(did),
+        keys.event_body(delivery.event_id),
+    ):
+        pipe.expire(key, ttl_s)
+
+
+async def mark_inflight(redis: Any, delivery_id: str) -> None:
+    """An attempt begins now (so a crash during it is noticed and logged as interrupted)."""
+    await redis.hset(keys.delivery(delivery_id), "inflight", f"{time.time():.6f}")
