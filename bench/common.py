@@ -126,9 +126,12 @@ async def wait_until(check: Any, timeout: float, what: str, every: float = 0.2) 
 
 
 def report(title: str, rows: list[tuple[str, str]]) -> None:
-    """Print a small aligned table (and a JSON line for machines)."""
+    """Print a JSON line for machines, then a small aligned table whose `ratio` rows come last,
+    so every benchmark's last line is its ratio."""
+    print(json.dumps({"bench": title, **dict(rows)}))
     width = max(len(k) for k, _ in rows)
     print(f"\n{title}")
-    for key, value in rows:
+    ordered = [r for r in rows if not r[0].startswith("ratio")]
+    ordered += [r for r in rows if r[0].startswith("ratio")]
+    for key, value in ordered:
         print(f"  {key.ljust(width)}  {value}")
-    print(json.dumps({"bench": title, **dict(rows)}))

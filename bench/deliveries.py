@@ -361,11 +361,15 @@ async def main(args: argparse.Namespace) -> None:
          f"{r['latency']['p50_ms'] / r['bare_latency']['p50_ms']:.1f}"),
         ("  for scale: arq's 0.5 s poll", "p50 ≈ 250 ms"),
     ]  # fmt: skip
+    print(json.dumps({"bench": "deliveries", "quick": quick, **results}, default=str))
     width = max(len(k) for k, _ in rows)
     print("\nwebhook deliveries (real redis-server, `roomkeeper worker`, receiver: own processes)")
     for key, value in rows:
         print(f"  {key.ljust(width)}  {value}")
-    print(json.dumps({"bench": "deliveries", "quick": quick, **results}, default=str))
+    print(
+        f"ratio worker / bare: many rooms {r['parallel']['rate'] / r['bare_parallel']['rate']:.2f}"
+        f", one room {r['serial']['rate'] / r['bare_serial']['rate']:.2f}"
+    )
 
 
 def cli() -> None:

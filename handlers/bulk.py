@@ -26,7 +26,7 @@ from handlers.replies import ApiError, StatusCode, ok
 from handlers.rooms import create_limits, created_room_info
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
-from worker.rooms.records import CreateClaim
+from worker.rooms.records import CreateClaim, completed_room_info
 from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
 from worker.rooms.submit import submit
 from worker.wire import WireInvalid, validate
@@ -127,7 +127,7 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
     return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
 
 
-STATUS_FIELDS = ("state", "room_id", "room_info", "msg", "last_error")
+STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error")
 
 
 async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
@@ -140,9 +140,20 @@ async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
         for job_id in job_ids:
             pipe.hmget(keys.job(job_id), *STATUS_FIELDS)
         rows = await pipe.execute()
-    return [
+    records = [
         {k: v for k, v in zip(STATUS_FIELDS, row, strict=True) if v is not None} for row in rows
     ]
+    # A complete job keeps only its session's sid; the session has the room (one more trip).
+    done = [r for r in records if r.get("state") == "complete"]
+    if done:
+        async with redis.pipeline(transaction=False) as pipe:
+            for record in done:
+                pipe.hmget(keys.room(record.get("room_id", "")), "sid", "info")
+            sessions = await pipe.execute()
+        for record, (sid, info) in zip(done, sessions, strict=True):
+            session = {"sid": sid, "info": info} if sid and info else {}
+            record["room_info"] = json.dumps(completed_room_info(record, session))
+    return records
 
 
 def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ async def receive(request: web.Request) -> web.Response:
     if not event.id or not room_of(event):
         log.info("livekit event without id or room ignored", lk_event=event.event)
         return web.Response(text="ignored\n")
-    fresh = await request.app[INBOX].accept(event, text)
+    fresh = await request.app[INBOX].accept(event)
     deps = request.app[DEPS]
     try:
         await deps.replicas.confirm(deps.redis, [keys.lk_event_seen(event.id)])

@@ -13,7 +13,7 @@ from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
-from worker.rooms.records import api_room_info
+from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateLimits, CreateRoomRequest
 from worker.rooms.submit import submit
 from worker.settings import Settings
@@ -104,13 +104,8 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     state = job.get("state")
     if state == "complete":
         msg = "success" if claim.kind == "new" else "room already exists"
-        return room_reply(msg, _info(job))
+        return room_reply(msg, completed_room_info(job, await deps.store.room(req.room_id)))
     if state == "failed":
         return failure(StatusCode.INTERNAL_SERVER_ERROR, job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
     return queued(claim.job_id, **extra)
-
-
-def _info(job: dict[str, str]) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(job.get("room_info") or "{}")
-    return info

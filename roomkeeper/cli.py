@@ -23,12 +23,13 @@ def run_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API until SIGINT/SIGTERM (see `handlers.serve` for the shutdown order)."""
     from handlers.serve import serve
     from worker.logs import configure_logging
+    from worker.loop import run
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    asyncio.run(serve(settings, host, port))
+    run(serve(settings, host, port), settings.event_loop)
     return 0
 
 

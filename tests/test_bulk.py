@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tests.conftest import Stack, make_settings, run_api, run_stack, run_worker
 from tests.support.api import Api, eventually, livekit_calls, livekit_rooms, minimal_request
-from tests.support.servers import Receiver
+from tests.support.servers import Receiver, RedisServer
+from worker import keys
+from worker.arqueue import JOB_KEY_PREFIX, deserialize_job
 
 BULK = "/auth/room/createBulk"
 STATUS = "/auth/job/status"
@@ -52,6 +55,19 @@ async def settled(api: Api, job_ids: list[str], timeout: float = 30.0) -> list[d
 async def arq_idle(redis: Redis) -> bool:
     """No arq job queued or running (so a worker can stop without cutting one short)."""
     return await redis.zcard("rk:queue") == 0 and not await redis.keys("arq:in-progress:*")
+
+
+async def queued_arq_jobs(redis_server: RedisServer) -> AsyncIterator[list[str]]:
+    """The create jobs each queued arq job carries (read as bytes: payloads are msgpack)."""
+    raw = Redis.from_url(redis_server.url)
+    try:
+        for arq_id in await raw.zrange(keys.QUEUE_NAME, 0, -1):
+            payload = await raw.get(JOB_KEY_PREFIX.encode() + arq_id)
+            assert payload is not None, arq_id
+            (job_ids,) = deserialize_job(payload)["a"]
+            yield job_ids
+    finally:
+        await raw.aclose()
 
 
 class CreatedEvents:
@@ -199,11 +215,8 @@ async def test_a_room_already_queued_answers_with_its_pending_job(
         "msg": "create already queued",
     }
     assert jobs == [{"job_id": first["job_id"], "room_id": "later", "state": "queued"}]
-    # The arq job that will create it is named on the job record (and exists), so a create left
-    # without one by a crash between claim and enqueue can be told apart and queued again.
-    arq_job = await redis.hget(f"rk:job:{first['job_id']}", "arq_job")
-    assert arq_job.startswith("create:")
-    assert await redis.exists(f"arq:job:{arq_job}")
+    # The arq job that will create it exists (the claim wrote it) and names this job.
+    assert [job_ids async for job_ids in queued_arq_jobs(redis_server)] == [[first["job_id"]]]
 
 
 async def test_a_full_queue_refuses_the_whole_call_and_accepts_nothing(

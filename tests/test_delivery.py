@@ -1,4 +1,4 @@
-"""Webhook delivery end to end (contract §4): the real API and worker against real Redis, a
+"""Webhook delivery end to end (README, Webhooks): the real API and worker against real Redis, a
 recording receiver with scripted answers standing in for the integrator."""
 
 from __future__ import annotations

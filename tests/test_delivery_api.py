@@ -1,4 +1,4 @@
-"""Delivery visibility (contract §1.5, §4): `/auth/webhook/deliveries`, `/auth/webhook/redeliver`,
+"""Delivery visibility (README, The API and Webhooks): `/auth/webhook/deliveries`, `/auth/webhook/redeliver`,
 the Prometheus figures, and pruning after the retention period."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""At-least-once across a crash (contract §4): a `roomkeeper worker` SIGKILLed while an attempt is
+"""At-least-once across a crash (README, Webhooks): a `roomkeeper worker` SIGKILLed while an attempt is
 in flight loses nothing; the next worker sends the same event again, with the same `webhook-id`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure parts of delivery (contract §4): the retry decision, jitter, Retry-After, the SSRF
+"""The pure parts of delivery (README, Webhooks): the retry decision, jitter, Retry-After, the SSRF
 table, ids and log-safe URLs. One rule per test."""
 
 from __future__ import annotations

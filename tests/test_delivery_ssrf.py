@@ -1,4 +1,4 @@
-"""The SSRF guard end to end (contract §4): a real `roomkeeper worker` without the loopback
+"""The SSRF guard end to end (README, Webhooks): a real `roomkeeper worker` without the loopback
 allow-list refuses every internal target at connect time, at once, with the reason.
 
 It runs in a network namespace of its own (see `tests.support.delivery`), so a failing guard

@@ -34,6 +34,7 @@ TESTED = {
     "worker/reserve_slot.lua",
     "worker/webhooks/peek.lua",
     "worker/webhooks/settle.lua",
+    "worker/webhooks/advance.lua",
     "worker/webhooks/prune.lua",
     "worker/webhooks/host_admit.lua",
     "worker/webhooks/host_observe.lua",
@@ -102,18 +103,15 @@ def claim_args(job_id: str, room_id: str = "r1") -> list[Any]:
     return [job_id, '{"room_id":"r1"}', "ev1", 1_000, room_id, 3600]
 
 
-async def claim(redis: Redis, job_id: str, *, arq: bool = False) -> list[str]:
+async def claim(redis: Redis, job_id: str) -> list[str]:
     script = run(redis, "worker.rooms", "claim_create")
-    k = [keys.room("r1"), keys.job(job_id), keys.QUEUED_JOBS]
-    a = claim_args(job_id)
-    if arq:
-        k += ["arq:job:" + job_id, keys.QUEUE_NAME]
-        a += ["payload", 60_000, 1_234, job_id]
+    k = [keys.room("r1"), keys.job(job_id), keys.QUEUED_JOBS, "arq:job:batch", keys.QUEUE_NAME]
+    a = [*claim_args(job_id), "payload", 60_000, 1_234, "batch"]
     result: list[str] = await script(keys=k, args=a)
     return result
 
 
-async def test_claim_create_new_writes_room_job_and_queue(redis: Redis) -> None:
+async def test_claim_create_new_writes_room_job_queue_and_arq_job(redis: Redis) -> None:
     assert await claim(redis, "j1") == ["new", "j1"]
     assert await redis.hgetall(keys.room("r1")) == {"state": "queued", "job_id": "j1"}
     job = await redis.hgetall(keys.job("j1"))
@@ -128,15 +126,18 @@ async def test_claim_create_new_writes_room_job_and_queue(redis: Redis) -> None:
     }
     assert 3590 < await redis.ttl(keys.job("j1")) <= 3600
     assert await redis.zscore(keys.QUEUED_JOBS, "j1") == 1000
-    assert await redis.exists("arq:job:j1") == 0
+    # The arq job that creates it, written by the same script.
+    assert await redis.get("arq:job:batch") == "payload"
+    assert 59_000 < await redis.pttl("arq:job:batch") <= 60_000
+    assert await redis.zscore(keys.QUEUE_NAME, "batch") == 1234
 
 
-async def test_claim_create_new_with_arq_job_writes_it_in_the_same_script(redis: Redis) -> None:
-    assert await claim(redis, "j1", arq=True) == ["new", "j1"]
-    assert await redis.get("arq:job:j1") == "payload"
-    assert 59_000 < await redis.pttl("arq:job:j1") <= 60_000
-    assert await redis.zscore(keys.QUEUE_NAME, "j1") == 1234
-    assert await redis.hget(keys.job("j1"), "arq_job") == "j1"
+async def test_claim_create_new_claims_of_one_group_write_its_arq_job_alike(redis: Redis) -> None:
+    assert await claim(redis, "j1") == ["new", "j1"]
+    await redis.hset(keys.room("r1"), "state", "ended")  # so the next claim is new too
+    assert await claim(redis, "j2") == ["new", "j2"]
+    assert await redis.get("arq:job:batch") == "payload"
+    assert await redis.zrange(keys.QUEUE_NAME, 0, -1) == ["batch"]
 
 
 @pytest.mark.parametrize("state", ["queued", "creating"])
@@ -144,8 +145,8 @@ async def test_claim_create_pending_returns_the_job_and_writes_nothing(
     redis: Redis, state: str
 ) -> None:
     await redis.hset(keys.room("r1"), mapping={"state": state, "job_id": "j0"})
-    assert await claim(redis, "j1", arq=True) == ["pending", "j0"]
-    assert await redis.exists(keys.job("j1"), "arq:job:j1", keys.QUEUED_JOBS) == 0
+    assert await claim(redis, "j1") == ["pending", "j0"]
+    assert await redis.exists(keys.job("j1"), "arq:job:batch", keys.QUEUED_JOBS) == 0
 
 
 @pytest.mark.parametrize("state", ["created", "active"])
@@ -153,14 +154,14 @@ async def test_claim_create_live_room_exists_with_its_info(redis: Redis, state: 
     await redis.hset(keys.room("r1"), mapping={"state": state, "info": '{"sid":"RM_1"}'})
     assert await claim(redis, "j1") == ["exists", '{"sid":"RM_1"}']
     assert await redis.hget(keys.room("r1"), "state") == state
-    assert await redis.exists(keys.job("j1")) == 0
+    assert await redis.exists(keys.job("j1"), "arq:job:batch") == 0
 
 
 async def test_claim_create_ending_room_is_refused(redis: Redis) -> None:
     await redis.hset(keys.room("r1"), mapping={"state": "ending", "sid": "RM_1"})
     assert await claim(redis, "j1") == ["ending", ""]
     assert await redis.hget(keys.room("r1"), "state") == "ending"
-    assert await redis.exists(keys.job("j1")) == 0
+    assert await redis.exists(keys.job("j1"), "arq:job:batch") == 0
 
 
 @pytest.mark.parametrize("state", ["ended", "failed"])
@@ -417,6 +418,20 @@ async def test_pop_of_a_head_already_gone_keeps_the_list(redis: Redis) -> None:
     assert await redis.zscore("s:due", "a") == 9000
 
 
+async def test_pop_with_next_also_returns_the_new_head(redis: Redis) -> None:
+    script = run(redis, "worker.queue", "pop")
+    k = ["s:due", "s:lease", "s:q:a"]
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "y")
+    assert await script(keys=k, args=["a", "stale", "x", 9_000, "1"]) == -1
+    assert await script(keys=k, args=["a", "tok", "x", 9_000, "1"]) == [1, "y"]
+    assert await redis.zscore("s:due", "a") == 9000
+    # The last item: the member is given back as release.lua gives back an empty one.
+    assert await script(keys=k, args=["a", "tok", "y", 9_000, "1"]) == [0, None]
+    assert await redis.zscore("s:due", "a") is None
+    assert await redis.hexists("s:lease", "a") == 0
+
+
 async def test_pop_with_a_lost_lease_changes_nothing(redis: Redis) -> None:
     await leased(redis)
     await redis.rpush("s:q:a", "x")
@@ -624,6 +639,141 @@ async def test_settle_a_finished_delivery_only_logs_the_attempt(redis: Redis) ->
 async def test_settle_a_pruned_delivery_writes_nothing(redis: Redis) -> None:
     assert await settle(redis) == -1
     assert await redis.exists(keys.delivery_attempts("d1"), keys.DELIVERY_COUNTS) == 0
+
+
+# -- worker/webhooks/advance.lua ---------------------------------------------------------------
+
+ADVANCE_KEYS = [
+    keys.delivery("d1"),
+    keys.delivery_attempts("d1"),
+    keys.DELIVERY_COUNTS,
+    keys.deliveries_in_state("pending"),
+    keys.deliveries_in_state("dead"),
+    keys.gone("q"),
+    "dq:due",
+    "dq:lease",
+    "q:list",
+]
+
+
+async def advance(
+    redis: Redis,
+    *,
+    state: str = "delivered",
+    reason: str = "",
+    gone_ttl: int | str = "",
+    claim: str = "tok",
+) -> Any:
+    script = run(redis, "worker.webhooks", "advance")
+    a = ["d1", '{"status":200}', 1, state, reason, "50.0", 600, gone_ttl, "q", claim, 9_000]
+    return await script(keys=ADVANCE_KEYS, args=[*a, keys.delivery(""), keys.event_body("")])
+
+
+async def the_three_scripts(
+    redis: Redis, *, state: str = "delivered", reason: str = "", gone_ttl: int | str = ""
+) -> Any:
+    """What the dispatcher did before advance.lua: settle, pop, peek (same arguments)."""
+    moved = 0
+    if state:
+        script = run(redis, "worker.webhooks", "settle")
+        a = ["d1", '{"status":200}', 1, state, reason, "", "50.0", 600, gone_ttl]
+        moved = int(await script(keys=ADVANCE_KEYS[:6], args=a))
+    pop = run(redis, "worker.queue", "pop")
+    if int(await pop(keys=["dq:due", "dq:lease", "q:list"], args=["q", "tok", "d1", 9_000])) < 0:
+        return [moved, -1]
+    peek = run(redis, "worker.webhooks", "peek")
+    head = await peek(
+        keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "50.0"]
+    )
+    if head is None:
+        release = run(redis, "worker.queue", "release")
+        k = ["dq:due", "dq:lease", "q:list", "dq:wake"]
+        await release(keys=k, args=["q", "tok", "", 0, 64])
+        return [moved, 0]
+    return [moved, 1, *head]
+
+
+async def snapshot(redis: Redis) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted(await redis.keys("*")):
+        kind = await redis.type(key)
+        if kind == "hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == "list":
+            out[key] = await redis.lrange(key, 0, -1)
+        elif kind == "zset":
+            out[key] = await redis.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = await redis.get(key)
+        out[f"{key} ttl>0"] = await redis.ttl(key) > 0
+    return out
+
+
+async def a_queue(
+    redis: Redis, head_state: str = "pending", next_state: str = "pending", only_one: bool = False
+) -> None:
+    await redis.zadd("dq:due", {"q": 5_000})
+    await redis.hset("dq:lease", "q", "tok")
+    await redis.rpush("q:list", *(["d1"] if only_one else ["d1", "d2", "d3"]))
+    if head_state:
+        await redis.hset(
+            keys.delivery("d1"),
+            mapping={"state": head_state, "attempts": 0, "inflight": "1.0", "event_id": "e1"},
+        )
+        await redis.zadd(keys.deliveries_in_state("pending"), {"d1": 0})
+        await redis.hset(keys.DELIVERY_COUNTS, "pending", 2)
+    await redis.hset(keys.delivery("d2"), mapping={"state": next_state, "event_id": "e2"})
+    await redis.set(keys.event_body("e2"), '{"event":"y"}')
+
+
+ADVANCE_CASES = {
+    "delivered, next pending": ({}, {}),
+    "dead after a 410, next dead-lettered in turn": (
+        {},
+        {"state": "dead", "reason": "410", "gone_ttl": 300},
+    ),
+    "head already finished (nothing to settle)": ({"head_state": "delivered"}, {"state": ""}),
+    "head pruned": ({"head_state": ""}, {}),
+    "next already finished": ({"next_state": "delivered"}, {}),
+    "the last one": ({"only_one": True}, {}),
+}
+
+
+@pytest.mark.parametrize("case", ADVANCE_CASES)
+async def test_advance_does_what_settle_pop_and_peek_did(redis: Redis, case: str) -> None:
+    setup, args = ADVANCE_CASES[case]
+    await a_queue(redis, **setup)
+    separately = await the_three_scripts(redis, **args)
+    after_three = await snapshot(redis)
+    await redis.flushdb()
+    await a_queue(redis, **setup)
+    assert await advance(redis, **args) == separately
+    assert await snapshot(redis) == after_three
+
+
+async def test_advance_returns_the_next_head_marked_in_flight(redis: Redis) -> None:
+    await a_queue(redis)
+    settled, more, did, record, gone, body = await advance(redis)
+    assert (settled, more, did, gone, body) == (1, 1, "d2", 0, '{"event":"y"}')
+    assert as_dict(record) == {"state": "pending", "event_id": "e2"}
+    assert await redis.hget(keys.delivery("d2"), "inflight") == "50.0"
+    assert await redis.lrange("q:list", 0, -1) == ["d2", "d3"]
+    assert await redis.zscore("dq:due", "q") == 9000
+
+
+async def test_advance_of_the_last_delivery_gives_the_empty_queue_back(redis: Redis) -> None:
+    await a_queue(redis, only_one=True)
+    assert await advance(redis) == [1, 0]
+    assert await redis.exists("q:list", "dq:lease") == 0
+    assert await redis.zscore("dq:due", "q") is None
+
+
+async def test_advance_with_a_lost_lease_settles_but_pops_nothing(redis: Redis) -> None:
+    await a_queue(redis)
+    assert await advance(redis, claim="stale") == [1, -1]
+    assert await redis.hget(keys.delivery("d1"), "state") == "delivered"
+    assert await redis.lrange("q:list", 0, -1) == ["d1", "d2", "d3"]
+    assert await redis.zscore("dq:due", "q") == 5000
 
 
 # -- worker/webhooks/prune.lua -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The create-room rules (contract §1.3): what parses, how it is normalised, what is refused."""
+"""The create-room rules (README, The API: `/auth/room/create`): what parses, how it is normalised, what is refused."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ SEED_EXAMPLE: dict[str, Any] = {
     },
 }
 
-# What `{"room_title": "Test room", "room_features": {}}` becomes: every default of §1.3.
+# What `{"room_title": "Test room", "room_features": {}}` becomes: every default create fills in.
 DEFAULT_METADATA: dict[str, Any] = {
     "room_title": "Test room",
     "room_features": {

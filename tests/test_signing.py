@@ -1,4 +1,4 @@
-"""Signatures as pure functions (contract §1.1, §4), round-tripped through the receivers'
+"""Signatures as pure functions (README, The API and Webhooks), round-tripped through the receivers'
 reference verifiers: `standardwebhooks.Webhook` and `livekit.api.WebhookReceiver`. One mutation
 per test."""
 

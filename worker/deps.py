@@ -6,7 +6,7 @@ the running loop (the LiveKit SDK's session must be).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -14,6 +14,7 @@ from worker import keys
 from worker.arqueue import ArqRedis, arq_pool
 from worker.connections import redis_client
 from worker.livekit import LiveKit
+from worker.queue.consumer import Priority
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
 from worker.replicas import ReplicaWait
@@ -36,6 +37,8 @@ class Deps:
     inbound: Schedule
     deliveries: Schedule
     replicas: ReplicaWait
+    # Timers first: the worker's other consumers step aside while one fires.
+    priority: Priority = field(default_factory=Priority)
 
     async def aclose(self) -> None:
         """Close every client this object opened."""

@@ -56,6 +56,8 @@ def room_dict(room: api.Room) -> dict[str, Any]:
         "departure_timeout": room.departure_timeout,
         "max_participants": room.max_participants,
         "creation_time": room.creation_time,
+        # Deadlines count from here: whole seconds would end rooms up to a second early.
+        "creation_time_ms": room.creation_time_ms or room.creation_time * 1000,
         "turn_password": room.turn_password,
         "enabled_codecs": [{"mime": c.mime, "fmtp_line": c.fmtp_line} for c in room.enabled_codecs],
         "metadata": room.metadata,

@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 # Keys whose values must never reach a log line, whatever a caller binds.
@@ -15,14 +16,23 @@ _SECRET_KEYS = frozenset(
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key in list(event):
+    for key in event:  # values replaced in place: no copy of the line's dict
         if key.lower() in _SECRET_KEYS:
             event[key] = "[redacted]"
     return event
 
 
+def _dumps(obj: Any, default: Any = None, **_: Any) -> str:
+    return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Route structlog and the standard library (aiohttp, arq) through one renderer."""
+    """Route structlog and the standard library (aiohttp, arq) through one renderer.
+
+    Our own lines take structlog's short path: a level below the threshold is a no-op method
+    (nothing is built for it), and a line is rendered by orjson and written straight to stderr,
+    without a stdlib LogRecord. Library lines go through the stdlib handler, rendered alike.
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -32,18 +42,19 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     ]
     # Plain tracebacks on the console: rich's would print local variables, secrets included.
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             *shared,
             structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

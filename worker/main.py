@@ -28,6 +28,7 @@ from worker.arqueue import (
 from worker.connections import redis_client
 from worker.deps import Deps, open_deps
 from worker.logs import configure_logging, get_logger
+from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
@@ -51,7 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
+    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries, priority=deps.priority)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -69,6 +70,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=64,
                 idle_max=1.0,
                 grace=grace,
+                priority=deps.priority,
+                urgent=True,
             )
         ),
         asyncio.create_task(
@@ -79,6 +82,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=64,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
         asyncio.create_task(
@@ -89,6 +93,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=settings.webhook_concurrency,
                 grace=grace,
+                priority=deps.priority,
             )
         ),
     ]
@@ -168,7 +173,7 @@ def run(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    asyncio.run(_run(settings))
+    run_loop(_run(settings), settings.event_loop)
     return 0
 
 

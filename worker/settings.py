@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     worker_health_file: str = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics server")
 
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop the API and the worker run on"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handlers.console import auth, pages
+from handlers.console import pages
+from handlers.console.auth import allowed, unauthorized
 from handlers.state import SETTINGS
 
 STATIC = Path(__file__).with_name("static")
@@ -30,8 +31,8 @@ SECURITY_HEADERS = {
 async def guard(request: web.Request, handler: pages.Handler) -> web.StreamResponse:
     """Basic auth first, then the page; security headers on every answer."""
     header = request.headers.get("Authorization", "")
-    if not auth.allowed(request.config_dict[SETTINGS], header):
-        response: web.StreamResponse = auth.unauthorized()
+    if not allowed(request.config_dict[SETTINGS], header):
+        response: web.StreamResponse = unauthorized()
     else:
         request[pages.AUTH] = header
         try:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.queue.schedule import Schedule
+from worker.rooms.session import RoomSession
 from worker.rooms.timers import SCHEDULE_NAME as TIMERS
 from worker.rooms.timers import room_timers
 from worker.settings import Settings
@@ -46,14 +47,15 @@ async def active_rooms(
     timers = Schedule(redis, TIMERS)
     wanted: list[tuple[int, str, str]] = []
     for i, rec in enumerate(records):
-        if not rec.get("sid"):
+        session = RoomSession.from_hash(ids[i], rec)
+        if not session.sid:
             continue
         for t in room_timers(
-            ids[i],
-            rec["sid"],
-            creation_time=int(rec.get("created", 0)),
-            empty_timeout=int(rec.get("empty_timeout", 0)),
-            duration_min=int(rec.get("duration", 0)),
+            session.room_id,
+            session.sid,
+            creation_ms=session.created_ms or session.created * 1000,
+            empty_timeout=session.empty_timeout,
+            duration_min=session.duration,
             warnings=settings.session_ending_warnings,
         ):
             wanted.append((i, t.kind, t.member))

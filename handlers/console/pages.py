@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from handlers.console import auth, data
+from handlers.console.auth import csrf_ok, csrf_token
+from handlers.console.data import PAGE, active_rooms, counts, scheduled_rooms
 from handlers.state import DEPS, SETTINGS, WEBHOOK_SESSION
 from worker.keys import deliveries_in_state
 from worker.webhooks.engine import ID_PATTERN, STATES
@@ -51,7 +52,7 @@ def render(request: web.Request, name: str, **context: Any) -> web.Response:
     settings = request.config_dict[SETTINGS]
     template = request.config_dict[TEMPLATES].get_template(name)
     html = template.render(
-        csrf=auth.csrf_token(settings, request[AUTH]),
+        csrf=csrf_token(settings, request[AUTH]),
         flash=request.query.get("msg", ""),
         path=request.path,
         **context,
@@ -71,7 +72,7 @@ def _offset(request: web.Request) -> int:
 
 async def overview(request: web.Request) -> web.Response:
     """The figures, and the test-send form."""
-    figures = await data.counts(request.config_dict[DEPS].redis)
+    figures = await counts(request.config_dict[DEPS].redis)
     return render(request, "overview.html", figures=figures)
 
 
@@ -79,21 +80,21 @@ async def rooms(request: web.Request) -> web.Response:
     """Active rooms with state, participants and the timers still due."""
     deps = request.config_dict[DEPS]
     offset = _offset(request)
-    rows, total = await data.active_rooms(deps.redis, deps.settings, offset)
+    rows, total = await active_rooms(deps.redis, deps.settings, offset)
     return render(
         request,
         "rooms.html",
         rooms=rows,
         total=total,
         offset=offset,
-        page=data.PAGE,
+        page=PAGE,
         now=time.time(),
     )
 
 
 async def scheduled(request: web.Request) -> web.Response:
-    """Rooms scheduled for later (the hook in `data.scheduled_rooms`)."""
-    rows = await data.scheduled_rooms(request.config_dict[DEPS].redis, _offset(request))
+    """Rooms scheduled for later (the hook in `handlers.console.data`)."""
+    rows = await scheduled_rooms(request.config_dict[DEPS].redis, _offset(request))
     return render(request, "scheduled.html", rooms=rows)
 
 
@@ -134,15 +135,15 @@ async def hosts(request: web.Request) -> web.Response:
     """Target hosts with their breaker state and rate."""
     deps = request.config_dict[DEPS]
     offset = _offset(request)
-    views, total = await list_hosts(deps.redis, deps.settings, limit=data.PAGE, offset=offset)
-    return render(request, "hosts.html", hosts=views, total=total, offset=offset, page=data.PAGE)
+    views, total = await list_hosts(deps.redis, deps.settings, limit=PAGE, offset=offset)
+    return render(request, "hosts.html", hosts=views, total=total, offset=offset, page=PAGE)
 
 
 async def _form(request: web.Request) -> dict[str, str]:
     """The posted form, once its CSRF token checks out (else 403)."""
     form = await request.post()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    if not auth.csrf_ok(request.config_dict[SETTINGS], request[AUTH], values.get("csrf", "")):
+    if not csrf_ok(request.config_dict[SETTINGS], request[AUTH], values.get("csrf", "")):
         raise web.HTTPForbidden(text="403: missing or wrong CSRF token; reload the page\n")
     return values
 

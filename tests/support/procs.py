@@ -14,7 +14,7 @@ from tests.support.servers import Process, free_port, roomkeeper_cmd
 
 
 def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, str]:
-    """The environment variables of contract §5 for a test deployment."""
+    """The environment of a test deployment (the settings of the README's Configuration table)."""
     env = {
         "LIVEKIT_URL": livekit_url,
         "LIVEKIT_API_KEY": LK_KEY,

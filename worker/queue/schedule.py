@@ -63,24 +63,32 @@ class Schedule:
 
     # Producers add commands to a caller's pipeline, so a state change and the work it causes
     # commit together.
-    def add(self, pipe: Any, member: str, at_ms: int, *, replace: bool = False) -> None:
-        """Schedule `member` at `at_ms` (keeping an earlier/leased time unless `replace`)."""
+    def add(
+        self, pipe: Any, member: str, at_ms: int, *, replace: bool = False, wake: bool = True
+    ) -> None:
+        """Schedule `member` at `at_ms` (keeping an earlier/leased time unless `replace`).
+
+        `wake=False` leaves the wake-up to the caller, who adds many members to one pipeline
+        and calls `wake` once.
+        """
         if replace:
             pipe.zadd(self.due_key, {member: at_ms})
         else:
             pipe.zadd(self.due_key, {member: at_ms}, nx=True)
-        self._wake(pipe)
+        if wake:
+            self.wake(pipe)
 
-    def push(self, pipe: Any, member: str, item: str, at_ms: int) -> None:
+    def push(self, pipe: Any, member: str, item: str, at_ms: int, *, wake: bool = True) -> None:
         """Append `item` to `member`'s list and make sure the member is scheduled."""
         pipe.rpush(self.list_key(member), item)
-        self.add(pipe, member, at_ms)
+        self.add(pipe, member, at_ms, wake=wake)
 
     def remove(self, pipe: Any, member: str) -> None:
         """Unschedule a member (a timer that no longer applies)."""
         pipe.zrem(self.due_key, member)
 
-    def _wake(self, pipe: Any) -> None:
+    def wake(self, pipe: Any) -> None:
+        """Cut a sleeping consumer's wait short (once per pipeline is enough)."""
         pipe.rpush(self.wake_key, 1)
         pipe.ltrim(self.wake_key, -_WAKE_KEEP, -1)
 
@@ -116,6 +124,18 @@ class Schedule:
                 args=[claim.member, claim.token, head, now_ms() + self.lease_ms],
             )
         )
+
+    async def pop_next(self, claim: Claim, head: str) -> tuple[bool, str | None]:
+        """`pop`, and the new head in the same round trip: (whether the lease still holds, the
+        member's next item or None). With no next item the member is given back (released)."""
+        raw = await self._pop(
+            keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
+            args=[claim.member, claim.token, head, now_ms() + self.lease_ms, "1"],
+        )
+        if not isinstance(raw, list):
+            return False, None
+        nxt = raw[1]
+        return True, (nxt.decode() if isinstance(nxt, bytes) else nxt) or None
 
     async def head(self, member: str) -> str | None:
         """The oldest item of a member's list."""

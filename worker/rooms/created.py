@@ -56,6 +56,11 @@ class Work:
 Created = tuple[Work, dict[str, Any]]  # a job and the LiveKit room info it got
 
 
+def creation_ms(info: dict[str, Any]) -> int:
+    """When LiveKit created the room, in ms (whole seconds from info stored before ms were)."""
+    return int(info.get("creation_time_ms") or int(info["creation_time"]) * 1000)
+
+
 async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
     """End a job as failed (and its session, if it is still this job's pending one)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
@@ -131,12 +136,17 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                         reader.hmget(key, "state", "job_id")
                     states = await reader.execute()
                 pipe.multi()
+                created = 0
                 for (w, info), (state, current) in zip(chunk, states, strict=True):
                     info_json = json.dumps(info, separators=(",", ":"))
                     if current != w.job_id or state not in PENDING_STATES:
                         deps.store.job_complete_cmds(pipe, w.job_id, info_json)  # an earlier run
                     else:
                         _created_cmds(pipe, deps, w, info, info_json)
+                        created += 1
+                if created:  # one wake-up per schedule for the whole group
+                    deps.timers.wake(pipe)
+                    deps.outbox.schedule.wake(pipe)
                 await pipe.execute()
                 return
             except WatchError:
@@ -162,6 +172,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         webhook_url=request.get("webhook_url") or "",
         webhook_events=request.get("webhook_events") or "",
         created=int(info["creation_time"]),
+        created_ms=creation_ms(info),
         empty_timeout=int(request["empty_timeout"]),
         duration=int(request["room_duration"]),
     )
@@ -173,11 +184,12 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_timers(
             room_id,
             info["sid"],
-            creation_time=int(info["creation_time"]),
+            creation_ms=creation_ms(info),
             empty_timeout=int(request["empty_timeout"]),
             duration_min=int(request["room_duration"]),
             warnings=settings.session_ending_warnings,
         ),
+        wake=False,
     )
     deps.outbox.emit(
         pipe,
@@ -187,5 +199,6 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         body=body,
         room_webhook_url=request.get("webhook_url"),
         room_events=request.get("webhook_events"),
+        wake=False,
     )
     deps.store.job_complete_cmds(pipe, job_id, info_json)

@@ -106,7 +106,8 @@ def _session_timers(deps: Deps, session: RoomSession) -> list[Timer]:
     return room_timers(
         session.room_id,
         session.sid,
-        creation_time=session.created,
+        # Sessions recorded before `created_ms` existed armed their timers from whole seconds.
+        creation_ms=session.created_ms or session.created * 1000,
         empty_timeout=session.empty_timeout,
         duration_min=session.duration,
         warnings=deps.settings.session_ending_warnings,

@@ -17,7 +17,6 @@ from typing import Any
 
 import structlog
 
-from worker import keys
 from worker.arqueue import RerunJob
 from worker.deps import Deps
 from worker.logs import get_logger
@@ -61,12 +60,6 @@ async def enqueue_batches(
     arq_ids = [batch_job_id(origin, batch) for batch in batches]
     if not batches:
         return []
-    # Recorded before the enqueue: a job whose arq job does not exist was left by a crash.
-    async with deps.redis.pipeline(transaction=False) as pipe:
-        for batch, arq_id in zip(batches, arq_ids, strict=True):
-            for job_id in batch:
-                pipe.hset(keys.job(job_id), "arq_job", arq_id)
-        await pipe.execute()
     await asyncio.gather(
         *(
             enqueue_create(deps, batch, defer_by=defer_by, arq_job_id=arq_id)

@@ -8,11 +8,14 @@ crash applies nothing twice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from typing import Any
 
 from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.message import DecodeError
 from livekit import api
 from redis.exceptions import WatchError
 
@@ -46,11 +49,25 @@ PENDING_WAIT_MS = 30_000
 PENDING_RETRY_MS = 200
 
 
-def parse_event(body: str) -> api.WebhookEvent:
-    """A LiveKit webhook body (protojson) as a message; ValueError when it is not one."""
+def encode_event(event: api.WebhookEvent) -> str:
+    """How a verified event waits for the workers: the message the API parsed, as protobuf
+    (base64, the schedule's lists hold text), so no worker parses its JSON a second time."""
+    return base64.b64encode(event.SerializeToString()).decode()
+
+
+def parse_event(item: str) -> api.WebhookEvent:
+    """A queued event as a message; ValueError when it is not one.
+
+    An item starting with `{` is LiveKit's JSON body as queued before events were stored
+    encoded (an API of the previous version may still be filing them during an upgrade).
+    """
     try:
-        return Parse(body, api.WebhookEvent(), ignore_unknown_fields=True)
-    except ParseError as exc:
+        if item.startswith("{"):
+            return Parse(item, api.WebhookEvent(), ignore_unknown_fields=True)
+        event = api.WebhookEvent()
+        event.ParseFromString(base64.b64decode(item, validate=True))
+        return event
+    except (ParseError, DecodeError, binascii.Error) as exc:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
 
 
@@ -66,8 +83,8 @@ class Inbox:
         self.schedule = schedule
         self._accept = lua.script(schedule.redis, "worker.rooms", "accept_event")
 
-    async def accept(self, event: api.WebhookEvent, body: str) -> bool:
-        """File `body` on its room's FIFO; False when this event id was seen already."""
+    async def accept(self, event: api.WebhookEvent) -> bool:
+        """File `event` on its room's FIFO; False when this event id was seen already."""
         room = room_of(event)
         return bool(
             await self._accept(
@@ -77,7 +94,7 @@ class Inbox:
                     self.schedule.list_key(room),
                     self.schedule.wake_key,
                 ],
-                args=[SEEN_TTL, body, now_ms(), room],
+                args=[SEEN_TTL, encode_event(event), now_ms(), room],
             )
         )
 
@@ -85,14 +102,17 @@ class Inbox:
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    while (body := await schedule.head(claim.member)) is not None:
+    body = await schedule.head(claim.member)
+    while body is not None:
+        await deps.priority.step_aside()
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        if await schedule.pop(claim, body) < 0:
-            return
+        held, body = await schedule.pop_next(claim, body)
+        if not held or body is None:
+            return  # lost the lease, or the queue is empty and was given back with the pop
     await schedule.release(claim)
 
 
@@ -102,8 +122,11 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         return await recordings.apply_egress(deps, event)
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
-    record = await deps.store.room(room_id)
-    if await deps.redis.exists(done):
+    async with deps.redis.pipeline(transaction=False) as pipe:  # one round trip for both reads
+        pipe.hgetall(keys.room(room_id))
+        pipe.exists(done)
+        record, seen = await pipe.execute()
+    if seen:
         return True
     if record.get("sid") != sid:
         if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:

@@ -60,6 +60,9 @@ class _Owner:
     current: bool  # the session is the room's current one (its record shows the recording)
 
 
+_OWNER_KEYS = ("room_id", "sid", "webhook_url", "info")
+
+
 def owner_fields(session: RoomSession) -> dict[str, Any]:
     """What an egress record keeps of the session it belongs to."""
     return {
@@ -79,7 +82,8 @@ async def _owner(deps: Deps, event: api.WebhookEvent) -> _Owner | Literal[False]
     current = bool(record.get("sid")) and record.get("sid") == info.room_id
     participants = int(record.get("participants", 0)) if current else 0
     if mine.get("sid"):
-        return _Owner(mine, participants, mine.get("sid") == record.get("sid"))
+        kept = {k: mine[k] for k in _OWNER_KEYS if k in mine}
+        return _Owner(kept, participants, mine.get("sid") == record.get("sid"))
     if current:
         return _Owner(
             owner_fields(RoomSession.from_hash(info.room_name, record)), participants, True
@@ -124,7 +128,8 @@ async def apply_egress(deps: Deps, event: api.WebhookEvent) -> bool:
                     await pipe.reset()
                     return True
                 mine: dict[str, str] = await pipe.hgetall(key)
-                fields = {**owner.fields, **{k: v for k, v in mine.items() if k in owner.fields}}
+                # Whoever wrote the egress record first decided its owner; keep to it.
+                fields = {**owner.fields, **{k: mine[k] for k in _OWNER_KEYS if k in mine}}
                 sends = _sends(event, info, mine)
                 pipe.multi()
                 _record(pipe, key, info, fields, mine, sends, ttl)

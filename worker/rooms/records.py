@@ -178,8 +178,19 @@ class Store:
         pipe.zadd(keys.past_by_room(session.room_id), {session.sid: ended})
 
     def job_complete_cmds(self, pipe: Any, job_id: str, info_json: str) -> None:
-        """A job's end as complete, with the room it got."""
-        pipe.hset(keys.job(job_id), mapping={"state": JobState.COMPLETE, "room_info": info_json})
+        """A job's end as complete, with the session it made.
+
+        The record is written afresh with short fields only: the request (and its metadata)
+        was for the create, and the room's info is the session's (`completed_room_info`). A
+        hash that once held a long value stays in Redis's large encoding, several times the
+        bytes, so it is replaced, not trimmed.
+        """
+        info = json.loads(info_json or "{}")
+        job = CreateJob(
+            job_id, room_id=info.get("name", ""), state=JobState.COMPLETE, sid=info.get("sid", "")
+        )
+        pipe.delete(keys.job(job_id))
+        pipe.hset(keys.job(job_id), mapping=job.to_mapping())
         pipe.zrem(keys.QUEUED_JOBS, job_id)
         pipe.expire(keys.job(job_id), self.job_ttl_s)
 
@@ -295,3 +306,15 @@ def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
         "enabled_codecs": info.get("enabled_codecs", []),
         "metadata": info.get("metadata", ""),
     }
+
+
+def completed_room_info(job: dict[str, str], session: dict[str, str]) -> dict[str, Any]:
+    """A complete job's room: its session's info while that session is the room's current one;
+    once a newer create has replaced it, only the sid and name the job kept."""
+    sid = job.get("sid", "")
+    if sid and session.get("sid") == sid:
+        return room_info_of(session)
+    if "room_info" in job:  # a job completed before jobs kept only the sid
+        kept: dict[str, Any] = json.loads(job["room_info"] or "{}")
+        return kept
+    return {"sid": sid, "name": job.get("room_id", "")}

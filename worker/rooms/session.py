@@ -66,6 +66,7 @@ class RoomSession:
     webhook_url: str = ""
     webhook_events: str = ""  # the room's event filter, comma-joined; "" = every event
     created: int = 0  # LiveKit's creation_time, unix s
+    created_ms: int = 0  # LiveKit's creation_time_ms: what timers count from
     empty_timeout: int = 0
     duration: int = 0  # room_duration, minutes
     participants: int = 0
@@ -89,6 +90,7 @@ class RoomSession:
             webhook_url=record.get("webhook_url", ""),
             webhook_events=record.get("webhook_events", ""),
             created=_int(record.get("created")),
+            created_ms=_int(record.get("created_ms")),
             empty_timeout=_int(record.get("empty_timeout")),
             duration=_int(record.get("duration")),
             participants=_int(record.get("participants")),
@@ -111,6 +113,7 @@ class RoomSession:
             "webhook_url": self.webhook_url,
             "webhook_events": self.webhook_events,
             "created": self.created,
+            "created_ms": self.created_ms,
             "empty_timeout": self.empty_timeout,
             "duration": self.duration,
             "participants": self.participants,
@@ -200,9 +203,10 @@ class CreateJob:
     request: dict[str, Any] = field(default_factory=dict)  # the validated, normalised create
     event_id: str = ""  # the id its `room_created` carries
     attempts: int = 0
-    room_info: dict[str, Any] = field(default_factory=dict)
+    room_info: dict[str, Any] = field(default_factory=dict)  # kept by jobs completed earlier
     msg: str = ""
     last_error: str = ""
+    sid: str = ""  # the session a complete job made
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -217,6 +221,7 @@ class CreateJob:
             room_info=json.loads(record.get("room_info") or "{}"),
             msg=record.get("msg", ""),
             last_error=record.get("last_error", ""),
+            sid=record.get("sid", ""),
         )
 
     def to_mapping(self) -> Fields:
@@ -226,7 +231,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error"):
+        for name in ("event_id", "msg", "last_error", "sid"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:

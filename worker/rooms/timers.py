@@ -45,13 +45,16 @@ def room_timers(
     room_id: str,
     sid: str,
     *,
-    creation_time: int,
+    creation_ms: int,
     empty_timeout: int,
     duration_min: int,
     warnings: tuple[int, ...],
 ) -> list[Timer]:
-    """The timers a new session needs: empty, duration and the warnings before the end."""
-    start_ms = creation_time * 1000
+    """The timers a new session needs: empty, duration and the warnings before the end.
+
+    `creation_ms` is LiveKit's `creation_time_ms`, so no deadline falls before its time.
+    """
+    start_ms = creation_ms
     timers = [Timer("empty", room_id, sid, start_ms + empty_timeout * 1000)]
     if duration_min > 0:
         end_ms = start_ms + duration_min * 60_000
@@ -64,10 +67,12 @@ def room_timers(
     return timers
 
 
-def arm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:
+def arm(pipe: Any, schedule: Schedule, timers: list[Timer], *, wake: bool = True) -> None:
     """Add timers to a pipeline (with the state change that needs them)."""
     for timer in timers:
-        schedule.add(pipe, timer.member, timer.deadline_ms)
+        schedule.add(pipe, timer.member, timer.deadline_ms, wake=False)
+    if wake and timers:
+        schedule.wake(pipe)
 
 
 def disarm(pipe: Any, schedule: Schedule, timers: list[Timer]) -> None:

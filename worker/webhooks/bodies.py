@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
+
+import orjson
 
 EVENTS = (
     "room_created",
@@ -25,6 +26,14 @@ EVENTS = (
 )
 TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
 RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
+
+
+def wants(event: str, events: tuple[str, ...] | str | None) -> bool:
+    """Whether a target whose filter is `events` (a tuple, comma-joined, or none = all) takes it."""
+    if not events:
+        return True
+    return event in (events.split(",") if isinstance(events, str) else events)
+
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
 _NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")
@@ -76,7 +85,7 @@ def notify_body(
         body.update(extra)
     body["id"] = event_id
     body["created_at"] = str(int(time.time()) if created_at is None else created_at)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
 
 
 def recording_info(

@@ -15,8 +15,6 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import secrets
 import time
@@ -25,11 +23,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
 from worker.logs import get_logger
 from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
+from worker.queue.consumer import Priority
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -43,9 +43,10 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
+from worker.webhooks.bodies import wants
 from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
 from worker.webhooks.hosts import Held, HostGuard
-from worker.webhooks.signing import webhook_headers
+from worker.webhooks.signing import Signer
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -72,13 +73,6 @@ INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it 
 def queue_id(room_id: str, url: str) -> str:
     """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
     return f"{room_id}|{url_hash(url)}"
-
-
-def wants(event: str, events: tuple[str, ...] | str | None) -> bool:
-    """Whether a target whose filter is `events` (a tuple, comma-joined, or none = all) takes it."""
-    if not events:
-        return True
-    return event in (events.split(",") if isinstance(events, str) else events)
 
 
 def new_delivery_id() -> str:
@@ -126,12 +120,10 @@ class Outbox:
     schedule: Schedule
 
     def targets(
-        self, room_webhook_url: str | None, event: str = "", room_events: str | None = None
+        self, room_url: str | None, event: str = "", events: str | None = None
     ) -> list[str]:
         """The room's own URL and the global one, each once, as far as their filters take it."""
-        urls = []
-        if room_webhook_url and wants(event, room_events):
-            urls.append(room_webhook_url)
+        urls = [room_url] if room_url and wants(event, events) else []
         if self.settings.webhook_url and wants(event, self.settings.webhook_events):
             urls.append(self.settings.webhook_url)
         return list(dict.fromkeys(urls))
@@ -145,11 +137,11 @@ class Outbox:
         room_id: str,
         body: bytes,
         room_webhook_url: str | None,
+        wake: bool = True,
         room_events: str | None = None,
     ) -> list[str]:
-        """Queue `body` for every target on `pipe`; returns the delivery ids.
-
-        `room_events` is the room's filter (comma-joined event names, none = every event)."""
+        """Queue `body` for every target on `pipe` (`room_events`: the room's filter); returns
+        the delivery ids (`wake=False`: the caller wakes the schedule once for many events)."""
         urls = self.targets(room_webhook_url, event, room_events)
         if not urls:
             return []
@@ -163,8 +155,10 @@ class Outbox:
             qid = queue_id(room_id, url)
             delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
             new_cmds(pipe, delivery, ttl)
-            self.schedule.push(pipe, qid, did, first_at)
+            self.schedule.push(pipe, qid, did, first_at, wake=False)
             ids.append(did)
+        if wake:
+            self.schedule.wake(pipe)
         return ids
 
 
@@ -176,6 +170,38 @@ class Head:
     record: dict[str, str]
     gone: bool
     body: str | None
+
+
+@dataclass(frozen=True)
+class Final:
+    """A head delivery's final outcome (delivered or dead), still to be settled."""
+
+    outcome: Delivered | Failed | Gone
+    result: AttemptResult | None
+    attempt: int | None
+    began: float
+
+
+def _head(raw: list[Any]) -> Head:
+    """A head as `peek.lua` (and the tail of `advance.lua`'s answer) returns it."""
+    flat = raw[1]
+    record = dict(zip(flat[::2], flat[1::2], strict=True))
+    gone = len(raw) > 2 and int(raw[2]) == 1
+    return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+
+
+def _final_state(outcome: Outcome) -> tuple[str, str]:
+    """The state (and reason) a final outcome leaves a delivery in."""
+    if isinstance(outcome, Failed):
+        return "dead", outcome.reason
+    if isinstance(outcome, Gone):
+        return "dead", GONE_REASON
+    return "delivered", ""
+
+
+def _entry(result: AttemptResult, began: float) -> str:
+    """An attempt's log entry as stored."""
+    return orjson.dumps(result.as_record(began)).decode()
 
 
 def delivery_schedule(redis: Redis, settings: Settings) -> Schedule:
@@ -193,16 +219,26 @@ class Dispatcher:
         settings: Settings,
         session: aiohttp.ClientSession,
         schedule: Schedule | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.session = session
+        self.priority = priority
         self.schedule = schedule or delivery_schedule(redis, settings)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
+        self._advance_script = lua.script(redis, "worker.webhooks", "advance")
         self._prune_script = lua.script(redis, "worker.webhooks", "prune")
         self._next_prune = 0.0
         self.hosts = HostGuard(redis, settings, self.schedule)
+        self.signer = Signer(
+            api_key=settings.api_key,
+            api_secret=settings.api_secret.get_secret_value(),
+            keys=settings.webhook_secrets,
+            user_agent=USER_AGENT,
+        )
 
     async def work(self, claim: Claim) -> None:
         """Deliver from one queue until it is empty or must wait for a retry."""
@@ -216,22 +252,25 @@ class Dispatcher:
 
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
-        while True:
-            head = await self._peek(qid)
-            if head is None:
-                await self.schedule.release(claim)
+        head = await self._peek(qid)
+        while head is not None:
+            if self.priority is not None:
+                await self.priority.step_aside()
+            step = await self._deliver(qid, head)
+            if isinstance(step, RetryLater | Held):
+                # The whole queue waits (a retry, or its host's breaker or rate, which cost no
+                # attempt), so nothing behind this delivery overtakes it.
+                at = step.until_ms if isinstance(step, Held) else now_ms() + int(step.after * 1000)
+                await self.schedule.release(claim, at)
                 return
-            outcome = await self._deliver(qid, head)
-            if isinstance(outcome, RetryLater):
-                # The whole queue waits, so nothing behind this delivery overtakes it.
-                await self.schedule.release(claim, now_ms() + int(outcome.after * 1000))
+            # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
+            # skipped: settled, popped and the next head read in one round trip.
+            held, head = await self._advance(claim, head, step)
+            if not held or head is None:
+                # The lease was lost (whoever holds it now goes on), or the queue is empty and
+                # was given back by the same script.
                 return
-            if isinstance(outcome, Held):  # its host's breaker or rate: no attempt used
-                await self.schedule.release(claim, outcome.until_ms)
-                return
-            # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or skipped.
-            if await self.schedule.pop(claim, head.delivery_id) < 0:
-                return  # the lease was lost; whoever holds it now goes on
+        await self.schedule.release(claim)
 
     async def _peek(self, qid: str) -> Head | None:
         """The head delivery of a queue, read (and marked in flight) in one round trip."""
@@ -239,22 +278,65 @@ class Dispatcher:
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
             args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
         )
-        if not raw:
-            return None
-        flat = raw[1]
-        record = dict(zip(flat[::2], flat[1::2], strict=True))
-        gone = len(raw) > 2 and int(raw[2]) == 1
-        return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+        return _head(raw) if raw else None
 
-    async def _deliver(self, qid: str, head: Head) -> Outcome | Held | None:
-        """Attempt the head delivery of a queue; None when it was already finished."""
+    async def _advance(
+        self, claim: Claim, head: Head, step: Final | None
+    ) -> tuple[bool, Head | None]:
+        """Settle a finished head (if `step`), pop it and read the next: (whether the lease
+        still holds, the next head or None when the queue is empty, then released)."""
+        did, qid = head.delivery_id, claim.member
+        ttl = record_ttl_s(self.settings)
+        state = reason = entry = attempts = ""
+        if step is not None:
+            state, reason = _final_state(step.outcome)
+            if step.result is not None:
+                entry = _entry(step.result, step.began)
+            attempts = "" if step.attempt is None else str(step.attempt)
+        raw = await self._advance_script(
+            keys=[
+                keys.delivery(did),
+                keys.delivery_attempts(did),
+                keys.DELIVERY_COUNTS,
+                keys.deliveries_in_state("pending"),
+                keys.deliveries_in_state("dead"),
+                keys.gone(qid),
+                self.schedule.due_key,
+                self.schedule.lease_key,
+                self.schedule.list_key(qid),
+            ],
+            args=[
+                did,
+                entry,
+                attempts,
+                state,
+                reason,
+                f"{time.time():.6f}",
+                ttl,
+                ttl if step is not None and isinstance(step.outcome, Gone) else "",
+                qid,
+                claim.token,
+                now_ms() + self.schedule.lease_ms,
+                keys.delivery(""),
+                keys.event_body(""),
+            ],
+        )
+        if step is not None:
+            self._observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
+        if int(raw[1]) < 0:
+            return False, None
+        return True, (_head(raw[2:]) if int(raw[1]) == 1 else None)
+
+    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | Held | None:
+        """Attempt the head delivery of a queue: a final outcome to settle, a retry (settled
+        already), or None when it was already finished."""
         did, record = head.delivery_id, head.record
         if record.get("state") != "pending":
             return None  # finished by a consumer that died before popping it, or pruned
         if head.gone:
-            return await self._give_up(did, record, GONE_EARLIER)
+            return Final(Failed(GONE_EARLIER), None, None, time.time())
         if head.body is None:
-            return await self._give_up(did, record, BODY_EXPIRED)
+            return Final(Failed(BODY_EXPIRED), None, None, time.time())
         schedule = self.settings.webhook_retry_schedule
         jitter = self.settings.webhook_jitter
         attempt = int(record.get("attempts", 0))
@@ -266,33 +348,18 @@ class Dispatcher:
             lost = AttemptResult(None, INTERRUPTED, (time.time() - began) * 1000, "")
             verdict = decide(lost, attempt, schedule, jitter)
             ATTEMPTS.labels("interrupted").inc()
-            await self._settle(did, record, lost, attempt, verdict, began)
             if isinstance(verdict, Failed):
-                return verdict
+                return Final(verdict, lost, attempt, began)
+            await self._settle(did, record, lost, attempt, verdict, began)
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await mark_inflight(self.redis, did)
-        admission = await self.hosts.admit(did, record["url"], qid)
-        if not admission.go:
-            return Held(admission.until_ms, admission.why)
-        if admission.wait_s > 0:
-            await asyncio.sleep(admission.wait_s)
-            if not admission.probe:
-                # The breaker may have opened during the wait: ask it again, not the rate.
-                admission = await self.hosts.admit(did, record["url"], qid, rate=False)
-                if not admission.go:
-                    return Held(admission.until_ms, admission.why)
+        admission = await self.hosts.gate(did, record["url"], qid)
+        if isinstance(admission, Held):
+            return admission
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
-        headers = webhook_headers(
-            body=raw,
-            msg_id=record["event_id"],
-            now=stamp,
-            api_key=self.settings.api_key,
-            api_secret=self.settings.api_secret.get_secret_value(),
-            keys=self.settings.webhook_secrets,
-            user_agent=USER_AGENT,
-        )
+        headers = self.signer.headers(body=raw, msg_id=record["event_id"], now=stamp)
         began = time.time()
         result = await send(
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
@@ -301,14 +368,10 @@ class Dispatcher:
         await self.hosts.observe(record["url"], result, admission)
         ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        await self._settle(did, record, result, attempt, outcome, began)
-        return outcome
-
-    async def _give_up(self, did: str, record: dict[str, str], reason: str) -> Failed:
-        """Dead-letter a delivery without an attempt."""
-        outcome = Failed(reason)
-        await self._settle(did, record, None, None, outcome, time.time())
-        return outcome
+        if isinstance(outcome, RetryLater):
+            await self._settle(did, record, result, attempt, outcome, began)
+            return outcome
+        return Final(outcome, result, attempt, began)
 
     async def _settle(
         self,
@@ -321,14 +384,11 @@ class Dispatcher:
     ) -> None:
         """Log the attempt and apply its outcome in one step; count and log the transition."""
         state, reason, next_at = "pending", "", ""
-        if isinstance(outcome, Delivered):
-            state = "delivered"
-        elif isinstance(outcome, Failed):
-            state, reason = "dead", outcome.reason
-        elif isinstance(outcome, Gone):
-            state, reason = "dead", GONE_REASON
-        elif result is not None and result.error != INTERRUPTED:
-            next_at = f"{time.time() + outcome.after:.3f}"
+        if isinstance(outcome, RetryLater):
+            if result is not None and result.error != INTERRUPTED:
+                next_at = f"{time.time() + outcome.after:.3f}"
+        else:
+            state, reason = _final_state(outcome)
         ttl = record_ttl_s(self.settings)
         moved = await self._settle_script(
             keys=[
@@ -341,7 +401,7 @@ class Dispatcher:
             ],
             args=[
                 did,
-                json.dumps(result.as_record(began)) if result is not None else "",
+                _entry(result, began) if result is not None else "",
                 "" if attempt is None else attempt,
                 state,
                 reason,
@@ -351,6 +411,18 @@ class Dispatcher:
                 ttl if isinstance(outcome, Gone) else "",
             ],
         )
+        self._observe(did, record, result, attempt, outcome, moved)
+
+    def _observe(
+        self,
+        did: str,
+        record: dict[str, str],
+        result: AttemptResult | None,
+        attempt: int | None,
+        outcome: Outcome,
+        moved: Any,
+    ) -> None:
+        """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
         fields = {
             "delivery_id": did,
             "event_id": record.get("event_id"),
@@ -368,8 +440,9 @@ class Dispatcher:
                 duration_ms=round(result.duration_ms, 1),
                 outcome=type(outcome).__name__,
             )
-        if int(moved) != 1 or state == "pending":
+        if int(moved) != 1 or isinstance(outcome, RetryLater):
             return
+        state, reason = _final_state(outcome)
         DELIVERIES.labels(state).inc()
         if state == "delivered":
             DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))

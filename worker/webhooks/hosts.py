@@ -15,6 +15,7 @@ when an attempt succeeds the breaker closes and every waiting queue is made due 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -127,6 +128,18 @@ class HostGuard:
             HELD.labels(why).inc()
             return Admission(False, until_ms=int(raw[1]), why=why)
         return Admission(True, int(raw[1]) / 1000, bool(int(raw[2])), int(raw[3]))
+
+    async def gate(self, delivery_id: str, url: str, qid: str) -> Admission | Held:
+        """Admit an attempt, sleeping for a near rate slot; Held when it must wait longer."""
+        admission = await self.admit(delivery_id, url, qid)
+        if admission.go and admission.wait_s > 0:
+            await asyncio.sleep(admission.wait_s)
+            if not admission.probe:
+                # The breaker may have opened during the wait: ask it again, not the rate.
+                admission = await self.admit(delivery_id, url, qid, rate=False)
+        if not admission.go:
+            return Held(admission.until_ms, admission.why)
+        return admission
 
     async def observe(self, url: str, result: AttemptResult, admission: Admission) -> None:
         """Count an attempt's result against its host; skipped when it changes nothing."""

@@ -1,0 +1,93 @@
+-- Finish the head delivery of a claimed (room, URL) queue and read the next, in one round trip:
+-- settle.lua's step (log the attempt, move the delivery on), then pop.lua's (drop the head,
+-- renew the lease), then peek.lua's (the new head, marked in flight), or, when the queue is now
+-- empty, release.lua's (the queue given back and unscheduled). For a delivery that is
+-- delivered or dead; a retry settles alone and gives the queue back. Keep the three steps as
+-- their own scripts do them (tests/test_lua_scripts.py compares them).
+--
+-- KEYS[1] record         the finished delivery's hash
+-- KEYS[2] attempt_log    its list of attempts
+-- KEYS[3] counts         hash state -> number of deliveries in it
+-- KEYS[4] pending_index  sorted set of pending deliveries
+-- KEYS[5] dead_index     sorted set of dead deliveries
+-- KEYS[6] gone           the queue's 410-Gone flag
+-- KEYS[7] due            the delivery schedule's sorted set
+-- KEYS[8] leases         hash member -> claim token
+-- KEYS[9] list           the queue's FIFO of delivery ids
+-- ARGV[1] id             the finished delivery's id
+-- ARGV[2] entry          the attempt's log entry, JSON ('' = no attempt was made)
+-- ARGV[3] attempts       the attempt count to store ('' = keep)
+-- ARGV[4] state          'delivered' or 'dead' ('' = nothing to settle: the head was finished)
+-- ARGV[5] reason         why it is dead ('' = none)
+-- ARGV[6] now            unix seconds, stored as `finished` and as the next one's `inflight`
+-- ARGV[7] ttl            seconds the record and its log are kept
+-- ARGV[8] gone_ttl       seconds the queue stays gone ('' = do not set the flag)
+-- ARGV[9] member         the queue's schedule member
+-- ARGV[10] token         the claim's token
+-- ARGV[11] lease_until   the renewed lease's end, ms
+-- ARGV[12] record_prefix delivery record key without the id
+-- ARGV[13] body_prefix   event body key without the event id
+-- Returns {settled, -1} when the token no longer holds the queue (settled as settle.lua
+-- returns), {settled, 0} when the queue is now empty (and released), else {settled, 1, next_id, record
+-- [, gone (0/1) [, body]]} as peek.lua returns the new head.
+local record, attempt_log, counts, pending_index, dead_index, gone, due, leases, list =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local id, entry, attempts, state, reason, now, ttl, gone_ttl =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local member, token, lease_until, record_prefix, body_prefix =
+  ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local NONE = ''
+
+-- settle.lua
+local settled = 1
+if state == NONE then
+  settled = 0
+elseif redis.call('EXISTS', record) == 0 then
+  settled = -1
+else
+  if entry ~= NONE then
+    redis.call('RPUSH', attempt_log, entry)
+    redis.call('EXPIRE', attempt_log, ttl)
+  end
+  if redis.call('HGET', record, 'state') ~= 'pending' then
+    settled = 0
+  else
+    if attempts ~= NONE then redis.call('HSET', record, 'attempts', attempts) end
+    redis.call('HDEL', record, 'inflight', 'next_at')
+    redis.call('HSET', record, 'state', state, 'finished', now)
+    if reason ~= NONE then redis.call('HSET', record, 'reason', reason) end
+    redis.call('HINCRBY', counts, 'pending', -1)
+    redis.call('HINCRBY', counts, state, 1)
+    redis.call('ZREM', pending_index, id)
+    if state == 'dead' then redis.call('ZADD', dead_index, 0, id) end
+    if gone_ttl ~= NONE then redis.call('SET', gone, '1', 'EX', gone_ttl) end
+    redis.call('EXPIRE', record, ttl)
+  end
+end
+
+-- pop.lua
+if redis.call('HGET', leases, member) ~= token then return {settled, -1} end
+if redis.call('LINDEX', list, 0) == id then redis.call('LPOP', list) end
+redis.call('ZADD', due, lease_until, member)
+
+-- peek.lua
+local did = redis.call('LINDEX', list, 0)
+if not did then
+  -- release.lua, for an empty list
+  redis.call('HDEL', leases, member)
+  redis.call('ZREM', due, member)
+  return {settled, 0}
+end
+local rkey = record_prefix .. did
+local rec = redis.call('HGETALL', rkey)
+local next_state, event_id
+for i = 1, #rec, 2 do
+  if rec[i] == 'state' then next_state = rec[i + 1] end
+  if rec[i] == 'event_id' then event_id = rec[i + 1] end
+end
+if next_state ~= 'pending' then return {settled, 1, did, rec} end
+if redis.call('EXISTS', gone) == 1 then return {settled, 1, did, rec, 1} end
+local body = redis.call('GET', body_prefix .. event_id)
+if not body then return {settled, 1, did, rec, 0} end
+redis.call('HSET', rkey, 'inflight', now)
+return {settled, 1, did, rec, 0, body}
