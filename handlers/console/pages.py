@@ -27,6 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
 AUTH = web.RequestKey("console_auth", str)
 DELIVERY_PAGE = 25
+SCAN_BUDGET = 500
 
 
 def _when(unix: float | None) -> str:
@@ -105,7 +106,8 @@ async def deliveries(request: web.Request) -> web.Response:
     state = state if state in STATES else ""
     room_id = query.get("room_id", "")[:256]
     cursor = query.get("cursor", "")
-    args: dict[str, Any] = {"limit": DELIVERY_PAGE}
+    # A state the index does not imply reads at most this many records per page ("older" goes on).
+    args: dict[str, Any] = {"limit": DELIVERY_PAGE, "scan_budget": SCAN_BUDGET}
     if state:
         args["state"] = state
     if room_id:
