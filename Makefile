@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel chromium dev test lint typecheck pytest bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk chromium dev test lint \
+	typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +39,33 @@ redis-sentinel: redis-server
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-sentinel >/dev/null; }
 	@redis-sentinel --version
 
+# The README's webhook verification snippets are run by Debian's php and node in the suite.
+php-cli:
+	@command -v php >/dev/null || { \
+		echo "installing php-cli with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli >/dev/null; }
+
+nodejs:
+	@command -v node >/dev/null || { \
+		echo "installing nodejs with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs >/dev/null; }
+
 install: $(STAMP) redis-server redis-sentinel
+
+# plugNmeet's JavaScript SDK for tests/test_sdk_js.py, at the version package-lock.json pins.
+# --ignore-scripts: its only script is a preinstall that insists on pnpm.
+JS_SDK := tests/js/node_modules/plugnmeet-sdk-js/package.json
+$(JS_SDK): tests/js/package.json tests/js/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "installing nodejs and npm with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $(JS_SDK)
+
+js-sdk: $(JS_SDK)
 
 dev: install
 	$(BIN)/roomkeeper dev
@@ -50,7 +77,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install chromium
+pytest: install php-cli nodejs js-sdk chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest

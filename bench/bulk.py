@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from aiohttp import web
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, helper_server, report, wait_until
+from bench.common import Emulator, cpu_s, helper_server, report, wait_until
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.support.procs import roomkeeper_env
 from tests.support.servers import Process, RedisServer, free_port, wait_for_port
@@ -148,15 +147,6 @@ async def acceptance_alone(redis: RedisServer, emu: Emulator, args: argparse.Nam
     finally:
         await client.aclose()
     return elapsed
-
-
-def cpu_s(proc: Process | subprocess.Popen[bytes] | None) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    popen = proc.proc if isinstance(proc, Process) else proc
-    if popen is None:
-        return 0.0
-    fields = Path(f"/proc/{popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_roomkeeper(
@@ -310,6 +300,11 @@ async def main() -> None:
             f"slowest call {rk['call_max_s'] * 1000:.0f} ms)",
         ),
         ("CPU s during the run", cpu),
+        (
+            "CPU per room",
+            f"workers {rk['cpu_workers'] / args.rooms * 1e6:.0f} µs, "
+            f"api {rk['cpu_api'] / args.rooms * 1e6:.0f} µs",
+        ),
         ("CPU s, emulator during the baseline", f"{emu_cpu:.1f}"),
     ]
     report(title, rows)

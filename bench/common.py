@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -38,6 +39,22 @@ def helper_server(module: str, flag: str, name: str) -> tuple[Process, int]:
         proc.stop()
         raise
     return proc, port
+
+
+def cpu_s(proc: Any) -> float:
+    """CPU seconds (user + system) a process (`Process` or Popen) has used so far: what a
+    per-unit CPU figure divides, robust to a machine shared with other work."""
+    popen = getattr(proc, "proc", proc)
+    if popen is None:
+        return 0.0
+    fields = Path(f"/proc/{popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Procs(list[Process]):
+    """The worker processes of a `roomkeeper` stack, with its API process as `api`."""
+
+    api: Process
 
 
 def rss_mib(pid: int) -> float:
@@ -93,8 +110,9 @@ async def roomkeeper(
     workers: int = 1,
     api_port: int | None = None,
     **env: str,
-) -> AsyncIterator[tuple[str, list[Process]]]:
-    """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers)."""
+) -> AsyncIterator[tuple[str, Procs]]:
+    """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers), the API
+    process as the workers' `.api`."""
     port = api_port or free_port()
     # One local receiver takes every event: the per-host cap would be what is measured.
     env = {"ROOMKEEPER_WEBHOOK_HOST_RPS": "0", **env}
@@ -102,10 +120,11 @@ async def roomkeeper(
     api = Process(
         [sys.executable, "-m", "roomkeeper", "api", "--port", str(port)], environment, "api"
     ).start()
-    procs = [
+    procs = Procs(
         Process([sys.executable, "-m", "roomkeeper", "worker"], environment, f"worker{i}").start()
         for i in range(workers)
-    ]
+    )
+    procs.api = api
     try:
         wait_for_port(port, 30)
         yield f"http://127.0.0.1:{port}", procs

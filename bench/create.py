@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from bench.common import Emulator, report, roomkeeper
+from bench.common import Emulator, cpu_s, report, roomkeeper
 from tests.support.api import API_KEY, API_SECRET
 from tests.support.servers import Process, RedisServer, free_port, wait_for_port
 
@@ -69,10 +69,13 @@ async def main() -> None:
         for i, (mode, redis) in enumerate(modes.items()):
             redis.start()
             try:
-                async with roomkeeper(redis, emu.url, workers=0) as (url, _):
+                async with roomkeeper(redis, emu.url, workers=0) as (url, procs):
+                    cpu0 = cpu_s(procs.api)
                     ours[mode] = load(
                         f"{url}/auth/room/create", args.concurrency, args.duration, f"r{i}"
                     )
+                    accepted = int(dict(ours[mode]["statuses"]).get("202", 0))  # type: ignore[call-overload]
+                    ours[mode]["cpu_us"] = (cpu_s(procs.api) - cpu0) / max(1, accepted) * 1e6
             finally:
                 redis.cleanup()
     finally:
@@ -92,6 +95,10 @@ async def main() -> None:
         [
             ("bare aiohttp handler", row(base)),
             *((f"roomkeeper api, Redis {mode}", row(result)) for mode, result in ours.items()),
+            (
+                "API CPU per accepted create (AOF everysec)",
+                f"{float(ours['AOF everysec (deploy/)']['cpu_us']):.0f} µs",  # type: ignore[arg-type]
+            ),
             ("ratio (roomkeeper, AOF everysec ÷ bare)", f"{deployed / base_rps:.2f}"),
         ],
     )

@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from bench.common import cpu_s
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
 from tests.support.procs import roomkeeper_env
 from tests.support.servers import Process, RedisServer, free_port, wait_for_port
@@ -315,14 +316,18 @@ async def main(args: argparse.Namespace) -> None:
 
             async with worker(redis_server, args.concurrency) as proc:
                 before = (await redis.info("memory"))["used_memory"]
+                cpu0 = cpu_s(proc)
                 results["parallel"] = await throughput(
                     redis, outbox, http, base, "parallel", rooms, per_room
                 )
+                results["cpu_us_parallel"] = (cpu_s(proc) - cpu0) / rooms / per_room * 1e6
                 # What a delivered event leaves behind for the retention period (its record and
                 # attempt log), with the queues empty again.
                 retained = (await redis.info("memory"))["used_memory"] - before
                 results["bytes_per_delivery"] = retained / results["parallel"]["count"]
+                cpu0 = cpu_s(proc)
                 results["serial"] = await throughput(redis, outbox, http, base, "serial", 1, single)
+                results["cpu_us_serial"] = (cpu_s(proc) - cpu0) / single * 1e6
                 results["latency"] = await latency(
                     redis, outbox, http, base, "latency", args.rate, lat_seconds, rooms=50
                 )
@@ -347,11 +352,13 @@ async def main(args: argparse.Namespace) -> None:
         ("  ratio worker / bare", f"{r['parallel']['rate'] / r['bare_parallel']['rate']:.2f}"),
         ("  Redis kept per delivered event", f"{r['bytes_per_delivery']:.0f} bytes "
          "(record and attempt log, for the retention period)"),
+        ("  worker CPU per delivery", f"{r['cpu_us_parallel']:.0f} µs"),
         ("deliveries, one room (ordered)", f"{single} events"),
         ("  roomkeeper worker", f"{r['serial']['rate']:.0f} deliveries/s "
          f"(out-of-order: {r['serial']['disorder']})"),
         ("  bare POST loop, 1 at a time", f"{r['bare_serial']['rate']:.0f} POSTs/s"),
         ("  ratio worker / bare", f"{r['serial']['rate'] / r['bare_serial']['rate']:.2f}"),
+        ("  worker CPU per delivery", f"{r['cpu_us_serial']:.0f} µs"),
         ("latency at a steady rate", f"{args.rate:.0f} events/s for {lat_seconds:.0f} s"),
         ("  roomkeeper emit → receipt", f"p50 {r['latency']['p50_ms']:.1f} ms, "
          f"p99 {r['latency']['p99_ms']:.1f} ms, max {r['latency']['max_ms']:.1f} ms"),

@@ -33,7 +33,7 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, helper_server, report, roomkeeper, wait_until
+from bench.common import Emulator, cpu_s, helper_server, report, roomkeeper, wait_until
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.support.servers import RedisServer
 from worker.webhooks.signing import body_hmac
@@ -180,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
         async with (
-            roomkeeper(redis_server, emu.url, workers=1) as (url, _),
+            roomkeeper(redis_server, emu.url, workers=1) as (url, procs),
             aiohttp.ClientSession() as http,
         ):
             await create_rooms(url, f"{rec}/hook", n_rooms)
@@ -192,6 +192,7 @@ async def main(args: argparse.Namespace) -> None:
             sids = {f"in-{i}": await redis.hget(f"rk:room:in-{i}", "sid") for i in range(n_rooms)}
             ours_file = tmp / "ours.jsonl"
             ours_file.write_text("\n".join(json.dumps(x) for x in signed_events(sids, events)))
+            cpu0 = (cpu_s(procs.api), cpu_s(procs[0]))
             ours = run_poster(f"{url}/webhook", ours_file)
             await wait_until(
                 lambda: _at_least(receiver_count(http, rec, "joined"), events),
@@ -200,6 +201,7 @@ async def main(args: argparse.Namespace) -> None:
                 every=0.01,
             )
             done = time.time()
+            cpu_api, cpu_worker = cpu_s(procs.api) - cpu0[0], cpu_s(procs[0]) - cpu0[1]
             forwarded = await receiver_count(http, rec, "joined")
     finally:
         await redis.aclose()
@@ -221,6 +223,8 @@ async def main(args: argparse.Namespace) -> None:
             ("roomkeeper POST /webhook", f"{intake:8.0f} events/s accepted (answered 200)"),
             ("roomkeeper in → forwarded", f"{end_to_end:8.0f} events/s received by the room's "
              f"webhook ({forwarded}/{events})"),
+            ("CPU per event", f"api {cpu_api / events * 1e6:.0f} µs, "
+             f"worker {cpu_worker / events * 1e6:.0f} µs"),
             ("ratio forwarded ÷ bare", f"{end_to_end / base_rate:.2f}"),
         ],
     )  # fmt: skip

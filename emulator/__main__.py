@@ -10,9 +10,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import jwt.warnings
 
+from . import persist
 from .config import EmulatorConfig
 from .server import Emulator
 
@@ -31,6 +33,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--departure-timeout", type=int, default=20)
     parser.add_argument("--empty-timeout", type=int, default=300)
     parser.add_argument("--verbose", action="store_true", help="log every request and webhook")
+    parser.add_argument(
+        "--state-file", type=Path, default=None, help="keep rooms across restarts in this file"
+    )
     args = parser.parse_args(argv)
     if not args.api_key or not args.api_secret:
         parser.error("--api-key/--api-secret (or LIVEKIT_API_KEY/LIVEKIT_API_SECRET) required")
@@ -60,9 +65,15 @@ async def serve(args: argparse.Namespace) -> None:
         config=config,
         access_log=args.verbose,
     )
+    if args.state_file is not None:
+        restored = persist.load(emulator.state, args.state_file)
+        if restored:
+            print(f"LiveKit emulator: {restored} rooms restored from {args.state_file}", flush=True)
     async with emulator:
         print(f"LiveKit emulator listening on {emulator.url}", flush=True)
         await stop.wait()
+    if args.state_file is not None:
+        persist.save(emulator.state, args.state_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

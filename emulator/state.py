@@ -212,6 +212,15 @@ class State:
             self._close(entry, models.ROOM_CLOSED, models.ROOM_END_IDLE_TIMEOUT)
         return len(expired)
 
+    def restore(self, entry: RoomEntry) -> None:
+        """Put back a room saved by an earlier run (no events: nothing changed for clients)."""
+        name = entry.proto.name
+        self.rooms[name] = entry
+        if entry.active == 0:
+            self._idle.add(name)
+        else:
+            self._idle.discard(name)
+
     def clear(self) -> None:
         """Forget every room without sending events (used by the reset endpoint)."""
         self.rooms.clear()

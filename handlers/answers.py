@@ -38,6 +38,8 @@ class RoomInfo(_Doc):
     is_recording: bool
     is_active_rtmp: bool
     webhook_url: str
+    is_breakout_room: bool
+    parent_room_id: str
     sid: str
     name: str
     max_participants: int
@@ -74,6 +76,8 @@ class ActiveRoomInfo(_Doc):
     is_recording: bool
     is_active_rtmp: bool
     webhook_url: str
+    is_breakout_room: bool
+    parent_room_id: str
     creation_time: int
     metadata: str
 

@@ -7,7 +7,10 @@ on its own, in request order:
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
 - already active: `accepted: false`, msg `room already exists`, and its `room_info` (nothing to
   do, so nothing was accepted; the room is there, as a single create would answer);
-- invalid, repeated in the call, or ending: `accepted: false` and a `msg` saying why.
+- invalid, repeated in the call, or ending: `accepted: false` and a `msg` saying why;
+- refused by a full Redis (maxmemory) while others of the call were stored: `accepted: false`,
+  msg `storage full: this room was not accepted, retry later`. When Redis stored none of the
+  call, the whole call answers `status: false`, `storage full, nothing was accepted`.
 
 With `"dry_run": true` every room gets the same checks and nothing is claimed or queued: a valid
 room is reported `accepted: true, msg: "valid (dry run: nothing was claimed)"`, HTTP 200.
@@ -33,6 +36,8 @@ from worker.wire import WireInvalid, validate
 
 # The contract's status codes have no "try later"; a full queue is the service's own limit.
 QUEUE_FULL = StatusCode.INTERNAL_SERVER_ERROR
+# Redis at maxmemory refused this room's claim (others of the call may have been stored).
+ROOM_NOT_STORED = "storage full: this room was not accepted, retry later"
 MAX_ECHOED_ID = 256
 YIELD_EVERY = 100
 
@@ -89,6 +94,8 @@ def _result(room_id: str, claim: CreateClaim) -> dict[str, Any]:
     if claim.kind == "exists":
         info = created_room_info(claim.info or {})
         return _rejected(room_id, "room already exists", room_info=info)
+    if claim.kind == "full":
+        return _rejected(room_id, ROOM_NOT_STORED)
     return _rejected(room_id, "room is ending; create it again once it has ended")
 
 

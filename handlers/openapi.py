@@ -12,6 +12,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from handlers.answers import Common
+from handlers.openapi_docs import describe
+from handlers.openapi_webhooks import SECURITY_SCHEMES, SERVERS, webhooks
 from handlers.routes import ROUTES
 from worker import __version__
 
@@ -65,6 +67,7 @@ def build_spec() -> dict[str, Any]:
         }
         paths[route.path] = {
             "post": {
+                "operationId": route.operation_id,
                 "summary": route.summary,
                 "security": [{"apiKey": [], "hashSignature": []}],
                 "requestBody": {"required": True, "content": _json(body)},
@@ -107,8 +110,11 @@ def build_spec() -> dict[str, Any]:
             "responses": {"200": {"description": "OpenAPI", "content": _json({"type": "object"})}},
         }
     }
+    describe(paths)
     return {
         "openapi": "3.1.0",
+        "servers": SERVERS,
+        "webhooks": webhooks(defs),
         "info": {
             "title": "roomkeeper",
             "version": __version__,
@@ -119,9 +125,8 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs,
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "API-KEY"},
-                "hashSignature": {"type": "apiKey", "in": "header", "name": "HASH-SIGNATURE"},
+            "securitySchemes": SECURITY_SCHEMES
+            | {
                 "consoleBasic": {
                     "type": "http",
                     "scheme": "basic",

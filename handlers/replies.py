@@ -8,9 +8,11 @@ do not know, so the list costs them nothing.
 from __future__ import annotations
 
 import contextvars
+import json
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -70,10 +72,12 @@ def warn(*messages: str) -> None:
 def _reply(
     status: bool, status_code: StatusCode, msg: str, http_status: int, extra: Any
 ) -> web.Response:
-    response = web.json_response(
-        {"status": status, "msg": msg, "status_code": status_code.value, **extra},
-        status=http_status,
-    )
+    data = {"status": status, "msg": msg, "status_code": status_code.value, **extra}
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # what orjson will not write (an integer beyond 64 bits): the stdlib will
+        body = json.dumps(data).encode()
+    response = web.Response(body=body, status=http_status, content_type="application/json")
     response[STATUS_CODE] = status_code.value
     return response
 

@@ -21,7 +21,7 @@ async def end(request: web.Request, body: RoomIdRequest) -> web.Response:
     room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
     try:
-        result = await end_room(deps, room_id, "ended by the API (endRoom)")
+        result = await end_room(deps, room_id, "ended_by_api")
     except LiveKitError as exc:
         raise ApiError(StatusCode.INTERNAL_SERVER_ERROR, f"can't end room: {exc}") from None
     if result == "not_found":

@@ -30,6 +30,8 @@ def active_room_info(record: dict[str, str]) -> dict[str, Any]:
         "is_recording": record.get("is_recording") == "1",
         "is_active_rtmp": record.get("is_active_rtmp") == "1",
         "webhook_url": record.get("webhook_url", ""),
+        "is_breakout_room": False,  # PHP v2 reads these two; roomkeeper has no breakout rooms
+        "parent_room_id": "",
         "creation_time": int(record.get("created", 0)),
         "metadata": info.get("metadata", ""),
     }

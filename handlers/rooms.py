@@ -50,6 +50,9 @@ def created_room_info(info: dict[str, Any]) -> dict[str, Any]:
         "is_recording": False,
         "is_active_rtmp": False,
         "webhook_url": str(metadata.get("webhook_url", "")),
+        # PHP v2 reads every ActiveRoomInfo property it has a getter for.
+        "is_breakout_room": False,
+        "parent_room_id": "",
         **room,
     }
 

@@ -4,7 +4,8 @@ The table drives routing (`setup`), validation (every body is signed, strict JSO
 `worker.wire` into the route's pydantic request model before the handler runs) and
 `/openapi.json` (`handlers.openapi` walks `ROUTES`). Adding a route is one entry in `ROUTES`:
 
-    Route("/auth/thing/do", things.do, DoRequest, {200: DoAnswer}, "Do the thing"),
+    Route("/auth/thing/do", things.do, DoRequest, {200: DoAnswer}, "Do the thing",
+          operation_id="doThing"),
 
 with `async def do(request: web.Request, body: DoRequest) -> web.Response` in a module of its
 route group, `DoRequest` a pydantic model (mix in `worker.wire.Proto3` if it mirrors a plugNmeet
@@ -34,7 +35,7 @@ from handlers import (
 from handlers.auth import authenticate
 from handlers.jsonbody import BadJson, parse_json
 from handlers.replies import ApiError, StatusCode, collect_warnings
-from handlers.state import BODY, SETTINGS
+from handlers.state import SETTINGS
 from worker.rooms.request import UNITS, CreateRoomRequest
 from worker.settings import Settings
 from worker.wire import WireInvalid, read
@@ -61,41 +62,51 @@ class Route:
     answers: dict[int, type[BaseModel]]
     summary: str
     max_body: Callable[[Settings], int] = _single  # bytes
+    operation_id: str = ""  # what a client generated from /openapi.json names the call
 
 
 ROUTES: tuple[Route, ...] = (
     Route("/auth/room/create", rooms.create, CreateRoomRequest,
-          {200: answers.CreateAnswer, 202: answers.CreateAnswer}, "Create a room"),
+          {200: answers.CreateAnswer, 202: answers.CreateAnswer}, "Create a room",
+          operation_id="createRoom"),
     Route("/auth/room/isRoomActive", room_queries.is_room_active, models.RoomIdRequest,
-          {200: answers.ActiveAnswer}, "Is a room active"),
+          {200: answers.ActiveAnswer}, "Is a room active", operation_id="isRoomActive"),
     Route("/auth/room/getActiveRoomInfo", room_queries.get_active_room_info,
-          models.RoomIdRequest, {200: answers.ActiveRoomAnswer}, "One active room"),
+          models.RoomIdRequest, {200: answers.ActiveRoomAnswer}, "One active room",
+          operation_id="getActiveRoomInfo"),
     Route("/auth/room/getActiveRoomsInfo", room_queries.get_active_rooms_info, models.NoRequest,
-          {200: answers.ActiveRoomsAnswer}, "Every active room"),
+          {200: answers.ActiveRoomsAnswer}, "Every active room",
+          operation_id="getActiveRoomsInfo"),
     Route("/auth/room/endRoom", room_actions.end, models.RoomIdRequest, {200: answers.Common},
-          "End a room now"),
+          "End a room now", operation_id="endRoom"),
     Route("/auth/room/fetchPastRooms", room_queries.fetch_past_rooms, models.PastRoomsRequest,
-          {200: answers.PastRoomsAnswer}, "Ended sessions"),
+          {200: answers.PastRoomsAnswer}, "Ended sessions", operation_id="fetchPastRooms"),
     Route("/auth/room/getJoinToken", room_actions.join_token, models.JoinTokenRequest,
-          {200: answers.JoinTokenAnswer}, "A LiveKit join token"),
+          {200: answers.JoinTokenAnswer}, "A LiveKit join token", operation_id="getJoinToken"),
     Route("/auth/room/createBulk", bulk.create_bulk, models.BulkRequest,
-          {200: answers.BulkAnswer, 202: answers.BulkAnswer}, "Create many rooms", _bulk),
+          {200: answers.BulkAnswer, 202: answers.BulkAnswer}, "Create many rooms", _bulk,
+          operation_id="createBulk"),
     Route("/auth/job/status", bulk.job_status, models.JobStatusRequest,
-          {200: answers.JobStatusAnswer}, "Create jobs' states"),
+          {200: answers.JobStatusAnswer}, "Create jobs' states", operation_id="jobStatus"),
     Route("/auth/webhook/deliveries", deliveries.deliveries, models.DeliveriesRequest,
-          {200: answers.DeliveriesAnswer}, "Webhook deliveries"),
+          {200: answers.DeliveriesAnswer}, "Webhook deliveries",
+          operation_id="webhookDeliveries"),
     Route("/auth/webhook/redeliver", deliveries.redeliver_route, models.RedeliverRequest,
-          {200: answers.RedeliverAnswer}, "Send deliveries again"),
+          {200: answers.RedeliverAnswer}, "Send deliveries again",
+          operation_id="webhookRedeliver"),
     Route("/auth/webhook/test", deliveries.test_send, models.TestSendRequest,
-          {200: answers.TestSendAnswer}, "Send a webhook_test event now"),
+          {200: answers.TestSendAnswer}, "Send a webhook_test event now",
+          operation_id="webhookTest"),
     Route("/auth/recording/fetch", recordings.fetch, models.RecordingsRequest,
-          {200: answers.RecordingsAnswer}, "Finished recordings"),
+          {200: answers.RecordingsAnswer}, "Finished recordings", operation_id="fetchRecordings"),
     Route("/auth/recording/info", recordings.info, models.RecordIdRequest,
-          {200: answers.RecordingAnswer}, "One recording and its session"),
+          {200: answers.RecordingAnswer}, "One recording and its session",
+          operation_id="recordingInfo"),
     Route("/auth/recording/delete", recordings.not_supported, models.RecordIdRequest,
-          {200: answers.Common}, recordings.NOT_HERE_SUMMARY),
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY, operation_id="deleteRecording"),
     Route("/auth/recording/getDownloadToken", recordings.not_supported, models.RecordIdRequest,
-          {200: answers.Common}, recordings.NOT_HERE_SUMMARY),
+          {200: answers.Common}, recordings.NOT_HERE_SUMMARY,
+          operation_id="getRecordingDownloadToken"),
 )  # fmt: skip
 
 
@@ -137,7 +148,6 @@ def endpoint(route: Route, settings: Settings, context: dict[str, Any]) -> Endpo
             data = parse_json(raw)
         except BadJson as exc:
             raise ApiError(StatusCode.INVALID_PARAMETERS, f"invalid JSON body: {exc}") from None
-        request[BODY] = data
         try:
             got = read(route.request, data, context, UNITS)
         except WireInvalid as exc:

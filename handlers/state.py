@@ -17,10 +17,4 @@ DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
 WEBHOOK_SESSION = web.AppKey("webhook_session", aiohttp.ClientSession)  # test sends, guarded
 DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
-BODY = web.RequestKey[Any]("body")  # the decoded, authenticated JSON body of an /auth/* route
 LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line
-
-
-def body_of(request: web.Request) -> Any:
-    """The JSON body the auth middleware decoded for an `/auth/*` route."""
-    return request[BODY]

@@ -1,23 +1,33 @@
 """`create-rooms`' conversation with the API: submit in batches, follow the jobs, report.
 
-Rooms go out through `createBulk` in batches (split further when a body would be too large, and
-retried while the service says its queue is full); their jobs are then followed through
-`job/status` until every room is created or failed. Two progress bars show rooms submitted and
-rooms ready. Re-running a file creates nothing twice: rooms already there come back as
-`exists`.
+Rooms go out through `createBulk` in batches of at most `--batch-size` rooms and `MAX_BODY` bytes
+(packed in file order, so long metadata means smaller batches rather than a 413; split further if
+the API still says too large, and retried while the service says its queue is full); their jobs
+are then followed through `job/status` until every room is created or failed. Two progress bars
+show rooms submitted and rooms ready. Re-running a file creates nothing twice: rooms already
+there come back as `exists`.
 
-Exit status: 0 when every valid room exists at the end (bad lines are reported, and make the
-status 1 only with `--strict`); 1 when a room failed or is still pending; 2 for a file or
-configuration problem.
+`--dry-run` sends the same batches with `"dry_run": true`: the API runs every check it would run
+for real (its webhook address rules, rooms already there) and claims nothing. An API too old to
+know `dry_run` is never sent one (it would create the rooms): the run then checks locally only,
+and says so.
+
+Before anything is sent the API is asked for `/openapi.json`: a wrong `--url` fails within seconds
+("cannot reach the API at ..."). Ctrl-C (or SIGTERM) stops the run cleanly and still writes the
+report of what happened so far.
+
+Exit status, the same for a dry run and a real one: 0 when every line of the file is (or, dry,
+would be) a room; 1 when a line is bad or refused, or a room failed or is still pending; 2 for a
+file or configuration problem, or an API that cannot be reached; 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -26,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,30 +46,24 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from roomkeeper.api_client import (
+    Api,
+    ApiFailure,
+    CliSettings,
+    body_schema,
+    bulk_limit,
+    preflight,
+    until_interrupted,
+)
 from roomkeeper.bulkfile import FileError, Line, read_rooms, unknown_columns
-from worker.webhooks.signing import body_hmac
 
-MAX_BODY = 1_000_000  # the API refuses bodies over 1 MiB by default; stay under it
+# Every route takes 1 MiB by default (createBulk more: 8 KiB a room); staying under 1 MB works
+# against any deployment that kept ROOMKEEPER_MAX_BODY_BYTES.
+MAX_BODY = 1_000_000
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
-
-
-class CliSettings(BaseSettings):
-    """Only what the command needs (the worker's required settings need not be set here)."""
-
-    model_config = SettingsConfigDict(env_prefix="ROOMKEEPER_", env_file=".env", extra="ignore")
-
-    api_key: str = ""
-    api_secret: SecretStr = SecretStr("")
-    host: str = "127.0.0.1"
-    port: int = 8080
-
-    def base_url(self) -> str:
-        """Where `roomkeeper api` listens by the same settings (a wildcard means this host)."""
-        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-        host = wildcard.get(self.host, self.host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+INTERRUPTED = 130
 
 
 @dataclass
@@ -75,42 +77,27 @@ class Outcome:
     msg: str = ""
 
 
-class ApiFailure(Exception):
-    """The API refused a whole call for a reason retrying will not fix (auth, bad request)."""
+_ENVELOPE = len(b'{"rooms": []}')
 
 
-class Api:
-    """Signed calls to roomkeeper's API (the plugNmeet HMAC over the raw body)."""
+def batches(outcomes: list[Outcome], most: int, max_bytes: int) -> list[list[Outcome]]:
+    """Consecutive batches of at most `most` rooms whose createBulk body fits `max_bytes`.
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, key: str, secret: str) -> None:
-        self.session = session
-        self.url = url.rstrip("/")
-        self.key = key
-        self.secret = secret
-
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        """POST a JSON body; (HTTP status, the plugNmeet answer)."""
-        headers = {
-            "Content-Type": "application/json",
-            "API-KEY": self.key,
-            "HASH-SIGNATURE": body_hmac(body, self.secret),
-        }
-        async with self.session.post(self.url + path, data=body, headers=headers) as resp:
-            text = await resp.text()
-            try:
-                answer = json.loads(text)
-            except ValueError:
-                answer = {"status": False, "msg": text[:200] or resp.reason or ""}
-            return resp.status, answer if isinstance(answer, dict) else {"status": False}
-
-
-_LIMIT = re.compile(r"(?:rooms|job_ids): must hold 1 to (\d+) items")
-
-
-def _bulk_limit(answer: dict[str, Any]) -> int | None:
-    """The server's items-per-call bound, when it refused a call for exceeding it."""
-    match = _LIMIT.match(str(answer.get("msg", "")))
-    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+    A room too large to share a call goes alone (the API then says whether it takes it).
+    """
+    out: list[list[Outcome]] = []
+    batch: list[Outcome] = []
+    size = _ENVELOPE
+    for o in outcomes:
+        room = len(json.dumps(o.line.request).encode()) + 2  # ", " between rooms
+        if batch and (len(batch) >= most or size + room > max_bytes):
+            out.append(batch)
+            batch, size = [], _ENVELOPE
+        batch.append(o)
+        size += room
+    if batch:
+        out.append(batch)
+    return out
 
 
 class Runner:
@@ -138,29 +125,40 @@ class Runner:
     async def run(self) -> None:
         """Submit every room; meanwhile and afterwards follow their jobs (unless --no-wait)."""
         with self.progress:
-            follower = None if self.args.no_wait else asyncio.create_task(self.follow())
+            wait = not (self.args.no_wait or self.args.dry_run)
+            follower = asyncio.create_task(self.follow()) if wait else None
             try:
-                await self.submit()
+                try:
+                    await self.submit()
+                finally:
+                    self.submitting = False
+                if follower is not None:
+                    await follower
             finally:
-                self.submitting = False
-            if follower is not None:
-                await follower
+                if follower is not None and not follower.done():
+                    follower.cancel()  # interrupted: stop polling too
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follower
 
     async def submit(self) -> None:
-        size = self.args.batch_size
-        for i in range(0, len(self.outcomes), size):
+        start = 0
+        for batch in batches(self.outcomes, self.args.batch_size, MAX_BODY):
             try:
-                await self.submit_batch(self.outcomes[i : i + size])
+                await self.submit_batch(batch)
             except ApiFailure as exc:
                 self.console.print(f"[red]the API refused the rooms: {exc}[/red]")
-                for o in self.outcomes[i:]:
+                for o in self.outcomes[start:]:
                     if o.outcome == "not_submitted":
                         o.msg = str(exc)
                 return
+            start += len(batch)
 
     async def submit_batch(self, batch: list[Outcome]) -> None:
         """One createBulk call (split in two while the body is too large for the API)."""
-        body = json.dumps({"rooms": [o.line.request for o in batch]}).encode()
+        call: dict[str, Any] = {"rooms": [o.line.request for o in batch]}
+        if self.args.dry_run:
+            call["dry_run"] = True
+        body = json.dumps(call).encode()
         if len(body) > MAX_BODY and len(batch) > 1:
             half = len(batch) // 2
             await self.submit_batch(batch[:half])
@@ -172,14 +170,14 @@ class Runner:
                 status, answer = await self.api.post("/auth/room/createBulk", body)
             except (aiohttp.ClientError, OSError) as exc:
                 status, answer = 0, {"msg": f"API unreachable ({type(exc).__name__})"}
-            limit = _bulk_limit(answer)
+            limit = bulk_limit(answer)
             if (status == 413 or limit) and len(batch) > 1:
                 # Too large for this deployment: send it in pieces it takes.
                 size = min(limit or len(batch) // 2, len(batch) // 2 or 1)
                 for i in range(0, len(batch), size):
                     await self.submit_batch(batch[i : i + size])
                 return
-            if status == 202 and answer.get("status") is True:
+            if status in (200, 202) and answer.get("status") is True:
                 self.record(batch, answer.get("results") or [])
                 return
             msg = str(answer.get("msg") or f"HTTP {status}")
@@ -192,7 +190,9 @@ class Runner:
 
     def record(self, batch: list[Outcome], results: list[dict[str, Any]]) -> None:
         for o, result in zip(batch, results, strict=False):
-            if result.get("accepted"):
+            if result.get("accepted") and self.args.dry_run:
+                o.outcome, o.msg = "valid", str(result.get("msg", ""))
+            elif result.get("accepted"):
                 o.outcome, o.job_id = "queued", str(result.get("job_id", ""))
                 o.msg = str(result.get("msg", ""))
             elif "room_info" in result:
@@ -202,7 +202,7 @@ class Runner:
                 o.outcome, o.msg = "rejected", str(result.get("msg", ""))
                 self.console.print(f"line {o.line.line}: {o.msg}")
         self.progress.update(self.sent, advance=len(batch), note="")
-        self.progress.update(self.ready, completed=self.count("created", "exists"))
+        self.progress.update(self.ready, completed=self.count("created", "exists", "valid"))
 
     def count(self, *outcomes: str) -> int:
         return sum(o.outcome in outcomes for o in self.outcomes)
@@ -237,7 +237,7 @@ class Runner:
         except (aiohttp.ClientError, OSError):
             return  # the next round asks again
         if status != 200 or answer.get("status") is not True:
-            self.per_poll = min(self.per_poll, _bulk_limit(answer) or self.per_poll)
+            self.per_poll = min(self.per_poll, bulk_limit(answer) or self.per_poll)
             return
         for o, job in zip(chunk, answer.get("jobs") or [], strict=False):
             state = job.get("state")
@@ -280,6 +280,17 @@ def _summary(name: str, outcomes: list[Outcome], bad: int) -> str:
     return f"{name}: {total} rooms: " + ", ".join(parts)
 
 
+def _dry_summary(name: str, outcomes: list[Outcome], bad: int, checked_by: str) -> str:
+    counts = Counter(o.outcome for o in outcomes)
+    parts = [f"{counts['valid']} rooms valid"]
+    if counts["exists"]:
+        parts.append(f"{counts['exists']} already exist")
+    if counts["not_submitted"]:
+        parts.append(f"{counts['not_submitted']} not checked")
+    parts.append(f"{bad + counts['rejected']} bad lines")
+    return f"{name}: dry run{checked_by}: " + ", ".join(parts) + "; nothing created"
+
+
 async def run(lines: list[Line], args: argparse.Namespace) -> int:
     """Submit the good lines and report; the exit status (see the module docstring)."""
     console = Console(stderr=True, soft_wrap=True)
@@ -291,26 +302,45 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= 1000:
         console.print("--batch-size must be between 1 and 1000")
         return 2
-    if args.dry_run:
-        if args.report:
-            write_report(Path(args.report), [Outcome(g, "valid") for g in good] + invalid)
-        print(f"{name}: dry run: {len(good)} rooms valid, {len(bad)} bad lines; nothing created")
-        return 1 if bad else 0
     settings = CliSettings()
     secret = settings.api_secret.get_secret_value()
     if not settings.api_key or not secret:
         console.print("ROOMKEEPER_API_KEY and ROOMKEEPER_API_SECRET must be set (env or .env)")
         return 2
     outcomes = [Outcome(line) for line in good]
+    url = args.url or settings.base_url()
+    checked_by = ""
+    interrupted = False
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        api = Api(session, args.url or settings.base_url(), settings.api_key, secret)
-        await Runner(api, outcomes, args).run()
+        spec = await preflight(session, url)
+        if isinstance(spec, str):
+            console.print(spec, markup=False, highlight=False)
+            return 2
+        if args.dry_run and "dry_run" not in body_schema(spec, "/auth/room/createBulk").get(
+            "properties", {}
+        ):
+            # An API without dry_run would create the rooms: check locally only.
+            console.print(f"note: the API at {url} has no dry run; checked locally only")
+            checked_by = " (checked locally only)"
+            for o in outcomes:
+                o.outcome = "valid"
+        elif good:
+            api = Api(session, url, settings.api_key, secret)
+            interrupted = await until_interrupted(Runner(api, outcomes, args).run())
     if args.report:
         write_report(Path(args.report), outcomes + invalid)
-    print(_summary(name, outcomes, len(bad)), flush=True)
+    if args.dry_run:
+        print(_dry_summary(name, outcomes, len(bad), checked_by), flush=True)
+    else:
+        print(_summary(name, outcomes, len(bad)), flush=True)
+    if interrupted:
+        console.print("interrupted: the report holds what happened so far")
+        return INTERRUPTED
     wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
-    ok = all(o.outcome in wanted for o in outcomes) and not (args.strict and bad)
+    if args.dry_run:
+        wanted = ("exists", "valid")
+    ok = all(o.outcome in wanted for o in outcomes) and not bad
     return 0 if ok else 1
 
 

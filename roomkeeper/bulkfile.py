@@ -9,7 +9,10 @@ CSV: a header row names request fields, nested ones as dotted paths
 (`metadata.room_features.room_duration`). Cells are typed by the field they fill: integers for
 the numeric fields, booleans (true/false/1/0/yes/no) for the switches, text otherwise; an empty
 cell is an absent field. `metadata.room_features` is always sent (an empty object takes every
-default), since a cell cannot say "empty object". JSON Lines: one create request object per line.
+default), since a cell cannot say "empty object"; a JSON line without `metadata.room_features`
+gets the same empty object, so the two formats follow one rule. A row with fewer or more cells
+than the header is refused (a missing cell would silently shift nothing, but usually means a
+lost separator). JSON Lines: one create request object per line.
 """
 
 from __future__ import annotations
@@ -172,12 +175,12 @@ def read_csv(text: str) -> list[Line]:
             continue
         if not any(cell.strip() for cell in row):
             continue  # a blank line
-        room_id = row[columns.index("room_id")].strip() if "room_id" in columns else ""
-        if len(row) > len(columns):
+        at = columns.index("room_id") if "room_id" in columns else len(row)
+        room_id = row[at].strip() if at < len(row) else ""
+        if len(row) != len(columns):
             msg = f"has {len(row)} cells, the header names {len(columns)}"
             lines.append(Line(start, room_id, None, msg))
             continue
-        row += [""] * (len(columns) - len(row))
         try:
             values = [convert_cell(c, v) for c, v in zip(columns, row, strict=True)]
         except _CellError as exc:
@@ -185,6 +188,16 @@ def read_csv(text: str) -> list[Line]:
             continue
         lines.append(Line(start, room_id, _nest(columns, values)))
     return lines
+
+
+def _with_features(request: dict[str, Any]) -> dict[str, Any]:
+    """An absent `metadata.room_features` filled with `{}` (every default), as a CSV row gets."""
+    metadata = request.get("metadata")
+    if metadata is None:
+        return {**request, "metadata": {"room_features": {}}}
+    if isinstance(metadata, dict) and metadata.get("room_features") is None:
+        return {**request, "metadata": {**metadata, "room_features": {}}}
+    return request
 
 
 def read_jsonl(text: str) -> list[Line]:
@@ -204,7 +217,9 @@ def read_jsonl(text: str) -> list[Line]:
             lines.append(Line(number, "", None, "must be a JSON object (one request per line)"))
             continue
         room_id = data.get("room_id")
-        lines.append(Line(number, room_id if isinstance(room_id, str) else "", data))
+        lines.append(
+            Line(number, room_id if isinstance(room_id, str) else "", _with_features(data))
+        )
     return lines
 
 

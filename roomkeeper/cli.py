@@ -8,14 +8,23 @@ import signal
 import sys
 from typing import Any
 
-from worker.settings import Settings, SettingsError, load_settings
+from worker import __version__
+from worker.settings import Settings, SettingsError, load_settings, unknown_variables
+
+
+def _warn_unknown_variables() -> None:
+    for warning in unknown_variables():
+        print(f"roomkeeper: warning: {warning}", file=sys.stderr)
 
 
 def _settings() -> Settings:
+    """The settings, or one line per bad variable on stderr and exit status 2 (no traceback)."""
+    _warn_unknown_variables()
     try:
         return load_settings()
     except SettingsError as exc:
-        print(f"roomkeeper: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"roomkeeper: invalid configuration: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -35,14 +44,16 @@ def run_api(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Run one arq worker with the schedule consumers until SIGINT/SIGTERM."""
+    if args.check:
+        # A liveness probe runs where the secrets may not be mounted: it reads only the file.
+        from worker.main import check_health
+        from worker.settings import HealthCheckSettings
+
+        _warn_unknown_variables()
+        return int(check_health(HealthCheckSettings().worker_health_file))
     from worker.main import run
 
-    settings = _settings()
-    if args.check:
-        from worker.main import check_health
-
-        return int(check_health(settings))
-    return int(run(settings))
+    return int(run(_settings()))
 
 
 def run_dev(args: argparse.Namespace) -> int:
@@ -56,12 +67,17 @@ def run_create_rooms(args: argparse.Namespace) -> int:
     """Bulk-create rooms from a CSV or JSON Lines file through the API."""
     from roomkeeper.bulkclient import main as bulk_main
 
-    return int(asyncio.run(bulk_main(args)))
+    try:
+        return int(asyncio.run(bulk_main(args)))
+    except KeyboardInterrupt:  # before the run began (while reading the file): nothing sent
+        print("roomkeeper create-rooms: interrupted; nothing was sent", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="roomkeeper", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"roomkeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="serve the plugNmeet-compatible API")
@@ -82,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--livekit-port", type=int, default=7880, help="emulator port")
     dev.add_argument("--redis-port", type=int, default=6390, help="local redis-server port")
     dev.add_argument("--receiver-port", type=int, default=8099, help="demo webhook receiver port")
+    dev.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep this port set's rooms and Redis data from the last run (default: start clean)",
+    )
     dev.set_defaults(func=run_dev)
 
     bulk = sub.add_parser(
@@ -89,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create rooms from a CSV or JSON Lines file",
         description="Create the rooms of a CSV (header row of field names, nested ones dotted: "
         "metadata.room_title) or JSON Lines file through the API, in createBulk batches. "
-        "Exit status 0 when every valid room exists, 1 otherwise, 2 for a file or setup error.",
+        "Exit status (the same for --dry-run): 0 when every line is a room, 1 when a line is bad "
+        "or refused or a room failed or is pending, 2 for a file, setup or unreachable-API error, "
+        "130 when interrupted (Ctrl-C still writes --report).",
     )
     bulk.add_argument("file", help="CSV with a header row, or .jsonl with one request per line")
     bulk.add_argument("--url", default=None, help="API base URL (default http://HOST:PORT)")
@@ -100,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the rooms (default 600)"
     )
-    bulk.add_argument("--strict", action="store_true", help="exit 1 when any line is invalid")
+    bulk.add_argument(
+        "--strict", action="store_true", help="kept for older scripts: a bad line always fails"
+    )
     bulk.set_defaults(func=run_create_rooms)
     return parser
 

@@ -1,8 +1,14 @@
 """`roomkeeper dev`: everything on this machine, one command, Ctrl-C stops it all.
 
-Starts a private `redis-server` (AOF on, data under `.dev/`), the LiveKit emulator, the API and a
-worker as child processes, plus a demo webhook receiver in this process that prints each event and
-whether its signatures verify. Prints the API URL, the dev credentials and a ready-to-paste request.
+Starts a private `redis-server` (AOF on), the LiveKit emulator, the API and a worker as child
+processes, plus a demo webhook receiver in this process that prints each event and whether its
+signatures verify. Prints the API URL, the dev credentials and a ready-to-paste request.
+
+State lives in `.dev/<api>-<livekit>-<redis>-<receiver port>/`, one directory per port set, so a
+second instance on other ports shares nothing with the first. Each start is clean (that
+directory emptied) unless `--keep`: then Redis keeps its data and the emulator its rooms (saved in
+`emulator-rooms.json` when it stops), so the rooms roomkeeper remembers still exist in LiveKit and
+reconciliation has nothing to end.
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ DEV_ENV = {
     "ROOMKEEPER_WEBHOOK_SECRET": "whsec_"
     + base64.b64encode(b"roomkeeper-dev-webhook-secret!!!").decode(),
     "ROOMKEEPER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
-    "ROOMKEEPER_LOG_FORMAT": "console",
+    "ROOMKEEPER_LOG_FORMAT": "console",  # coloured only on a terminal (see worker.logs)
 }
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """This port set's own directory under `.dev/`."""
+    ports = (args.port, args.livekit_port, args.redis_port, args.receiver_port)
+    return Path(".dev") / "-".join(str(p) for p in ports)
 
 
 def _port_free(port: int) -> bool:
@@ -134,14 +146,17 @@ def main(args: argparse.Namespace) -> int:
             print(f"roomkeeper dev: port {port} ({name}) is in use; pick another with --help")
             return 2
     env = {**DEV_ENV, **{k: v for k, v in os.environ.items() if k in DEV_ENV}}
+    home = state_dir(args)
+    if home.exists() and not args.keep:
+        shutil.rmtree(home)
+    data = home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
     env |= {
         "LIVEKIT_URL": f"http://127.0.0.1:{args.livekit_port}",
         "ROOMKEEPER_REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "ROOMKEEPER_PORT": str(args.port),
-        "ROOMKEEPER_WORKER_HEALTH_FILE": str(Path(".dev/worker.health").resolve()),
+        "ROOMKEEPER_WORKER_HEALTH_FILE": str((home / "worker.health").resolve()),
     }
-    data = Path(".dev/redis")
-    data.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **env}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
@@ -164,12 +179,13 @@ def main(args: argparse.Namespace) -> int:
         spawn(
             "LiveKit emulator",
             [py, "-m", "emulator", "--port", str(args.livekit_port),
-             "--webhook-url", f"http://127.0.0.1:{args.port}/webhook"],
+             "--webhook-url", f"http://127.0.0.1:{args.port}/webhook",
+             "--state-file", str((home / "emulator-rooms.json").resolve())],
             args.livekit_port,
         )  # fmt: skip
         spawn("API", [py, "-m", "roomkeeper", "api"], args.port)
         spawn("worker", [py, "-m", "roomkeeper", "worker"], None)
-        asyncio.run(_serve(args, env, procs))
+        asyncio.run(_serve(args, env, procs, home))
     except KeyboardInterrupt:
         pass
     finally:
@@ -190,7 +206,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _serve(
-    args: argparse.Namespace, env: dict[str, str], procs: list[tuple[str, Any]]
+    args: argparse.Namespace, env: dict[str, str], procs: list[tuple[str, Any]], home: Path
 ) -> None:
     runner = await _receiver(args.receiver_port, env)
     receiver_url = f"http://127.0.0.1:{args.receiver_port}/hook"
@@ -204,7 +220,9 @@ roomkeeper is running (Ctrl-C stops everything)
   API key          {env["ROOMKEEPER_API_KEY"]}
   API secret       {env["ROOMKEEPER_API_SECRET"]}
   LiveKit          {env["LIVEKIT_URL"]} (emulator; key {env["LIVEKIT_API_KEY"]})
-  Redis            {env["ROOMKEEPER_REDIS_URL"]} (AOF in .dev/redis)
+  Webhook secret   {env["ROOMKEEPER_WEBHOOK_SECRET"].split(",")[0]} (Standard Webhooks)
+  Redis            {env["ROOMKEEPER_REDIS_URL"]} (AOF in {home / "redis"})
+  State            {home} ({"kept from the last run" if args.keep else "fresh; --keep keeps it"})
   Webhook receiver {receiver_url} (prints what it gets below)
 
 Create a room (the signature is the HMAC-SHA256 of this exact body):

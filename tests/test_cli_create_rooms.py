@@ -6,18 +6,21 @@ import asyncio
 import csv
 import json
 import os
+import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from roomkeeper.bulkfile import read_csv
 from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, eventually, livekit_calls, livekit_rooms
-from tests.support.servers import ROOT, Receiver, RedisServer
+from tests.support.servers import ROOT, Receiver, RedisServer, free_port
 from tests.test_bulk import CreatedEvents
 
 
@@ -143,6 +146,7 @@ async def test_dry_run_reports_every_bad_line_and_creates_nothing(
             ["dry-4", "Bad switch", "", "maybe"],
             ["dry-1", "Again", "", ""],
             ["dry-5", "Too", "many", "cells", "here"],
+            ["dry-6", "Too few"],
             ["bad id", "Title", "", ""],
         ],
     )
@@ -151,19 +155,20 @@ async def test_dry_run_reports_every_bad_line_and_creates_nothing(
     code, out, err = await create_rooms(stack, str(rooms), "--dry-run", "--report", str(report))
 
     assert code == 1
-    assert out.strip() == "rooms.csv: dry run: 1 rooms valid, 6 bad lines; nothing created"
-    assert err.splitlines() == [
+    assert out.strip() == "rooms.csv: dry run: 1 rooms valid, 7 bad lines; nothing created"
+    assert [line for line in err.splitlines() if line.startswith("line ")] == [
         "line 3: max_participants: 'ten' is not an integer",
         "line 4: metadata.room_title: is required",
         "line 5: metadata.room_features.allow_polls: 'maybe' is not a boolean "
         "(true/false/1/0/yes/no)",
         "line 6: room_id dry-1 is already used on line 2",
         "line 7: has 5 cells, the header names 4",
-        "line 8: room_id: must be 1-256 characters of A-Z a-z 0-9 _ . : -",
+        "line 8: has 2 cells, the header names 4",  # a short row is refused like a long one
+        "line 9: room_id: must be 1-256 characters of A-Z a-z 0-9 _ . : -",
     ]
     assert [(r["line"], r["outcome"]) for r in read_report(report)] == [
         ("2", "valid"),
-        *((str(n), "invalid") for n in range(3, 9)),
+        *((str(n), "invalid") for n in range(3, 10)),
     ]
     assert await livekit_calls(stack.emulator.url, "CreateRoom") == []
     assert await redis.keys("rk:room:*") == []
@@ -186,7 +191,7 @@ async def test_jsonl_bad_lines_are_reported_by_number_and_the_rest_created(
 
     code, out, err = await create_rooms(stack, str(rooms), "--report", str(report))
 
-    assert code == 0, (out, err)  # every valid room exists; bad lines only fail --strict runs
+    assert code == 1, (out, err)  # every valid room exists, but a bad line fails the run
     assert "5 rooms: 2 created, 0 already existed, 0 failed, 0 not created yet, 3 bad lines" in out
     assert "line 2: invalid JSON: Expecting property name enclosed in double quotes" in err
     assert "line 4: must be a JSON object (one request per line)" in err
@@ -200,10 +205,6 @@ async def test_jsonl_bad_lines_are_reported_by_number_and_the_rest_created(
         "6": ("jl-3", "created"),
     }
     assert set(await livekit_rooms(stack.emulator.url)) == {"jl-1", "jl-3"}
-
-    code, _, _ = await create_rooms(stack, str(rooms), "--strict")
-
-    assert code == 1
 
 
 async def test_no_wait_reports_each_room_queued_with_its_job(stack: Stack, tmp_path: Path) -> None:
@@ -289,3 +290,151 @@ def test_csv_cells_are_typed_by_the_field_they_fill() -> None:
         "room_id": "t-2",
         "metadata": {"room_title": "Title", "room_features": {}},  # empty cells are absent
     }
+
+
+async def test_a_closed_port_fails_within_seconds_saying_the_api_cannot_be_reached(
+    tmp_path: Path,
+) -> None:
+    rooms = write_csv(tmp_path / "r.csv", ["room_id", "metadata.room_title"], [["cl-1", "A"]])
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+
+    code, _, err = await create_rooms(None, str(rooms), "--url", url)
+
+    assert time.monotonic() - started < 10
+    assert code == 2
+    assert f"cannot reach the API at {url}" in err and "Traceback" not in err
+
+
+async def test_csv_and_jsonl_both_fill_an_absent_room_features(
+    stack: Stack, tmp_path: Path
+) -> None:
+    rooms = tmp_path / "rooms.jsonl"
+    rooms.write_text(json.dumps({"room_id": "nf-1", "metadata": {"room_title": "One"}}) + "\n")
+    csv_rooms = write_csv(tmp_path / "r.csv", ["room_id", "metadata.room_title"], [["nf-2", "B"]])
+
+    jsonl = await create_rooms(stack, str(rooms))
+    csv_run = await create_rooms(stack, str(csv_rooms))
+
+    assert (jsonl[0], csv_run[0]) == (0, 0), (jsonl, csv_run)
+    assert set(await livekit_rooms(stack.emulator.url)) == {"nf-1", "nf-2"}
+
+
+async def test_ctrl_c_stops_cleanly_and_writes_the_report_so_far(
+    redis_server: RedisServer, emulator: Emulator, redis: Redis, tmp_path: Path
+) -> None:
+    # LiveKit refuses every create for now and the worker retries slowly: the rooms stay queued
+    # and the command keeps waiting for them.
+    settings = make_settings(redis_server.url, emulator.url, create_retry_schedule="2,2,2,2,2")
+    async with run_stack(settings, emulator) as stack:
+        await _interrupted_run(stack, redis, tmp_path)
+
+
+async def _interrupted_run(stack: Stack, redis: Redis, tmp_path: Path) -> None:
+    fault = {"method": "CreateRoom", "count": -1, "code": "unavailable"}
+    await stack.lk("faults", "POST", fault)
+    names = [f"int-{i}" for i in range(30)]
+    rooms = write_csv(
+        tmp_path / "r.csv", ["room_id", "metadata.room_title"], [[n, n] for n in names]
+    )
+    report = tmp_path / "report.csv"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomkeeper", "create-rooms", str(rooms), "--url", stack.url,
+        "--report", str(report), "--batch-size", "10",
+        cwd=ROOT, env={**os.environ, "ROOMKEEPER_API_KEY": API_KEY,
+                       "ROOMKEEPER_API_SECRET": API_SECRET},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await eventually(
+            lambda: _all_claimed(redis, names), timeout=30, what="every room submitted"
+        )
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+    assert proc.returncode == 130, (out, err)
+    assert b"Traceback" not in err and b"interrupted" in err
+    rows = read_report(report)
+    assert [r["room_id"] for r in rows] == names
+    assert {r["outcome"] for r in rows} == {"queued"}
+    assert all(r["job_id"] for r in rows)
+    # Let LiveKit take the creates, so the stack stops with no create in the middle of a retry.
+    await stack.lk("faults", "DELETE")
+    await eventually(
+        lambda: _all_in_livekit(stack, names), timeout=30, what="the rooms created after all"
+    )
+
+
+async def _all_in_livekit(stack: Stack, names: list[str]) -> bool:
+    return set(names) <= set(await livekit_rooms(stack.emulator.url))
+
+
+async def _all_claimed(redis: Redis, names: list[str]) -> bool:
+    return all(await asyncio.gather(*(redis.exists(f"rk:room:{n}") for n in names)))
+
+
+async def test_dry_run_refuses_what_the_server_refuses_and_exits_as_the_real_run(
+    stack: Stack, redis: Redis, tmp_path: Path
+) -> None:
+    # A private address passes the local checks (they cannot know the deployment's allow-list);
+    # only the server refuses it.
+    rooms = write_csv(
+        tmp_path / "rooms.csv",
+        ["room_id", "metadata.room_title", "metadata.webhook_url"],
+        [["ok-1", "Fine", ""], ["private-1", "Internal hook", "http://10.1.2.3/hook"]],
+    )
+    report = tmp_path / "report.csv"
+
+    dry = await create_rooms(stack, str(rooms), "--dry-run", "--report", str(report))
+
+    assert dry[0] == 1, dry
+    assert dry[1].strip() == "rooms.csv: dry run: 1 rooms valid, 1 bad lines; nothing created"
+    assert "line 3: metadata.webhook_url: refused:" in dry[2] and "10.1.2.3" in dry[2]
+    assert [(r["room_id"], r["outcome"]) for r in read_report(report)] == [
+        ("ok-1", "valid"),
+        ("private-1", "rejected"),
+    ]
+    assert await redis.keys("rk:room:*") == []  # nothing claimed
+    assert await livekit_calls(stack.emulator.url, "CreateRoom") == []
+
+    real = await create_rooms(stack, str(rooms))
+
+    assert real[0] == dry[0]  # the same file exits the same way
+    assert "line 3: metadata.webhook_url: refused:" in real[2]
+    assert set(await livekit_rooms(stack.emulator.url)) == {"ok-1"}
+
+
+async def test_dry_run_never_sends_to_an_api_without_dry_run(tmp_path: Path) -> None:
+    # An older roomkeeper ignores unknown keys: a dry_run sent to it would create the rooms.
+    calls: list[str] = []
+
+    async def spec(request: web.Request) -> web.Response:
+        return web.json_response({"openapi": "3.1.0", "paths": {}})
+
+    async def anything(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.json_response({"status": False, "msg": "unexpected"})
+
+    app = web.Application()
+    app.router.add_get("/openapi.json", spec)
+    app.router.add_post("/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    rooms = write_csv(tmp_path / "r.csv", ["room_id", "metadata.room_title"], [["old-1", "A"]])
+    try:
+        code, out, err = await create_rooms(
+            None, str(rooms), "--dry-run", "--url", f"http://127.0.0.1:{port}"
+        )
+    finally:
+        await runner.cleanup()
+
+    assert calls == []
+    assert code == 0, (out, err)
+    assert "has no dry run; checked locally only" in err
+    assert "dry run (checked locally only): 1 rooms valid, 0 bad lines" in out

@@ -14,7 +14,6 @@ MAX_LINES = 400
 # Over the bound today, each with its reason; the list may only shrink.
 TOO_LONG = {
     "worker/rooms/request.py": "the create request models; being reshaped with the route table",
-    "worker/webhooks/engine.py": "the delivery engine, the one larger module the house style allows",
 }
 
 

@@ -281,7 +281,7 @@ async def test_reconciliation_ends_a_room_deleted_behind_our_back(
             await receiver.wait_for(lambda r: "session_ended" in events_of(receiver, "vanish"))
 
             ended = next(e for e in receiver.events() if e["event"] == "session_ended")
-            assert ended["reason"] == "livekit no longer has the room"
+            assert ended["reason"] == "reconciled" and "reconciliation" in ended["reason_text"]
             assert await state_of(redis, "vanish") == "ended"
 
 

@@ -212,22 +212,6 @@ async def test_the_first_admin_starts_one_recording_and_ending_the_session_compl
     assert [c["status"] for c in stop] == [200]  # ending the session stopped it
 
 
-async def test_a_recording_that_fails_to_start_is_retried_then_started(
-    stack: Stack, receiver: Receiver
-) -> None:
-    fault = {"method": "StartRoomCompositeEgress", "code": "unavailable", "count": 2}
-    await stack.lk("faults", "POST", fault)
-    await stack.api.create(auto_request("retried", receiver))
-    await eventually(lambda: has(receiver, "room_started"))
-
-    await join_with_token(stack, "retried", "teacher", admin=True)
-    await eventually(lambda: has(receiver, "start_recording"), timeout=15, what="started")
-
-    calls = (await stack.lk("calls?method=StartRoomCompositeEgress"))["calls"]
-    assert [c["status"] for c in calls] == [503, 503, 200]
-    assert len(await egresses(stack, "retried")) == 1
-
-
 @pytest.fixture
 async def quick_retry_stack(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
@@ -235,6 +219,23 @@ async def quick_retry_stack(
     settings = make_settings(redis_server.url, emulator.url, recording_retry_schedule="0.05,0.05")
     async with run_stack(settings, emulator) as s:
         yield s
+
+
+async def test_a_recording_that_fails_to_start_is_retried_then_started(
+    quick_retry_stack: Stack, receiver: Receiver
+) -> None:
+    stack = quick_retry_stack
+    fault = {"method": "StartRoomCompositeEgress", "code": "unavailable", "count": 2}
+    await stack.lk("faults", "POST", fault)
+    await stack.api.create(auto_request("retried", receiver))
+    await eventually(lambda: has(receiver, "room_started"))
+
+    await join_with_token(stack, "retried", "teacher", admin=True)
+    await eventually(lambda: has(receiver, "start_recording"), what="started")
+
+    calls = (await stack.lk("calls?method=StartRoomCompositeEgress"))["calls"]
+    assert [c["status"] for c in calls] == [503, 503, 200]
+    assert len(await egresses(stack, "retried")) == 1
 
 
 async def test_a_recording_that_never_starts_is_reported_with_the_reason(

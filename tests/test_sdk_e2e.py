@@ -23,6 +23,7 @@ from plugnmeet_sdk.schemas.requests import CreateRoomRequest
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
+from tests.conftest import Stack
 from tests.support.api import (
     API_KEY,
     API_SECRET,
@@ -89,6 +90,23 @@ async def test_python_sdk_creates_a_room_through_api_and_worker_processes(
                 hit.body.decode(), hit.headers["Authorization"]
             )
             Webhook(WEBHOOK_SECRET).verify(hit.body, hit.headers)
+
+
+async def test_python_sdk_breakouts_with_zero_rooms_get_plugnmeets_default(stack: Stack) -> None:
+    request = sdk_request("sdk-zero", "")
+    request.metadata.room_features.breakout_room_features = BreakoutRoomFeatures(True, 0)
+    client = PlugNMeet(stack.url, API_KEY, API_SECRET)
+
+    status, body = await client.createRoom(request)
+
+    assert status == 200 and body["status"] is True, body
+    metadata = json.loads(body["room_info"]["metadata"])
+    assert metadata["room_features"]["breakout_room_features"] == {
+        "is_allow": True,
+        "allowed_number_rooms": 6,
+    }
+    room = (await livekit_rooms(stack.emulator.url))["sdk-zero"]
+    assert json.loads(room["metadata"]) == metadata
 
 
 async def test_two_apis_and_two_workers_share_one_redis_and_create_one_room(

@@ -41,10 +41,13 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         _redact,
     ]
     # Plain tracebacks on the console: rich's would print local variables, secrets included.
+    # Colours only on a terminal: a console format sent to a file or pipe stays plain text.
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
-        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(

@@ -153,9 +153,9 @@ async def _heartbeat(ctx: dict[str, Any], path: Path, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
 
 
-def check_health(settings: Settings) -> int:
+def check_health(health_file: str) -> int:
     """0 when this machine's worker touched its health file recently, else 1 (a probe)."""
-    path = Path(settings.worker_health_file)
+    path = Path(health_file)
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:

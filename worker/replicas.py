@@ -44,7 +44,10 @@ class NotReplicated(Exception):
                 f"{self.confirmed} of {self.wanted} Redis replica(s) confirmed the write "
                 f"within {self.timeout_s:g} s"
             )
-        return f"storage not replicated ({why}); nothing was accepted, retry later"
+        return (
+            f"storage not replicated ({why}): not accepted; it may still take effect, so send "
+            "it again (a create is idempotent per room_id)"
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ Nothing else in the project reads `os.environ`. LiveKit's own variable names (`L
 from __future__ import annotations
 
 import base64
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -19,6 +23,7 @@ from worker.webhooks.netguard import IPNetwork, parse_cidrs
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_CREATE_RETRY_SCHEDULE = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DEFAULT_WARNINGS = (300, 60)
+DEFAULT_HEALTH_FILE = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
 DEFAULT_RECORDING_RETRY_SCHEDULE = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 CommaFloats = Annotated[tuple[float, ...], NoDecode]
@@ -29,8 +34,14 @@ CommaStrs = Annotated[tuple[str, ...], NoDecode]
 
 
 def _split(value: Any) -> Any:
+    """A comma-separated list; blank means none, but a blank item (`5,,10`) is a mistake."""
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value.strip():
+            return ()
+        parts = tuple(part.strip() for part in value.split(","))
+        if not all(parts):
+            raise ValueError("a comma-separated list must not have empty items (as in 5,,10)")
+        return parts
     return value
 
 
@@ -137,7 +148,7 @@ class Settings(BaseSettings):
     shutdown_drain: float = Field(
         2.0, ge=0, description="seconds the API keeps serving after SIGTERM, /readyz 503"
     )
-    worker_health_file: str = "/tmp/roomkeeper-worker.health"  # noqa: S108 - a probe's file
+    worker_health_file: str = DEFAULT_HEALTH_FILE
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="0 = no metrics server")
 
     event_loop: Literal["uvloop", "asyncio"] = Field(
@@ -162,9 +173,10 @@ class Settings(BaseSettings):
     @field_validator("webhook_allowed_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_cidrs(value.split(","))
-        return value
+        parts = _split(value)
+        if isinstance(parts, tuple) and all(isinstance(p, str) for p in parts):
+            return parse_cidrs(parts)
+        return parts
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
@@ -201,6 +213,16 @@ class Settings(BaseSettings):
             raise ValueError("must list at least one delay")
         if any(v < 0 for v in value):
             raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            # A bare `host:port` is the usual slip; redis-py would fail later with a traceback.
+            raise ValueError(
+                "must be a URL such as redis://127.0.0.1:6379/0 (or rediss://, unix://)"
+            )
         return value
 
     @field_validator("recording_output")
@@ -261,7 +283,46 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors(include_input=False, include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
             msg = "is required (set it in the environment or in .env)"
-            line = f"{_env_name(field)}: {msg if err['type'] == 'missing' else err['msg']}"
+            if err["type"] != "missing":
+                msg = str(err["msg"]).removeprefix("Value error, ")
+            line = f"{_env_name(field)}: {msg}"
             if line not in lines:
                 lines.append(line)
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise SettingsError("\n".join(lines)) from None
+
+
+def setting_names() -> list[str]:
+    """Every variable a setting is read from (LiveKit's own names included)."""
+    return [_env_name(field) for field in Settings.model_fields]
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> list[str]:
+    """A warning per `ROOMKEEPER_*` variable that is no setting, naming the nearest one.
+
+    Unknown variables are ignored (so one deployment's file can serve several versions), which
+    makes a typo silent: the setting keeps its default. This says so.
+    """
+    names = set(os.environ if environ is None else environ)
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names |= set(dotenv_values(env_file))
+    known = setting_names()
+    warnings = []
+    for name in sorted(n for n in names if n.upper().startswith("ROOMKEEPER_")):
+        if name.upper() in known:
+            continue
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        warnings.append(f"{name} is not a roomkeeper setting and is ignored{hint}")
+    return warnings
+
+
+class HealthCheckSettings(BaseSettings):
+    """What `roomkeeper worker --check` reads: only the health file, no secrets needed."""
+
+    model_config = SettingsConfigDict(env_prefix="ROOMKEEPER_", env_file=".env", extra="ignore")
+
+    worker_health_file: str = DEFAULT_HEALTH_FILE

@@ -10,12 +10,15 @@ Presence: proto3 leaves zero values off the wire, so in a message written with c
 an absent scalar means its zero value (false, 0, ""), and only an absent sub-message gets the
 model's defaults. A message written with snake_case names keeps presence-aware defaults (an
 absent key gets the field's default). A message whose keys read the same either way (`{}` or
-`{"name": …}`) takes the spelling of the message around it. Zero values are filled only in models
-that opt in with `PROTO3 = True` (those mirroring plugNmeet's proto messages), and only for fields
-whose default is a value (a `None` default means "stored only when sent"); `Presence()` marks a
-proto3 `optional` field, `ZeroUnless("sibling")` one whose zero is implied only when `sibling`
-is absent too, `Also("name")` another accepted name, `IntLike()` an untyped field read as an
-integer, `ReadAs(model)` a list whose items are respelled as `model` but validated one by one later.
+`{"name": ...}`) takes the spelling of the message around it. Zero values are filled only in
+models that opt in (`Proto3`: those mirroring plugNmeet's proto messages), and only for fields
+whose default is a value (a `None` default means "stored only when sent").
+
+Field markers (in `Annotated[...]`): `Presence()` a proto3 `optional` field (absent keeps the
+default in either spelling); `ZeroUnless("sibling")` zero only when `sibling` is absent too;
+`Zero(value)` the zero of a field defaulting to `None`; `Also("name")` another accepted name;
+`IntLike()` an untyped field read as an integer; `ReadAs(model)` a list whose items are
+respelled as `model` but validated one by one later.
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ class Also:
 @dataclass(frozen=True)
 class Presence:
     """A proto3 `optional` field: absent keeps the default even in a camelCase message."""
+
+
+@dataclass(frozen=True)
+class Zero:
+    """What an absent key means in a camelCase message, for a field whose default is `None`."""
+
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -171,9 +181,11 @@ def _message(model: type[BaseModel]) -> _Message:
         default = None if info.is_required() else info.get_default(call_default_factory=False)
         presence = any(isinstance(x, Presence) for x in extras)
         unless = next((x.sibling for x in extras if isinstance(x, ZeroUnless)), None)
-        zero = None
+        zero = next((x.value for x in extras if isinstance(x, Zero)), None)
         if proto3 and not presence and kind in ("int", "scalar") and default is not None:
             zero = type(default)()  # False, 0 or ""
+        if not proto3:
+            zero = None
         entry = _Field(info.alias or name, kind, sub, zero, unless)
         fields.append(entry)
         if zero is not None:
@@ -216,14 +228,15 @@ class _Reader:
     def message(self, model: type[BaseModel], data: Any, outer: Spelling, at: str) -> Any:
         if not isinstance(data, dict):
             return data
-        table = _message(model)
+        table = _MESSAGES.get(model) or _message(model)
         keys = table.keys
         spelling = outer
+        camel_keys, snake_keys = table.camel_keys, table.snake_keys
         for key in data:
-            if key in table.camel_keys:
+            if key in camel_keys:
                 spelling = "camel"
                 break
-            if key in table.snake_keys:
+            if key in snake_keys:
                 spelling = "snake"
         out: dict[str, Any] = {}
         chosen: dict[str, int] = {}
@@ -238,10 +251,23 @@ class _Reader:
                 self.warnings.append(f"{at}{key}: not a known field, {how}")
                 continue
             entry, priority = known
-            if entry.name in chosen and chosen[entry.name] <= priority:
+            name = entry.name
+            if name in out and chosen.get(name, priority) <= priority:
                 continue  # the field's own (or earlier) name wins over another spelling
-            chosen[entry.name] = priority
-            out[entry.name] = self.value(entry, value, spelling, f"{at}{entry.name}")
+            chosen[name] = priority
+            kind = entry.kind
+            if kind == "int":
+                if isinstance(value, str):
+                    value = _int(value)
+            elif kind == "message":
+                value = self.message(entry.model, value, spelling, f"{at}{name}.")  # type: ignore[arg-type]
+            elif kind == "messages" and isinstance(value, list):
+                sub = entry.model
+                value = [
+                    self.message(sub, v, spelling, f"{at}{name}.{n}.")  # type: ignore[arg-type]
+                    for n, v in enumerate(value)
+                ]
+            out[name] = value
         if spelling == "camel":
             for entry in table.zeros:
                 if entry.name not in out and (
@@ -249,16 +275,6 @@ class _Reader:
                 ):
                     out[entry.name] = entry.zero
         return out
-
-    def value(self, entry: _Field, value: Any, spelling: Spelling, at: str) -> Any:
-        if entry.kind == "int":
-            return _int(value)
-        if entry.kind == "message" and entry.model is not None:
-            return self.message(entry.model, value, spelling, at + ".")
-        if entry.kind == "messages" and entry.model is not None and isinstance(value, list):
-            model = entry.model
-            return [self.message(model, v, spelling, f"{at}.{i}.") for i, v in enumerate(value)]
-        return value
 
 
 RULES = {

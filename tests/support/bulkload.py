@@ -35,6 +35,7 @@ class BulkSubmitter:
     refused: int = 0  # calls answered status:false (nothing accepted)
     failed: int = 0  # calls without an answer (connection refused or reset, timeout)
     refusals: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # msg -> count
+    rooms_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # one by one
 
     async def run(self, room_ids: list[str]) -> None:
         """Submit every room until each is accepted (or reported as already existing)."""
@@ -71,6 +72,8 @@ class BulkSubmitter:
                 self.accepted_at.setdefault(room_id, now)
             elif result.get("msg") == "room already exists":
                 self.existing.add(room_id)
+            elif str(result.get("msg", "")).startswith("storage full"):
+                self.rooms_refused[result["msg"]] += 1  # not taken: sent again with the rest
             else:
                 raise AssertionError(f"createBulk refused a valid room: {result}")
 

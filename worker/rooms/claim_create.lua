@@ -1,3 +1,7 @@
+#!lua
+-- The shebang makes Redis refuse the whole script, before it runs, when it is over `maxmemory`
+-- (noeviction). Without it Redis checks only the script's first write, and the first write here
+-- is a DEL, which is always allowed: every later write would then go through on a full Redis.
 -- Claim the create of one room: a new job, unless one is pending or the room is live.
 -- A new claim writes the arq job that will create the room in the same script, so no crash can
 -- leave a claimed room without its job (worker/rooms/submit.py).

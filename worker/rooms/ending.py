@@ -22,7 +22,14 @@ from worker.rooms.auto_recording import RECORD_TIMER, start_auto, stop_session_r
 from worker.rooms.records import LIVE_STATES
 from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
-from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
+from worker.webhooks.bodies import (
+    EndReason,
+    derived_event_id,
+    end_reason,
+    end_reason_fields,
+    notify_body,
+    notify_room,
+)
 
 log = get_logger("roomkeeper.lifecycle")
 
@@ -33,7 +40,7 @@ RETRY_MS = 2000
 async def end_room(
     deps: Deps,
     room_id: str,
-    reason: str,
+    reason: EndReason,
     *,
     sid: str | None = None,
     record: dict[str, str] | None = None,
@@ -60,7 +67,7 @@ async def end_room(
     return "ended"
 
 
-async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
+async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> bool:
     """Move session `sid` to ended and emit `session_ended`; False if it already was."""
     settings = deps.settings
     past_ttl = int(settings.past_rooms_retention_days * 86400)
@@ -75,16 +82,17 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     return False
                 info = session.info
                 ended = time.time()
-                reason = session.end_reason or reason
+                # The first cause recorded wins: a timer's end that LiveKit confirms stays its own.
+                code = end_reason(session.end_reason or reason)
                 event_id = derived_event_id(sid, "session_ended")
                 body = notify_body(
                     "session_ended",
                     notify_room(info, num_participants=0),
                     event_id=event_id,
-                    extra={"reason": reason},
+                    extra=end_reason_fields(code),
                 )
                 pipe.multi()
-                deps.store.ended_cmds(pipe, session, ended=ended, reason=reason, ttl_s=past_ttl)
+                deps.store.ended_cmds(pipe, session, ended=ended, reason=code, ttl_s=past_ttl)
                 disarm(pipe, deps.timers, _session_timers(deps, session))
                 deps.outbox.emit(
                     pipe,
@@ -96,7 +104,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: str) -> bool:
                     room_events=session.webhook_events,
                 )
                 await pipe.execute()
-                log.info("room ended", room_id=room_id, sid=sid, reason=reason)
+                log.info("room ended", room_id=room_id, sid=sid, reason=code)
                 return True
             except WatchError:
                 continue
@@ -206,7 +214,7 @@ async def reconcile(deps: Deps) -> int:
         if not sid or (room_id, sid) in live:
             continue
         if session.live or session.state == RoomState.ENDING:
-            if await finalize(deps, room_id, sid, "livekit no longer has the room"):
+            if await finalize(deps, room_id, sid, "reconciled"):
                 ended += 1
         else:
             await deps.redis.zrem(keys.ACTIVE_ROOMS, room_id)

@@ -146,7 +146,7 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         await _forward(deps, event, room_id, past)
         return True
     if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "room_finished")
+        await finalize(deps, room_id, sid, "livekit_finished")
     await _apply_to_session(deps, event, room_id)
     return True
 
@@ -193,10 +193,15 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(keys.room(room_id), done)
-                if await pipe.exists(done):
+                # Read on another connection: WATCH is already armed, so any change after this
+                # read still aborts the EXEC below; one round trip for both reads.
+                async with deps.redis.pipeline(transaction=False) as reader:
+                    reader.exists(done)
+                    reader.hgetall(keys.room(room_id))
+                    seen, record = await reader.execute()
+                if seen:
                     await pipe.reset()
                     return
-                record = await pipe.hgetall(keys.room(room_id))
                 session = RoomSession.from_hash(room_id, record)
                 live = session.live
                 sid = session.sid

@@ -33,9 +33,13 @@ __all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store", "api_room_in
 
 @dataclass(frozen=True)
 class CreateClaim:
-    """What claiming a create found: a new job, one already pending, or a live room."""
+    """What claiming a create found: a new job, one already pending, or a live room.
 
-    kind: Literal["new", "pending", "exists", "ending"]
+    `full`: Redis refused this claim for want of memory (maxmemory, noeviction); nothing of it
+    was written.
+    """
+
+    kind: Literal["new", "pending", "exists", "ending", "full"]
     job_id: str | None = None
     info: dict[str, Any] | None = None
 

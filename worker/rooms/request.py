@@ -43,6 +43,7 @@ from worker.wire import (
     Proto3,
     Read,
     WireInvalid,
+    Zero,
     ZeroUnless,
     read,
     rule,
@@ -177,13 +178,6 @@ def _check_room_id(value: Any) -> Any:
 RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
 
 
-def parse_room_id(value: object, field: str = "room_id") -> str:
-    """The room_id rule, for every route that takes one."""
-    if isinstance(value, str) and _ROOM_ID.fullmatch(value):
-        return value
-    raise RequestInvalid(f"{field}: {_room_id_problem(value)}")
-
-
 class _Open(BaseModel, Proto3):
     """A metadata object: unknown keys are kept; it mirrors a plugNmeet proto message."""
 
@@ -246,9 +240,9 @@ class BreakoutRoomFeatures(_Open):
     # The seed's table names this switch `is_active`, its example and the SDKs `is_allow`: both are
     # read and it is stored as `is_allow`. Default on, like the other features a meeting has.
     is_allow: Annotated[StrictBool, Also("is_active")] = True
-    # Checked below: its range depends on is_allow. No default value, so a camelCase message
-    # leaving it out gets plugNmeet's count rather than an invalid 0.
-    allowed_number_rooms: Annotated[Any, IntLike()] = None
+    # Checked below: its range depends on is_allow. Absent: plugNmeet's count in a snake_case
+    # message; 0 (then the count if breakouts are on) in a camelCase one.
+    allowed_number_rooms: Annotated[Any, IntLike(), Zero(0)] = None
 
     @model_validator(mode="after")
     def _room_count(self) -> Self:

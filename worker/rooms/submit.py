@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from redis.exceptions import OutOfMemoryError
+
 from worker.arqueue import arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
@@ -46,5 +48,16 @@ async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim
                     event_id=new_event_id(),
                     enqueue=job,
                 )
-        answers = await pipe.execute()
-    return [Store.parse_claim(raw) for raw in answers]
+        answers = await pipe.execute(raise_on_error=False)
+    # A full Redis refuses each script whole, so some rooms of a call may be claimed and others
+    # not; those are reported one by one, and a call of which nothing was claimed fails whole.
+    full = [isinstance(a, OutOfMemoryError) for a in answers]
+    if all(full):
+        raise answers[0]
+    for answer in answers:
+        if isinstance(answer, Exception) and not isinstance(answer, OutOfMemoryError):
+            raise answer
+    return [
+        CreateClaim("full") if refused else Store.parse_claim(raw)
+        for raw, refused in zip(answers, full, strict=True)
+    ]

@@ -59,10 +59,13 @@ def room_timers(
     if duration_min > 0:
         end_ms = start_ms + duration_min * 60_000
         timers.append(Timer("duration", room_id, sid, end_ms))
+        duration_s = duration_min * 60
+        # A warning longer than the whole duration is due before the room exists: it goes out at
+        # once, saying how long is actually left, rather than never.
+        offsets = {min(w, duration_s) for w in warnings if w > 0}
         timers.extend(
             Timer(f"warn:{w}", room_id, sid, end_ms - w * 1000)
-            for w in sorted(set(warnings), reverse=True)
-            if 0 < w < duration_min * 60
+            for w in sorted(offsets, reverse=True)
         )
     return timers
 

@@ -4,9 +4,42 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+
+# The events and their bodies' models: `worker.webhooks.events.EVENT_MODELS`.
+
+EndReason = Literal[
+    "empty_timeout", "room_duration", "ended_by_api", "livekit_finished", "reconciled"
+]
+
+# `session_ended.reason` is one of these codes (receivers branch on it); `reason_text` says it
+# for people and may be reworded.
+END_REASONS: dict[str, str] = {
+    "empty_timeout": "nobody joined within the room's empty_timeout",
+    "room_duration": "the room's room_duration ran out",
+    "ended_by_api": "ended through the API (endRoom)",
+    "livekit_finished": "LiveKit reported the room finished (room_finished)",
+    "reconciled": "LiveKit no longer had the room (found by reconciliation)",
+}
+# Reasons stored by versions before the codes, so a session ending across an upgrade says a code.
+_OLD_REASONS = {
+    "ended by the API (endRoom)": "ended_by_api",
+    "room_finished": "livekit_finished",
+    "livekit no longer has the room": "reconciled",
+}
+
+
+def end_reason(stored: str) -> str:
+    """The code for a stored end reason (older free-text reasons mapped to their code)."""
+    return _OLD_REASONS.get(stored, stored)
+
+
+def end_reason_fields(code: str) -> dict[str, str]:
+    """`reason` and `reason_text` of a `session_ended` body."""
+    return {"reason": code, "reason_text": END_REASONS.get(code, code)}
+
 
 EVENTS = (
     "room_created",
