@@ -82,7 +82,7 @@ pytest: install php-cli nodejs js-sdk chromium
 
 test: lint typecheck pytest
 
-BENCHES := create timers deliveries inbound bulk
+BENCHES := create timers deliveries inbound bulk console
 
 bench: install  # the figures in the README (about 15 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
