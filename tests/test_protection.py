@@ -20,10 +20,11 @@ from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, eventually, minimal_request
 from tests.support.delivery import emit, record, settled
 from tests.support.servers import Receiver
+from worker import keys
 from worker.queue.schedule import Schedule
 from worker.settings import Settings
 from worker.webhooks.engine import SCHEDULE_NAME, Outbox
-from worker.webhooks.hosts import BREAKER_OPEN, host_key, list_hosts
+from worker.webhooks.hosts import BREAKER_OPEN, forget_idle_hosts, host_key, list_hosts
 from worker.webhooks.log import replay, url_index
 
 
@@ -314,3 +315,19 @@ async def test_410s_from_many_rooms_stop_only_their_queues_and_never_open_the_br
     assert (await record(redis, fine))["state"] == "delivered"
     (view,), _ = await list_hosts(redis, stack.settings)
     assert (view.state, view.failures) == ("closed", 0)
+
+
+async def test_hosts_idle_for_the_retention_period_are_forgotten(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    ((_, (did,)),) = await emit(redis, stack.settings, "kept", receiver.at("/kept"))
+    await _all_settled(redis, [did])
+    await redis.zadd(keys.HOSTS, {"https://old.example.org:443": 1_000})
+    await redis.hset(keys.host("https://old.example.org:443"), mapping={"state": "open"})
+    await redis.sadd(keys.HOSTS_OPEN, "https://old.example.org:443")
+
+    assert await forget_idle_hosts(redis, int((time.time() - 86400) * 1000)) == 1
+
+    (view,), total = await list_hosts(redis, stack.settings)
+    assert (view.host, total) == (host_key(receiver.url), 1)
+    assert await redis.exists(keys.host("https://old.example.org:443"), keys.HOSTS_OPEN) == 0

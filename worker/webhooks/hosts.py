@@ -216,3 +216,17 @@ async def list_hosts(
 async def open_hosts(redis: Redis) -> list[str]:
     """The hosts whose breaker is open now."""
     return sorted(await redis.smembers(keys.HOSTS_OPEN))
+
+
+async def forget_idle_hosts(redis: Redis, before_ms: int, limit: int = 1000) -> int:
+    """Drop what is kept about hosts with no attempt since `before_ms` (a host that still has
+    waiting deliveries is asked about every probe interval, so it is never idle this long)."""
+    names = await redis.zrangebyscore(keys.HOSTS, "-inf", f"({before_ms}", 0, limit)
+    if names:
+        async with redis.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.delete(keys.host(name), keys.host_waiting(name), keys.host_tat(name))
+                pipe.srem(keys.HOSTS_OPEN, name)
+            pipe.zrem(keys.HOSTS, *names)
+            await pipe.execute()
+    return len(names)

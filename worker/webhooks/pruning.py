@@ -16,6 +16,7 @@ from worker import keys, lua
 from worker.logs import get_logger
 from worker.settings import Settings
 from worker.webhooks.delivery import url_hash
+from worker.webhooks.hosts import forget_idle_hosts
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -57,6 +58,9 @@ class Pruner:
                 removed = await self.prune(before, limit=PRUNE_MAX)
                 if removed:
                     log.info("webhook deliveries pruned", removed=removed)
+                forgotten = await forget_idle_hosts(self.redis, int(before * 1000))
+                if forgotten:
+                    log.info("idle webhook hosts forgotten", hosts=forgotten)
         except Exception:
             log.exception("pruning webhook deliveries failed")
 
