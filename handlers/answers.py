@@ -262,8 +262,25 @@ class DeliveriesAnswer(Common):
     next_cursor: str | None = None
 
 
+class RedeliverResult(_Doc):
+    """What happened to one delivery."""
+
+    delivery_id: str
+    result: Literal["queued", "already delivered", "not found"]
+
+
 class RedeliverAnswer(Common):
     """webhook/redeliver."""
 
     queued: int | None = None
     delivery_ids: list[str] | None = None
+    results: list[RedeliverResult] | None = None
+    next_cursor: str | None = Field(None, description="by url: more remain; pass it as cursor")
+
+
+class TestSendAnswer(Common):
+    """webhook/test: what the one attempt saw."""
+
+    event_id: str | None = None
+    delivered: bool | None = None
+    attempt: Attempt | None = None

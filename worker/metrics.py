@@ -52,3 +52,17 @@ DELIVERIES_BY_STATE = Gauge(
 )
 ACTIVE_ROOMS = Gauge("roomkeeper_active_rooms", "Rooms roomkeeper holds active")
 SCHEDULED_ROOMS = Gauge("roomkeeper_scheduled_rooms", "Rooms scheduled for a later start")
+BREAKER_TRANSITIONS = Counter(
+    "roomkeeper_webhook_breaker_transitions_total",
+    "Per-host circuit breakers opened or closed (by this process)",
+    ["to"],
+)
+HELD = Counter(
+    "roomkeeper_webhook_held_total",
+    "Delivery turns held back without an attempt, by why (breaker, rate)",
+    ["why"],
+)
+BREAKERS_OPEN = Gauge("roomkeeper_webhook_breakers_open", "Target hosts whose breaker is open")
+BREAKER_OPEN = Gauge(
+    "roomkeeper_webhook_breaker_open", "1 for each target host whose breaker is open", ["host"]
+)

@@ -53,6 +53,7 @@ def job_request(req: CreateRoom) -> str:
             "departure_timeout": req.departure_timeout,
             "room_duration": req.room_duration,
             "webhook_url": req.webhook_url,
+            "webhook_events": ",".join(req.webhook_events),
             "metadata": req.metadata_json,
         },
         separators=(",", ":"),

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
 from worker.wire import (
     Also,
@@ -103,6 +104,7 @@ class CreateRoom:
     metadata: dict[str, Any]
     metadata_json: str  # exactly what LiveKit stores
     start_at: int | None = None  # unix seconds the room is wanted from; None = now
+    webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
 
 
 def _limits(info: ValidationInfo) -> CreateLimits:
@@ -389,6 +391,7 @@ class RoomMetadata(_Open):
     room_title: StrictStr
     welcome_message: StrictStr | None = None
     webhook_url: StrictStr | None = None
+    webhook_events: list[StrictStr] | None = None  # `webhookEvents` too, as every field
     logout_url: StrictStr | None = None
     room_features: RoomFeatures
     default_lock_settings: DefaultLockSettings = Field(default_factory=DefaultLockSettings)
@@ -414,6 +417,18 @@ class RoomMetadata(_Open):
         if not title.strip():
             raise rule("must not be empty")
         return title
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        if events is None:
+            return None
+        if not events:
+            raise rule("must list at least one event (leave it out for every event)")
+        for i, name in enumerate(events):
+            if name not in EVENTS:
+                raise rule(f"unknown event {name!r} (known: {', '.join(EVENTS)})", str(i))
+        return list(dict.fromkeys(events))
 
     @field_validator("extra_data")
     @classmethod
@@ -500,6 +515,7 @@ class CreateRoomRequest(BaseModel, Proto3):
             metadata=metadata,
             metadata_json=metadata_json,
             start_at=self.start_at,
+            webhook_events=tuple(self.metadata.webhook_events or ()),
         )
         return self
 

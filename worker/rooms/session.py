@@ -66,6 +66,7 @@ class RoomSession:
     info: dict[str, Any] = field(default_factory=dict)  # LiveKit's room, as CreateRoom gave it
     title: str = ""
     webhook_url: str = ""
+    webhook_events: str = ""  # the room's event filter, comma-joined; "" = every event
     created: int = 0  # LiveKit's creation_time, unix s
     created_ms: int = 0  # LiveKit's creation_time_ms: what timers count from
     empty_timeout: int = 0
@@ -89,6 +90,7 @@ class RoomSession:
             info=json.loads(record.get("info") or "{}"),
             title=record.get("title", ""),
             webhook_url=record.get("webhook_url", ""),
+            webhook_events=record.get("webhook_events", ""),
             created=_int(record.get("created")),
             created_ms=_int(record.get("created_ms")),
             empty_timeout=_int(record.get("empty_timeout")),
@@ -111,6 +113,7 @@ class RoomSession:
             "info": json.dumps(self.info, separators=(",", ":")),
             "title": self.title,
             "webhook_url": self.webhook_url,
+            "webhook_events": self.webhook_events,
             "created": self.created,
             "created_ms": self.created_ms,
             "empty_timeout": self.empty_timeout,
@@ -145,6 +148,7 @@ class PastSession:
     created: int
     ended: int
     reason: str
+    webhook_events: str = ""  # the room's event filter, for events of an earlier session
 
     @classmethod
     def of(cls, session: RoomSession, *, ended: float, reason: str) -> PastSession:
@@ -158,6 +162,7 @@ class PastSession:
             created=session.created,
             ended=int(ended),
             reason=reason,
+            webhook_events=session.webhook_events,
         )
 
     @classmethod
@@ -172,6 +177,7 @@ class PastSession:
             created=_int(record.get("created")),
             ended=_int(record.get("ended")),
             reason=record.get("reason", ""),
+            webhook_events=record.get("webhook_events", ""),
         )
 
     def to_mapping(self) -> Fields:
@@ -185,6 +191,7 @@ class PastSession:
             "created": self.created,
             "ended": self.ended,
             "reason": self.reason,
+            "webhook_events": self.webhook_events,
         }
 
 
