@@ -14,10 +14,10 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
-from tests.conftest import Stack, make_settings, run_api
 from tests.support.api import API_KEY, API_SECRET, eventually, minimal_request
 from tests.support.delivery import record
 from tests.support.servers import Receiver
+from tests.support.stack import Stack, make_settings, run_api
 from worker import keys
 from worker.settings import Settings
 
