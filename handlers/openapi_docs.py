@@ -19,6 +19,8 @@ _ROOM_INFO = {
     "is_recording": False,
     "is_active_rtmp": False,
     "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+    "is_breakout_room": False,
+    "parent_room_id": "",
     "sid": "RM_RStHosLHPUNg",
     "name": "room01",
     "max_participants": 0,
@@ -37,6 +39,8 @@ _ACTIVE_INFO = {
     "is_recording": False,
     "is_active_rtmp": False,
     "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+    "is_breakout_room": False,
+    "parent_room_id": "",
     "creation_time": 1795725244,
     "metadata": '{"room_title":"Test room","room_features":{…}}',
 }
