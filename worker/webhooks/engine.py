@@ -15,7 +15,6 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -24,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
@@ -35,7 +33,6 @@ from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
     AttemptResult,
-    Delivered,
     Failed,
     Gone,
     Outcome,
@@ -44,7 +41,21 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds
+from worker.webhooks.bodies import wants
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
+from worker.webhooks.heads import (
+    BODY_EXPIRED,
+    GONE_EARLIER,
+    INTERRUPTED,
+    Final,
+    Head,
+    entry,
+    final_state,
+    head_of,
+)
+from worker.webhooks.hosts import Held, HostGuard
+from worker.webhooks.pruning import Pruner, retention_s
+from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
 
 log = get_logger("roomkeeper.dispatch")
@@ -55,33 +66,16 @@ STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
 # A lease outlives the longest attempt by this much, so only a dead consumer loses one.
 LEASE_MARGIN_S = 5.0
-PRUNE_EVERY_S = 600.0
-PRUNE_MAX = 50_000  # records looked at per turn, so one turn stays short
-PRUNE_LOCK = keys.DELIVERY_PRUNE_LOCK
-
-GONE_REASON = (
-    "receiver answered 410 Gone; later events of this room to this URL are dead until a redelivery"
-)
-GONE_EARLIER = (
-    "not sent: this room's URL answered 410 Gone to an earlier event; redeliver to reopen"
-)
-BODY_EXPIRED = "not sent: the event body expired before delivery"
-INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it may have the event)"
 
 
 def queue_id(room_id: str, url: str) -> str:
     """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
-    return f"{room_id}|{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    return f"{room_id}|{url_hash(url)}"
 
 
 def new_delivery_id() -> str:
     """Time-ordered ids (fixed-width hex microseconds), so a lexical index is a time index."""
     return f"{id_floor(time.time())}{secrets.token_hex(3)}"
-
-
-def id_floor(unix_s: float) -> str:
-    """The lexical lower bound of the ids created at or after `unix_s`."""
-    return f"dlv_{max(0, int(unix_s * 1_000_000)):014x}"
 
 
 def public_url(url: str) -> str:
@@ -94,11 +88,6 @@ def public_url(url: str) -> str:
         return "<unparseable URL>"
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def retention_s(settings: Settings) -> int:
-    """How long finished delivery records are kept."""
-    return int(settings.webhook_retention_days * 86400)
 
 
 def record_ttl_s(settings: Settings) -> int:
@@ -118,9 +107,13 @@ class Outbox:
     settings: Settings
     schedule: Schedule
 
-    def targets(self, room_webhook_url: str | None) -> list[str]:
-        """The room's own URL and the global one, each once."""
-        urls = [u for u in (room_webhook_url, self.settings.webhook_url) if u]
+    def targets(
+        self, room_url: str | None, event: str = "", events: str | None = None
+    ) -> list[str]:
+        """The room's own URL and the global one, each once, as far as their filters take it."""
+        urls = [room_url] if room_url and wants(event, events) else []
+        if self.settings.webhook_url and wants(event, self.settings.webhook_events):
+            urls.append(self.settings.webhook_url)
         return list(dict.fromkeys(urls))
 
     def emit(
@@ -133,10 +126,11 @@ class Outbox:
         body: bytes,
         room_webhook_url: str | None,
         wake: bool = True,
+        room_events: str | None = None,
     ) -> list[str]:
-        """Queue `body` for every target on `pipe`; returns the delivery ids (`wake=False`:
-        the caller wakes the schedule once for a pipeline of many events)."""
-        urls = self.targets(room_webhook_url)
+        """Queue `body` for every target on `pipe` (`room_events`: the room's filter); returns
+        the delivery ids (`wake=False`: the caller wakes the schedule once for many events)."""
+        urls = self.targets(room_webhook_url, event, room_events)
         if not urls:
             return []
         ttl = record_ttl_s(self.settings)
@@ -154,48 +148,6 @@ class Outbox:
         if wake:
             self.schedule.wake(pipe)
         return ids
-
-
-@dataclass(frozen=True)
-class Head:
-    """The delivery at the head of a queue, as `peek.lua` read it."""
-
-    delivery_id: str
-    record: dict[str, str]
-    gone: bool
-    body: str | None
-
-
-@dataclass(frozen=True)
-class Final:
-    """A head delivery's final outcome (delivered or dead), still to be settled."""
-
-    outcome: Delivered | Failed | Gone
-    result: AttemptResult | None
-    attempt: int | None
-    began: float
-
-
-def _head(raw: list[Any]) -> Head:
-    """A head as `peek.lua` (and the tail of `advance.lua`'s answer) returns it."""
-    flat = raw[1]
-    record = dict(zip(flat[::2], flat[1::2], strict=True))
-    gone = len(raw) > 2 and int(raw[2]) == 1
-    return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
-
-
-def _final_state(outcome: Outcome) -> tuple[str, str]:
-    """The state (and reason) a final outcome leaves a delivery in."""
-    if isinstance(outcome, Failed):
-        return "dead", outcome.reason
-    if isinstance(outcome, Gone):
-        return "dead", GONE_REASON
-    return "delivered", ""
-
-
-def _entry(result: AttemptResult, began: float) -> str:
-    """An attempt's log entry as stored."""
-    return orjson.dumps(result.as_record(began)).decode()
 
 
 def delivery_schedule(redis: Redis, settings: Settings) -> Schedule:
@@ -224,8 +176,8 @@ class Dispatcher:
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self._advance_script = lua.script(redis, "worker.webhooks", "advance")
-        self._prune_script = lua.script(redis, "worker.webhooks", "prune")
-        self._next_prune = 0.0
+        self.pruner = Pruner(redis, settings)
+        self.hosts = HostGuard(redis, settings, self.schedule)
         self.signer = Signer(
             api_key=settings.api_key,
             api_secret=settings.api_secret.get_secret_value(),
@@ -239,9 +191,7 @@ class Dispatcher:
             await self._work_queue(claim)
         finally:
             # After the queue is given back, so pruning never holds a room's events up.
-            if time.monotonic() >= self._next_prune:
-                self._next_prune = time.monotonic() + PRUNE_EVERY_S
-                await self._prune_turn()
+            await self.pruner.maybe_turn()
 
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
@@ -250,9 +200,11 @@ class Dispatcher:
             if self.priority is not None:
                 await self.priority.step_aside()
             step = await self._deliver(qid, head)
-            if isinstance(step, RetryLater):
-                # The whole queue waits, so nothing behind this delivery overtakes it.
-                await self.schedule.release(claim, now_ms() + int(step.after * 1000))
+            if isinstance(step, RetryLater | Held):
+                # The whole queue waits (a retry, or its host's breaker or rate, which cost no
+                # attempt), so nothing behind this delivery overtakes it.
+                at = step.until_ms if isinstance(step, Held) else now_ms() + int(step.after * 1000)
+                await self.schedule.release(claim, at)
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
             # skipped: settled, popped and the next head read in one round trip.
@@ -269,7 +221,7 @@ class Dispatcher:
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
             args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
         )
-        return _head(raw) if raw else None
+        return head_of(raw) if raw else None
 
     async def _advance(
         self, claim: Claim, head: Head, step: Final | None
@@ -278,11 +230,11 @@ class Dispatcher:
         still holds, the next head or None when the queue is empty, then released)."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
-        state = reason = entry = attempts = ""
+        state = reason = logged = attempts = ""
         if step is not None:
-            state, reason = _final_state(step.outcome)
+            state, reason = final_state(step.outcome)
             if step.result is not None:
-                entry = _entry(step.result, step.began)
+                logged = entry(step.result, step.began)
             attempts = "" if step.attempt is None else str(step.attempt)
         raw = await self._advance_script(
             keys=[
@@ -298,7 +250,7 @@ class Dispatcher:
             ],
             args=[
                 did,
-                entry,
+                logged,
                 attempts,
                 state,
                 reason,
@@ -316,9 +268,9 @@ class Dispatcher:
             self._observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
         if int(raw[1]) < 0:
             return False, None
-        return True, (_head(raw[2:]) if int(raw[1]) == 1 else None)
+        return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None)
 
-    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | None:
+    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | Held | None:
         """Attempt the head delivery of a queue: a final outcome to settle, a retry (settled
         already), or None when it was already finished."""
         did, record = head.delivery_id, head.record
@@ -344,6 +296,9 @@ class Dispatcher:
             await self._settle(did, record, lost, attempt, verdict, began)
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await mark_inflight(self.redis, did)
+        admission = await self.hosts.gate(did, record["url"], qid)
+        if isinstance(admission, Held):
+            return admission
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
@@ -353,6 +308,7 @@ class Dispatcher:
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
+        await self.hosts.observe(record["url"], result, admission)
         ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):
@@ -375,7 +331,7 @@ class Dispatcher:
             if result is not None and result.error != INTERRUPTED:
                 next_at = f"{time.time() + outcome.after:.3f}"
         else:
-            state, reason = _final_state(outcome)
+            state, reason = final_state(outcome)
         ttl = record_ttl_s(self.settings)
         moved = await self._settle_script(
             keys=[
@@ -388,7 +344,7 @@ class Dispatcher:
             ],
             args=[
                 did,
-                _entry(result, began) if result is not None else "",
+                entry(result, began) if result is not None else "",
                 "" if attempt is None else attempt,
                 state,
                 reason,
@@ -429,55 +385,13 @@ class Dispatcher:
             )
         if int(moved) != 1 or isinstance(outcome, RetryLater):
             return
-        state, reason = _final_state(outcome)
+        state, reason = final_state(outcome)
         DELIVERIES.labels(state).inc()
         if state == "delivered":
             DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
         else:
             log.warning("webhook dead", **fields, reason=reason)
 
-    async def _prune_turn(self) -> None:
-        """Prune, if no other worker has this turn (one per PRUNE_EVERY_S across the cluster)."""
-        try:
-            if await self.redis.set(PRUNE_LOCK, "1", nx=True, ex=int(PRUNE_EVERY_S * 0.9)):
-                before = time.time() - retention_s(self.settings)
-                removed = await self.prune(before, limit=PRUNE_MAX)
-                if removed:
-                    log.info("webhook deliveries pruned", removed=removed)
-        except Exception:
-            log.exception("pruning webhook deliveries failed")
-
     async def prune(self, before: float, batch: int = 500, limit: int | None = None) -> int:
-        """Remove finished deliveries created before `before` (unix s), at most about `limit`
-        in one call; returns how many."""
-        upper = f"({id_floor(before)}"
-        lower = "-"
-        removed = seen = 0
-        while limit is None or seen < limit:
-            ids = await self.redis.zrangebylex(keys.DELIVERIES, lower, upper, 0, batch)
-            if not ids:
-                break
-            seen += len(ids)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for did in ids:
-                    pipe.hget(keys.delivery(did), "room_id")
-                rooms = await pipe.execute()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for did, room in zip(ids, rooms, strict=True):
-                    await self._prune_script(
-                        keys=[
-                            keys.delivery(did),
-                            keys.delivery_attempts(did),
-                            keys.DELIVERIES,
-                            keys.deliveries_by_room(room or ""),
-                            keys.deliveries_in_state("pending"),
-                            keys.deliveries_in_state("dead"),
-                            keys.DELIVERY_COUNTS,
-                        ],
-                        args=[did],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
-            removed += sum(1 for r in results if int(r) > 0)
-            lower = f"({ids[-1]}"
-        return removed
+        """Remove finished deliveries created before `before` (see `Pruner.prune`)."""
+        return await self.pruner.prune(before, batch, limit)

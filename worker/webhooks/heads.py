@@ -1,0 +1,65 @@
+"""A queue's head as the dispatcher reads it, and the final outcome it settles with the next read.
+
+`peek.lua` and the tail of `advance.lua` return a head in one shape (`head_of`); a delivered or
+dead head is settled as a `Final` in the same script that reads the next one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome
+
+GONE_REASON = (
+    "receiver answered 410 Gone; later events of this room to this URL are dead until a redelivery"
+)
+GONE_EARLIER = (
+    "not sent: this room's URL answered 410 Gone to an earlier event; redeliver to reopen"
+)
+BODY_EXPIRED = "not sent: the event body expired before delivery"
+INTERRUPTED = "interrupted: the worker stopped before the receiver answered (it may have the event)"
+
+
+@dataclass(frozen=True)
+class Head:
+    """The delivery at the head of a queue, as `peek.lua` read it."""
+
+    delivery_id: str
+    record: dict[str, str]
+    gone: bool
+    body: str | None
+
+
+@dataclass(frozen=True)
+class Final:
+    """A head delivery's final outcome (delivered or dead), still to be settled."""
+
+    outcome: Delivered | Failed | Gone
+    result: AttemptResult | None
+    attempt: int | None
+    began: float
+
+
+def head_of(raw: list[Any]) -> Head:
+    """A head as `peek.lua` (and the tail of `advance.lua`'s answer) returns it."""
+    flat = raw[1]
+    record = dict(zip(flat[::2], flat[1::2], strict=True))
+    gone = len(raw) > 2 and int(raw[2]) == 1
+    return Head(raw[0], record, gone, raw[3] if len(raw) > 3 else None)
+
+
+def final_state(outcome: Outcome) -> tuple[str, str]:
+    """The state (and reason) a final outcome leaves a delivery in."""
+    if isinstance(outcome, Failed):
+        return "dead", outcome.reason
+    if isinstance(outcome, Gone):
+        return "dead", GONE_REASON
+    return "delivered", ""
+
+
+def entry(result: AttemptResult, began: float) -> str:
+    """An attempt's log entry as stored."""
+    return orjson.dumps(result.as_record(began)).decode()
