@@ -21,13 +21,16 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_api
 from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms, minimal_request
 from tests.support.bulkload import BulkSubmitter, announcements, job_records
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.sentinel import MASTER, SentinelGroup
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import make_settings, run_api
 from tests.test_livekit_webhook import joined_event, post_webhook, token_for
+from worker import keys
+
+pytestmark = pytest.mark.slow
 
 ROOMS = 600
 PER_CALL = 50
@@ -199,7 +202,7 @@ async def _diagnose(redis: Redis, receiver: Receiver, accepted: dict[str, str]) 
 
 async def _settled(redis: Redis, receiver: Receiver, accepted: dict[str, str]) -> bool:
     """Nothing left to do: no create queued, every create the new primary knows finished."""
-    if await redis.zcard("rk:jobs:queued"):
+    if await redis.zcard(keys.QUEUED_JOBS):
         return False
     records = [r for r in await job_records(redis, list(accepted.values())) if r]
     return all(r.get("state") == "complete" for r in records) and await _all_announced(
