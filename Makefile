@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk chromium dev test lint \
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk chromium dev test test-fast lint \
 	typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
@@ -82,9 +82,14 @@ pytest: install php-cli nodejs js-sdk chromium
 
 test: lint typecheck pytest
 
-BENCHES := create timers deliveries inbound bulk console
+# The quick loop: lint, typecheck and every test not marked slow (no roomkeeper processes, no
+# injected faults, no real-time waits), two at a time. `make test` runs everything.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" -n 2
 
-bench: install  # the figures in the README (about 15 minutes)
+BENCHES := create timers deliveries inbound bulk schedule console
+
+bench: install  # the figures in the README (about 20 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Self
 
@@ -119,6 +120,31 @@ class PastRoomsRequest(_Request, Proto3):
     order_by: Annotated[
         str, BeforeValidator(_choice("DESC", "ASC")), WithJsonSchema({"enum": ["ASC", "DESC"]})
     ] = "DESC"
+
+
+MAX_UNIX_S = 10**11 - 1  # what the schedule index's fixed-width time holds
+_SCHEDULE_CURSOR = re.compile(r"[0-9]{11}\|[A-Za-z0-9_.:-]{1,256}")
+
+
+def _schedule_cursor(value: Any) -> Any:
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _SCHEDULE_CURSOR.fullmatch(value):
+        raise rule("not a cursor this API returned (use next_cursor as given)")
+    return value
+
+
+class ScheduledRoomsRequest(_Request):
+    """fetchScheduledRooms: of `room_ids` (or all), `from` <= start_at <= `to`, paged by
+    `cursor` (the last answer's `next_cursor`); `limit` 0 = the default 20."""
+
+    room_ids: Annotated[list[RoomId], BeforeValidator(_room_ids)] = Field(default_factory=list)
+    from_: Annotated[
+        int, IntLike(), Also("from_"), BeforeValidator(_bounded(0, MAX_UNIX_S)), Field(alias="from")
+    ] = 0
+    to: Annotated[int | None, IntLike(), BeforeValidator(_bounded(0, MAX_UNIX_S))] = None
+    limit: Annotated[int, IntLike(), BeforeValidator(_bounded(1, 100, zero=20))] = 20
+    cursor: Annotated[str, BeforeValidator(_schedule_cursor)] = ""
 
 
 class RecordingsRequest(_Request, Proto3):

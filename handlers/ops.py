@@ -17,6 +17,7 @@ from worker.metrics import (
     BREAKERS_OPEN,
     DELIVERIES_BY_STATE,
     QUEUE_DEPTH,
+    SCHEDULED_ROOMS,
 )
 
 log = get_logger("roomkeeper.ops")
@@ -57,9 +58,11 @@ async def metrics(request: web.Request) -> web.Response:
             pipe.zcard(keys.QUEUED_JOBS)
             pipe.hgetall(keys.DELIVERY_COUNTS)
             pipe.zcard(keys.ACTIVE_ROOMS)
+            pipe.zcard(keys.SCHEDULED_BY_START)
             pipe.smembers(keys.HOSTS_OPEN)
-            depth, counts, active, open_hosts = await pipe.execute()
+            depth, counts, active, scheduled, open_hosts = await pipe.execute()
         QUEUE_DEPTH.set(depth)
+        SCHEDULED_ROOMS.set(scheduled)
         ACTIVE_ROOMS.set(active)
         for state in ("pending", "delivered", "dead"):
             DELIVERIES_BY_STATE.labels(state).set(int(counts.get(state, 0)))

@@ -10,10 +10,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import eventually
 from tests.support.delivery import emit, record, settled
 from tests.support.servers import Receiver
+from tests.support.stack import Stack, make_settings, run_stack
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.settings import Settings

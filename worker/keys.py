@@ -8,10 +8,12 @@ PREFIX = "rk:"
 QUEUE_NAME = "rk:queue"
 WORKER_HEALTH = f"{PREFIX}worker:health"  # arq's health-check record of each worker
 
-# The durable schedules (worker/queue/schedule.py): room timers, LiveKit's events in, deliveries.
+# The durable schedules (worker/queue/schedule.py): room timers, LiveKit's events in, deliveries,
+# rooms scheduled ahead.
 TIMERS = "timers"
 INBOUND = "in"
 DELIVERY_QUEUES = "dq"
+SCHEDULED_ROOMS = "sched"
 
 
 def schedule_due(schedule: str) -> str:
@@ -143,6 +145,15 @@ def deliveries_in_state(state: str) -> str:
 def gone(queue_id: str) -> str:
     """String: set when a (room, URL) answered 410, stopping its queue until redelivery."""
     return f"{PREFIX}gone:{queue_id}"
+
+
+def scheduled(room_id: str) -> str:
+    """Hash: a room scheduled for later: its job, start time and (compressed) create request."""
+    return f"{PREFIX}scheduled:{room_id}"
+
+
+# Zset (score 0) of `{start_at:011d}|{room_id}`: scheduled rooms, lexically ordered by start time.
+SCHEDULED_BY_START = f"{PREFIX}scheduled:by_start"
 
 
 def deliveries_by_url(url_hash: str) -> str:

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         32, ge=1, le=1000, description="LiveKit creates one worker process has in flight at once"
     )
     join_token_ttl: int = Field(21600, ge=60, description="seconds a join token is valid")
+    schedule_lead: float = Field(
+        300.0, ge=0, description="seconds before its start_at a scheduled room is created"
+    )
+    schedule_max_ahead: float = Field(
+        400 * 86400.0, gt=0, description="seconds ahead a start_at may lie (400 days)"
+    )
     unknown_rooms: Literal["ignore", "delete"] = Field(
         "ignore", description="what to do with a room_started for a room roomkeeper never had"
     )

@@ -36,10 +36,12 @@ LIVE_STATES = (RoomState.CREATED, RoomState.ACTIVE)
 class JobState(StrEnum):
     """A create job's state, as `/auth/job/status` reports it."""
 
+    SCHEDULED = "scheduled"  # waiting for its start time (worker.rooms.scheduled)
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
     COMPLETE = "complete"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a schedule cancelled before its start
 
 
 def _state(kind: type[E], raw: str | None) -> E | None:
@@ -207,6 +209,7 @@ class CreateJob:
     msg: str = ""
     last_error: str = ""
     sid: str = ""  # the session a complete job made
+    due_ms: int = 0  # a scheduled room's time (start_at - lead), for its lateness; 0 = none
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -222,6 +225,7 @@ class CreateJob:
             msg=record.get("msg", ""),
             last_error=record.get("last_error", ""),
             sid=record.get("sid", ""),
+            due_ms=_int(record.get("due_ms")),
         )
 
     def to_mapping(self) -> Fields:
@@ -231,7 +235,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error", "sid"):
+        for name in ("event_id", "msg", "last_error", "sid", "due_ms"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:

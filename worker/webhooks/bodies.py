@@ -56,6 +56,8 @@ EVENTS = (
     "recording_proceeded",
     "start_rtmp",
     "end_rtmp",
+    "room_scheduled",
+    "room_cancelled",
 )
 TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
 RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
