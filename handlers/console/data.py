@@ -92,9 +92,11 @@ async def counts(redis: Redis) -> dict[str, int]:
         pipe.hgetall(keys.DELIVERY_COUNTS)
         pipe.zcard(keys.HOSTS)
         pipe.scard(keys.HOSTS_OPEN)
-        rooms, by_state, hosts, open_ = await pipe.execute()
+        pipe.zcard(keys.SCHEDULED_BY_START)
+        rooms, by_state, hosts, open_, scheduled = await pipe.execute()
     return {
         "active rooms": int(rooms),
+        "scheduled rooms": int(scheduled),
         "pending deliveries": int(by_state.get("pending", 0)),
         "delivered": int(by_state.get("delivered", 0)),
         "dead deliveries": int(by_state.get("dead", 0)),
