@@ -185,7 +185,23 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "/auth/webhook/redeliver": Operation(
         {"delivery_ids": ["dlv_06618ea4cb24a5871d1c"]},
-        {**_OK, "queued": 1},
+        {
+            **_OK,
+            "queued": 1,
+            "delivery_ids": ["dlv_06618ea4cb24a5871d1c"],
+            "results": [{"delivery_id": "dlv_06618ea4cb24a5871d1c", "result": "queued"}],
+            "next_cursor": None,
+        },
+    ),
+    # The SSRF guard refuses this address (nothing is sent) unless loopback is allowed.
+    "/auth/webhook/test": Operation(
+        {"url": "http://127.0.0.1:9/hooks/plugnmeet"},
+        {
+            **_OK,
+            "event_id": "3b241101-e2bb-4255-8caf-4136c566a962",
+            "delivered": True,
+            "attempt": {"at": 1795728844.125, "status": 200, "duration_ms": 8.5, "response": "ok"},
+        },
     ),
     "/auth/recording/fetch": Operation(
         {"room_ids": ["room01"], "from": 0, "limit": 20, "order_by": "DESC"},
