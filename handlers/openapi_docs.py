@@ -122,6 +122,24 @@ OPERATIONS: dict[str, Operation] = {
             },
         },
     ),
+    "/auth/room/fetchScheduledRooms": Operation(
+        {"from": 1801476000, "to": 1802080800, "limit": 20},
+        {
+            **_OK,
+            "rooms": [
+                {
+                    "room_id": "maths-101-w01",
+                    "job_id": "3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b",
+                    "start_at": 1801476000,
+                    "room_title": "Maths 101 (week 1)",
+                    "webhook_url": "https://lms.example.edu/hooks/meet",
+                    "empty_timeout": 1800,
+                    "room_duration": 90,
+                }
+            ],
+            "next_cursor": "",
+        },
+    ),
     "/auth/room/getJoinToken": Operation(
         {"room_id": "room01", "user_info": {"name": "Ann", "user_id": "ann", "is_admin": True}},
         {**_OK, "token": "eyJhbGciOiJIUzI1NiJ9…"},
