@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test lint typecheck pytest \
-	bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test test-fast lint typecheck \
+	pytest 	bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ pytest: install php-cli nodejs js-sdk
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The quick loop: lint, typecheck and every test not marked slow (no roomkeeper processes, no
+# injected faults, no real-time waits), two at a time. `make test` runs everything.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" -n 2
 
 BENCHES := create timers deliveries inbound bulk
 

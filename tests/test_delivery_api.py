@@ -10,9 +10,9 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import Stack
 from tests.support.delivery import emit, record, settled
 from tests.support.servers import Receiver
+from tests.support.stack import Stack
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.webhooks.attempt import make_session

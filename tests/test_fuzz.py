@@ -31,6 +31,8 @@ from tests.support.procs import roomkeeper_env
 from tests.support.servers import Process, RedisServer, free_port, roomkeeper_cmd, wait_for_port
 from worker.webhooks.signing import body_hmac
 
+pytestmark = pytest.mark.slow  # real processes or injected faults
+
 EXAMPLES_PER_ROUTE = 15  # per route and mode: both modes over 16 routes is ~450 requests
 
 

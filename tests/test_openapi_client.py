@@ -23,10 +23,12 @@ from livekit import api
 from pydantic import BaseModel
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import make_settings, run_stack
 from worker.webhooks.events import EVENT_MODELS
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 CODEGEN = Path(sys.executable).parent / "datamodel-codegen"
 

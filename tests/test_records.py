@@ -76,15 +76,15 @@ async def test_a_job_moves_through_its_states(redis: Redis) -> None:
     assert read == job and not read.over
     async with redis.pipeline(transaction=True) as pipe:
         store.job_attempt_cmds(pipe, "j1", 1, "livekit unavailable")
-        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1"}')
+        await pipe.execute()
+    (retrying,) = await store.create_jobs(["j1"])
+    assert (retrying.attempts, retrying.last_error) == (1, "livekit unavailable")
+    async with redis.pipeline(transaction=True) as pipe:
+        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1","name":"r1"}')
         await pipe.execute()
     (done,) = await store.create_jobs(["j1"])
-    assert (done.state, done.attempts, done.last_error) == (
-        JobState.COMPLETE,
-        1,
-        "livekit unavailable",
-    )
-    assert done.room_info == {"sid": "RM_1"} and done.over
+    assert (done.state, done.sid, done.room_id) == (JobState.COMPLETE, "RM_1", "r1")
+    assert done.over
     assert await redis.zcard(keys.QUEUED_JOBS) == 0
     assert 0 < await redis.ttl(keys.job("j1")) <= 60
 

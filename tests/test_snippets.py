@@ -15,9 +15,11 @@ import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, minimal_request
 from tests.support.servers import ROOT, Received, Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 RUNNERS = {
     "php": ["php", str(ROOT / "tests/snippets/run_verify.php")],

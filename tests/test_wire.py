@@ -21,9 +21,9 @@ from handlers.models import (
 )
 from roomkeeper.bulkclient import MAX_BODY, Outcome, batches
 from roomkeeper.bulkfile import Line
-from tests.conftest import Stack
 from tests.support.api import livekit_rooms, minimal_request, seed_request
 from tests.support.servers import run_receiver
+from tests.support.stack import Stack
 from worker.rooms.request import parse_create_room
 from worker.wire import WireInvalid, read
 
