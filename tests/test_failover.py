@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_api
 from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms, minimal_request
 from tests.support.bulkload import BulkSubmitter, announcements, job_records
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.sentinel import MASTER, SentinelGroup
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import make_settings, run_api
 from tests.test_livekit_webhook import joined_event, post_webhook, token_for
 from worker import keys
 
