@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test test-fast lint typecheck \
-	pytest bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk chromium dev test test-fast lint \
+	typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ redis-server:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
+
+# The console's browser tests drive Debian's chromium through Playwright (never a downloaded
+# browser build).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 redis-sentinel: redis-server
 	@command -v redis-sentinel >/dev/null || { \
@@ -69,7 +77,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install php-cli nodejs js-sdk
+pytest: install php-cli nodejs js-sdk chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -79,9 +87,9 @@ test: lint typecheck pytest
 test-fast: lint typecheck
 	$(BIN)/pytest -q -m "not slow" -n 2
 
-BENCHES := create timers deliveries inbound bulk
+BENCHES := create timers deliveries inbound bulk schedule console
 
-bench: install  # the figures in the README (about 15 minutes)
+bench: install  # the figures in the README (about 20 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)

@@ -100,6 +100,7 @@ def build_spec() -> dict[str, Any]:
                 },
             }
         }
+    paths |= _console_paths()
     paths["/metrics"] = {
         "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
     }
@@ -124,9 +125,66 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs,
-            "securitySchemes": SECURITY_SCHEMES,
+            "securitySchemes": SECURITY_SCHEMES
+            | {
+                "consoleBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "API key and secret, or any user with "
+                    "ROOMKEEPER_CONSOLE_PASSWORD",
+                },
+            },
         },
     }
+
+
+CONSOLE_PAGES = {
+    "/console/": "Overview",
+    "/console/rooms": "Active rooms",
+    "/console/scheduled": "Scheduled rooms",
+    "/console/deliveries": "Deliveries by state, with attempts",
+    "/console/hosts": "Target hosts: breaker state and rate",
+}
+CONSOLE_ACTIONS = {
+    "/console/redeliver": "Redeliver one delivery (form: csrf, delivery_id)",
+    "/console/redeliver-host": "Redeliver every dead delivery of a host (form: csrf, host)",
+    "/console/test": "Send a webhook_test event (form: csrf, url)",
+}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console: HTML behind HTTP Basic; its forms carry a CSRF token."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    denied = {"401": {"description": "no or wrong credentials", "content": _text()}}
+    paths: dict[str, Any] = {}
+    for path, summary in CONSOLE_PAGES.items():
+        paths[path] = {
+            "get": {
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "responses": {"200": {"description": "HTML", "content": html}} | denied,
+            }
+        }
+    form = {
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    }
+    for path, summary in CONSOLE_ACTIONS.items():
+        paths[path] = {
+            "post": {
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "requestBody": {"required": True, "content": form},
+                "responses": {
+                    "200": {"description": "HTML", "content": html},
+                    "303": {"description": "done; back to the page"},
+                    "403": {"description": "missing or wrong CSRF token", "content": _text()},
+                }
+                | denied,
+            }
+        }
+    return paths
 
 
 def _text() -> dict[str, Any]:
