@@ -6,6 +6,7 @@ import datetime
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.support.api import eventually, livekit_calls
@@ -20,6 +21,7 @@ def _iso(unix_s: int, hours: int) -> str:
     return datetime.datetime.fromtimestamp(unix_s, zone).isoformat()
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_nothing_twice(
     stack: Stack, receiver: Receiver, redis: Redis, tmp_path: Path
 ) -> None:

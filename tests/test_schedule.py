@@ -63,6 +63,7 @@ async def schedule(api: Api, room_id: str, start_at: Any, **extra: Any) -> dict[
     return reply
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_a_room_scheduled_ahead_is_absent_until_its_start_then_created_and_announced_in_order(
     sched: Stack, receiver: Receiver, redis: Redis
 ) -> None:
@@ -223,6 +224,8 @@ async def _deliveries_settled(redis: Redis) -> bool:
         ({"at": 1}, "start_at: must be unix seconds (an integer, or a string of digits)"),
         (int(time.time()) + 401 * 86400, "start_at: must be at most 400 days ahead"),
     ],
+    # Fixed ids: a time-derived one would differ between pytest-xdist's workers.
+    ids=["word", "bool", "negative", "fraction", "object", "too-far-ahead"],
 )
 async def test_bad_start_at_values_are_refused_naming_the_field(
     sched: Stack, redis: Redis, start_at: Any, msg: str
@@ -288,6 +291,7 @@ async def test_bulk_schedules_and_lists_them_by_start_time_in_pages(
     assert [r["room_id"] for r in some["rooms"]] == ["r01", "r07"]
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_schedules_survive_a_redis_crash_with_aof_and_are_created_on_time(
     emulator: Emulator, receiver: Receiver
 ) -> None:
@@ -370,6 +374,7 @@ async def test_an_unreadable_schedule_record_holds_up_no_other_room(
     await eventually(lambda: _state(sched.api, reply["job_id"], "complete"), what="job complete")
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_rooms_due_faster_than_the_rate_limit_are_created_in_order_of_start_at(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:
