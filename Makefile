@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk dev test lint typecheck pytest \
-	bench bench-quick format clean
+.PHONY: install redis-server redis-sentinel php-cli nodejs js-sdk chromium dev test test-fast lint \
+	typecheck pytest bench bench-quick format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ redis-server:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
+
+# The console's browser tests drive Debian's chromium through Playwright (never a downloaded
+# browser build).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 redis-sentinel: redis-server
 	@command -v redis-sentinel >/dev/null || { \
@@ -69,14 +77,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install php-cli nodejs js-sdk
+pytest: install php-cli nodejs js-sdk chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-BENCHES := create timers deliveries inbound bulk
+# The quick loop: lint, typecheck and every test not marked slow (no roomkeeper processes, no
+# injected faults, no real-time waits), two at a time. `make test` runs everything.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" -n 2
 
-bench: install  # the figures in the README (about 15 minutes)
+BENCHES := create timers deliveries inbound bulk schedule console
+
+bench: install  # the figures in the README (about 20 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)

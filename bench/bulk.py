@@ -208,6 +208,7 @@ async def stack(
         ROOMKEEPER_LOG_LEVEL="warning",
         ROOMKEEPER_CREATE_CONCURRENCY=str(args.concurrency),
         ROOMKEEPER_WEBHOOK_RETRY_SCHEDULE="0,1,5,30",
+        ROOMKEEPER_WEBHOOK_HOST_RPS="0",  # one local receiver takes every room's events
     )
     env.update(kv.split("=", 1) for kv in args.env)
     roomkeeper = [sys.executable, "-m", "roomkeeper"]

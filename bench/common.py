@@ -114,6 +114,8 @@ async def roomkeeper(
     """`roomkeeper api` + N `roomkeeper worker` processes; yields (API URL, workers), the API
     process as the workers' `.api`."""
     port = api_port or free_port()
+    # One local receiver takes every event: the per-host cap would be what is measured.
+    env = {"ROOMKEEPER_WEBHOOK_HOST_RPS": "0", **env}
     environment = roomkeeper_env(redis.url, livekit_url, ROOMKEEPER_LOG_LEVEL="warning", **env)
     api = Process(
         [sys.executable, "-m", "roomkeeper", "api", "--port", str(port)], environment, "api"

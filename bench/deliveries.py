@@ -182,6 +182,8 @@ async def worker(redis: RedisServer, concurrency: int) -> AsyncIterator[Process]
         "http://127.0.0.1:9",  # LiveKit is not needed for deliveries
         ROOMKEEPER_WEBHOOK_CONCURRENCY=str(concurrency),
         ROOMKEEPER_WEBHOOK_TIMEOUT="15",
+        # The engine's throughput against one receiver, not the per-host cap that protects it.
+        ROOMKEEPER_WEBHOOK_HOST_RPS="0",
         ROOMKEEPER_RECONCILE_INTERVAL="3600",
     )
     proc = Process([sys.executable, "-m", "roomkeeper", "worker"], env, "bench-worker").start()

@@ -51,18 +51,22 @@ class RoomInfo(_Doc):
 
 
 class CreateAnswer(Common):
-    """Create: the room (sync), or `job_id` when queued (202)."""
+    """Create: the room (sync), `job_id` when queued (202), or `job_id` and `start_at` when
+    scheduled (202, msg `scheduled`)."""
 
     room_info: RoomInfo | None = None
     roomInfo: RoomInfo | None = None  # the seed document's name for room_info
     job_id: str | None = None
     retrying: str | None = None
+    start_at: int | None = None
 
 
 class ActiveAnswer(Common):
-    """isRoomActive (`is_active` is absent when the request itself was invalid)."""
+    """isRoomActive (`is_active` is absent when the request itself was invalid); a room that is
+    not live but scheduled answers msg `room is scheduled` with its `start_at`."""
 
     is_active: bool | None = None
+    start_at: int | None = None
 
 
 class ActiveRoomInfo(_Doc):
@@ -129,6 +133,25 @@ class PastRoomsAnswer(Common):
     result: PastRoomsResult | None = None
 
 
+class ScheduledRoom(_Doc):
+    """One room waiting for its start time."""
+
+    room_id: str
+    job_id: str
+    start_at: int
+    room_title: str
+    webhook_url: str
+    empty_timeout: int
+    room_duration: int
+
+
+class ScheduledRoomsAnswer(Common):
+    """fetchScheduledRooms: by start time; `next_cursor` is '' on the last page."""
+
+    rooms: list[ScheduledRoom] | None = None
+    next_cursor: str | None = None
+
+
 class Recording(_Doc):
     """plugNmeet's RecordingInfo: one finished recording (`file_size` in MB)."""
 
@@ -177,6 +200,7 @@ class BulkResult(_Doc):
     accepted: bool
     job_id: str | None = None
     msg: str | None = None
+    start_at: int | None = None
 
 
 class BulkAnswer(Common):
@@ -191,9 +215,12 @@ class JobView(_Doc):
 
     job_id: str
     room_id: str
-    state: Literal["queued", "in_progress", "complete", "failed", "not_found"]
+    state: Literal[
+        "scheduled", "queued", "in_progress", "complete", "failed", "cancelled", "not_found"
+    ]
     room_info: RoomInfo | None = None
     msg: str | None = None
+    start_at: int | None = None
 
 
 class JobStatusAnswer(Common):
@@ -235,8 +262,25 @@ class DeliveriesAnswer(Common):
     next_cursor: str | None = None
 
 
+class RedeliverResult(_Doc):
+    """What happened to one delivery."""
+
+    delivery_id: str
+    result: Literal["queued", "already delivered", "not found"]
+
+
 class RedeliverAnswer(Common):
     """webhook/redeliver."""
 
     queued: int | None = None
     delivery_ids: list[str] | None = None
+    results: list[RedeliverResult] | None = None
+    next_cursor: str | None = Field(None, description="by url: more remain; pass it as cursor")
+
+
+class TestSendAnswer(Common):
+    """webhook/test: what the one attempt saw."""
+
+    event_id: str | None = None
+    delivered: bool | None = None
+    attempt: Attempt | None = None

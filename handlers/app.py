@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from handlers import livekit_events, openapi, ops, routes
+from handlers import console, deliveries, livekit_events, openapi, ops, routes
 from handlers.replies import STATUS_CODE, ApiError, StatusCode, failure
 from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
 from worker.deps import open_deps
@@ -138,6 +138,6 @@ def create_app(settings: Settings) -> web.Application:
         await deps.aclose()
 
     app.cleanup_ctx.append(clients)
-    for module in (routes, livekit_events, ops, openapi):
+    for module in (routes, deliveries, livekit_events, ops, openapi, console):
         module.setup(app)
     return app

@@ -4,6 +4,8 @@
 (`worker.rooms.submit`: claimed and queued in one Redis round trip). Each room is reported
 on its own, in request order:
 - queued now: `accepted: true` and its `job_id`;
+- with a `start_at` beyond the lead: `accepted: true`, its `job_id`, msg `scheduled`, `start_at`
+  (`worker.rooms.scheduled`; a repeat of the same schedule answers the same);
 - a create of it already queued: `accepted: true`, that job's `job_id`, msg `create already queued`;
 - already active: `accepted: false`, msg `room already exists`, and its `room_info` (nothing to
   do, so nothing was accepted; the room is there, as a single create would answer);
@@ -31,7 +33,8 @@ from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.rooms.records import CreateClaim, completed_room_info
 from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
-from worker.rooms.submit import submit
+from worker.rooms.scheduled import Scheduled, is_scheduled
+from worker.rooms.submit import submit_or_schedule
 from worker.wire import WireInvalid, validate
 
 # The contract's status codes have no "try later"; a full queue is the service's own limit.
@@ -80,8 +83,16 @@ async def _validate(
     return results, valid
 
 
-def _result(room_id: str, claim: CreateClaim) -> dict[str, Any]:
-    """What one claimed room reports (see the module docstring)."""
+def _result(room_id: str, claim: CreateClaim | Scheduled) -> dict[str, Any]:
+    """What one claimed (or scheduled) room reports (see the module docstring)."""
+    if isinstance(claim, Scheduled):
+        return {
+            "room_id": room_id,
+            "accepted": True,
+            "job_id": claim.job_id,
+            "msg": "scheduled",
+            "start_at": claim.start_at,
+        }
     if claim.kind == "new":
         return {"room_id": room_id, "accepted": True, "job_id": claim.job_id}
     if claim.kind == "pending":
@@ -115,26 +126,36 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
             results[i] = {"room_id": req.room_id, "accepted": True, "msg": DRY_RUN}
         msg = f"{len(valid)} of {len(rooms)} rooms valid (dry run: nothing was claimed)"
         return ok(msg, results=results, dry_run=True)
-    if valid:
+    now = sum(not is_scheduled(r.start_at, settings.schedule_lead) for _, r in valid)
+    if now:
         # A bound, not a reservation: concurrent calls may overshoot it by one call's rooms.
+        # Scheduled rooms wait in their own schedule, not in this queue.
         waiting = await deps.store.queued_jobs()
-        if waiting + len(valid) > settings.queue_max_depth:
+        if waiting + now > settings.queue_max_depth:
             raise ApiError(
                 QUEUE_FULL,
                 f"queue is full ({waiting} waiting, limit {settings.queue_max_depth}); "
                 "nothing was accepted, retry later",
             )
-    claims = await submit(deps, [req for _, req in valid])
+    claims = await submit_or_schedule(deps, [req for _, req in valid])
     for (i, req), claim in zip(valid, claims, strict=True):
         results[i] = _result(req.room_id, claim)
-    new = [c.job_id for c in claims if c.kind == "new" and c.job_id]
-    accepted = [c.job_id for c in claims if c.kind in ("new", "pending") and c.job_id]
-    await deps.replicas.confirm(deps.redis, [keys.job(j) for j in accepted])
+    new = [c.job_id for c in claims if isinstance(c, CreateClaim) and c.kind == "new"]
+    later = [c for c in claims if isinstance(c, Scheduled)]
+    accepted = [
+        c.job_id for c in claims if isinstance(c, CreateClaim) and c.kind in ("new", "pending")
+    ]
+    waits = [keys.job(j) for j in accepted if j] + [keys.scheduled(c.room_id) for c in later]
+    await deps.replicas.confirm(deps.redis, waits)
     request[LOG_FIELDS]["queued"] = len(new)
-    return ok(f"{len(new)} of {len(rooms)} rooms queued", http_status=202, results=results)
+    request[LOG_FIELDS]["scheduled"] = len(later)
+    msg = f"{len(new)} of {len(rooms)} rooms queued"
+    if later:
+        msg += f", {len(later)} scheduled"
+    return ok(msg, http_status=202, results=results)
 
 
-STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error")
+STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
 
 
 async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
@@ -174,9 +195,13 @@ def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
             "msg": "no such job (unknown, or its record expired)",
         }
     view: dict[str, Any] = {"job_id": job_id, "room_id": record.get("room_id", ""), "state": state}
+    if record.get("start_at"):
+        view["start_at"] = int(record["start_at"])
     if state == "complete":
         view["room_info"] = created_room_info(json.loads(record.get("room_info") or "{}"))
-    elif state == "failed":
+        if record.get("msg"):  # a schedule that found its room live: `room already exists`
+            view["msg"] = record["msg"]
+    elif state in ("failed", "cancelled"):
         view["msg"] = record.get("msg") or "can't create room"
     elif record.get("last_error"):
         view["msg"] = f"retrying after: {record['last_error']}"

@@ -6,14 +6,24 @@ side in `worker.webhooks.log`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from handlers.models import DeliveriesRequest, RedeliverRequest
+from handlers.models import DeliveriesRequest, RedeliverRequest, TestSendRequest
 from handlers.replies import ok
-from handlers.state import DEPS, LOG_FIELDS
-from worker.webhooks.log import list_deliveries, redeliver, room_deliveries_since
+from handlers.state import DEPS, LOG_FIELDS, SETTINGS, WEBHOOK_SESSION
+from worker.webhooks.attempt import make_session
+from worker.webhooks.log import (
+    QUEUED,
+    list_deliveries,
+    redeliver,
+    replay,
+    room_deliveries_since,
+    url_index,
+)
+from worker.webhooks.testsend import send_test
 
 
 async def deliveries(request: web.Request, body: DeliveriesRequest) -> web.Response:
@@ -31,12 +41,49 @@ async def deliveries(request: web.Request, body: DeliveriesRequest) -> web.Respo
 async def redeliver_route(request: web.Request, body: RedeliverRequest) -> web.Response:
     """Send finished deliveries again (same event, same `webhook-id`): by id, or a room's since."""
     deps = request.app[DEPS]
-    if body.delivery_ids is not None:
-        ids = body.delivery_ids
+    next_cursor = None
+    if body.url is not None:
+        assert body.since is not None
+        done = await replay(
+            deps.redis,
+            deps.outbox,
+            url_index(body.url),
+            since=body.since,
+            until=body.until,
+            state=body.state,
+            cursor=body.cursor,
+        )
+        results, next_cursor = done.results, done.next_cursor
+    elif body.delivery_ids is not None:
+        results = await redeliver(deps.redis, deps.outbox, body.delivery_ids)
     else:
         assert body.room_id is not None
         assert body.since is not None
         request[LOG_FIELDS] = {"room_id": body.room_id}
         ids = await room_deliveries_since(deps.redis, body.room_id, body.since)
-    queued = await redeliver(deps.redis, deps.outbox, ids)
-    return ok(queued=len(queued), delivery_ids=queued)
+        results = await redeliver(deps.redis, deps.outbox, ids, delivered_too=True)
+    queued = [d for d, r in results.items() if r == QUEUED]
+    return ok(
+        queued=len(queued),
+        delivery_ids=queued,
+        results=[{"delivery_id": d, "result": r} for d, r in results.items()],
+        next_cursor=next_cursor,
+    )
+
+
+async def test_send(request: web.Request, body: TestSendRequest) -> web.Response:
+    """Send one `webhook_test` event to a URL now and answer with the attempt's outcome."""
+    outcome = await send_test(request.app[WEBHOOK_SESSION], request.app[SETTINGS], body.url)
+    return ok(**outcome)
+
+
+def setup(app: web.Application) -> None:
+    """The guarded HTTP client test sends use, for the app's lifetime."""
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        app[WEBHOOK_SESSION] = make_session(settings.webhook_allowed_cidrs, limit=16)
+        yield
+        await app[WEBHOOK_SESSION].close()
+
+    app.cleanup_ctx.append(session)

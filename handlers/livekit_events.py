@@ -22,7 +22,14 @@ def _unauthorized(reason: str) -> web.Response:
 async def receive(request: web.Request) -> web.Response:
     """Verify LiveKit's JWT (no `Bearer`) against the body's SHA-256, then queue the event."""
     settings = request.app[SETTINGS]
+    # aiohttp's own limit is createBulk's (see handlers.routes); an event is held to a single
+    # route's, before anything is read.
+    limit = settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return web.Response(status=413, text=f"body is larger than {limit} bytes\n")
     raw = await request.read()
+    if len(raw) > limit:
+        return web.Response(status=413, text=f"body is larger than {limit} bytes\n")
     token = request.headers.get("Authorization", "")
     if not token:
         return _unauthorized("missing Authorization header")

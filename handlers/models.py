@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Self
 
@@ -119,6 +120,31 @@ class PastRoomsRequest(_Request, Proto3):
     order_by: Annotated[
         str, BeforeValidator(_choice("DESC", "ASC")), WithJsonSchema({"enum": ["ASC", "DESC"]})
     ] = "DESC"
+
+
+MAX_UNIX_S = 10**11 - 1  # what the schedule index's fixed-width time holds
+_SCHEDULE_CURSOR = re.compile(r"[0-9]{11}\|[A-Za-z0-9_.:-]{1,256}")
+
+
+def _schedule_cursor(value: Any) -> Any:
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _SCHEDULE_CURSOR.fullmatch(value):
+        raise rule("not a cursor this API returned (use next_cursor as given)")
+    return value
+
+
+class ScheduledRoomsRequest(_Request):
+    """fetchScheduledRooms: of `room_ids` (or all), `from` <= start_at <= `to`, paged by
+    `cursor` (the last answer's `next_cursor`); `limit` 0 = the default 20."""
+
+    room_ids: Annotated[list[RoomId], BeforeValidator(_room_ids)] = Field(default_factory=list)
+    from_: Annotated[
+        int, IntLike(), Also("from_"), BeforeValidator(_bounded(0, MAX_UNIX_S)), Field(alias="from")
+    ] = 0
+    to: Annotated[int | None, IntLike(), BeforeValidator(_bounded(0, MAX_UNIX_S))] = None
+    limit: Annotated[int, IntLike(), BeforeValidator(_bounded(1, 100, zero=20))] = 20
+    cursor: Annotated[str, BeforeValidator(_schedule_cursor)] = ""
 
 
 class RecordingsRequest(_Request, Proto3):
@@ -276,12 +302,34 @@ def _since(value: Any) -> Any:
     return float(value)
 
 
+REPLAY_STATES = ("dead", "all")
+
+
+def _url(value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise rule("must be an absolute http(s) URL")
+    return value
+
+
+def _replay_state(value: Any) -> Any:
+    if value not in REPLAY_STATES:
+        raise rule(f"must be one of {', '.join(REPLAY_STATES)}")
+    return value
+
+
 class RedeliverRequest(_Request):
-    """webhook/redeliver: `{delivery_ids}`, or `{room_id, since}` (unix seconds)."""
+    """webhook/redeliver: `{delivery_ids}`, `{room_id, since}`, or
+    `{url, since, until?, state?, cursor?}` (unix seconds; state `dead` by default, or `all`)."""
 
     delivery_ids: list[str] | None = None
     room_id: Annotated[str | None, BeforeValidator(_non_empty_room_id)] = None
+    url: Annotated[str | None, BeforeValidator(_url)] = None
     since: Annotated[float | None, BeforeValidator(_since)] = None
+    until: Annotated[float | None, BeforeValidator(_since)] = None
+    state: Annotated[
+        str, BeforeValidator(_replay_state), WithJsonSchema({"enum": list(REPLAY_STATES)})
+    ] = "dead"
+    cursor: Annotated[str | None, BeforeValidator(_cursor)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -292,11 +340,22 @@ class RedeliverRequest(_Request):
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
+        forms = [f for f in ("delivery_ids", "room_id", "url") if getattr(self, f) is not None]
+        if len(forms) > 1:
+            raise rule("give one of delivery_ids, room_id (with since) or url (with since)")
         if self.delivery_ids is not None:
-            if self.room_id is not None or self.since is not None:
+            if self.since is not None:
                 raise rule("give either delivery_ids, or room_id with since, not both")
-        elif self.room_id is None:
-            raise rule("delivery_ids or room_id (with since) is required")
+        elif not forms:
+            raise rule("delivery_ids, room_id (with since) or url (with since) is required")
         elif self.since is None:
-            raise rule("since: required with room_id (unix seconds)")
+            raise rule(f"since: required with {forms[0]} (unix seconds)")
+        elif self.until is not None and self.until <= self.since:
+            raise rule("until: must be later than since")
         return self
+
+
+class TestSendRequest(_Request):
+    """webhook/test: `{url}`."""
+
+    url: Annotated[str, BeforeValidator(_url)]

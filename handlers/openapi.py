@@ -100,6 +100,7 @@ def build_spec() -> dict[str, Any]:
                 },
             }
         }
+    paths |= _console_paths()
     paths["/metrics"] = {
         "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
     }
@@ -124,9 +125,72 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs,
-            "securitySchemes": SECURITY_SCHEMES,
+            "securitySchemes": SECURITY_SCHEMES
+            | {
+                "consoleBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "API key and secret, or any user with "
+                    "ROOMKEEPER_CONSOLE_PASSWORD",
+                },
+            },
         },
     }
+
+
+# path -> (operationId, summary)
+CONSOLE_PAGES = {
+    "/console/": ("consoleOverview", "Overview"),
+    "/console/rooms": ("consoleRooms", "Active rooms"),
+    "/console/scheduled": ("consoleScheduled", "Scheduled rooms"),
+    "/console/deliveries": ("consoleDeliveries", "Deliveries by state, with attempts"),
+    "/console/hosts": ("consoleHosts", "Target hosts: breaker state and rate"),
+}
+CONSOLE_ACTIONS = {
+    "/console/redeliver": ("consoleRedeliver", "Redeliver one delivery (form: csrf, delivery_id)"),
+    "/console/redeliver-host": (
+        "consoleRedeliverHost",
+        "Redeliver every dead delivery of a host (form: csrf, host)",
+    ),
+    "/console/test": ("consoleTestSend", "Send a webhook_test event (form: csrf, url)"),
+}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console: HTML behind HTTP Basic; its forms carry a CSRF token."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    denied = {"401": {"description": "no or wrong credentials", "content": _text()}}
+    paths: dict[str, Any] = {}
+    for path, (operation_id, summary) in CONSOLE_PAGES.items():
+        paths[path] = {
+            "get": {
+                "operationId": operation_id,
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "responses": {"200": {"description": "HTML", "content": html}} | denied,
+            }
+        }
+    form = {
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    }
+    for path, (operation_id, summary) in CONSOLE_ACTIONS.items():
+        paths[path] = {
+            "post": {
+                "operationId": operation_id,
+                "summary": f"Console: {summary}",
+                "security": [{"consoleBasic": []}],
+                "requestBody": {"required": True, "content": form},
+                "responses": {
+                    "200": {"description": "HTML", "content": html},
+                    "303": {"description": "done; back to the page"},
+                    "403": {"description": "missing or wrong CSRF token", "content": _text()},
+                }
+                | denied,
+            }
+        }
+    return paths
 
 
 def _text() -> dict[str, Any]:

@@ -19,6 +19,8 @@ _ROOM_INFO = {
     "is_recording": False,
     "is_active_rtmp": False,
     "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+    "is_breakout_room": False,
+    "parent_room_id": "",
     "sid": "RM_RStHosLHPUNg",
     "name": "room01",
     "max_participants": 0,
@@ -37,6 +39,8 @@ _ACTIVE_INFO = {
     "is_recording": False,
     "is_active_rtmp": False,
     "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+    "is_breakout_room": False,
+    "parent_room_id": "",
     "creation_time": 1795725244,
     "metadata": '{"room_title":"Test room","room_features":{…}}',
 }
@@ -118,6 +122,24 @@ OPERATIONS: dict[str, Operation] = {
             },
         },
     ),
+    "/auth/room/fetchScheduledRooms": Operation(
+        {"from": 1801476000, "to": 1802080800, "limit": 20},
+        {
+            **_OK,
+            "rooms": [
+                {
+                    "room_id": "maths-101-w01",
+                    "job_id": "3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b",
+                    "start_at": 1801476000,
+                    "room_title": "Maths 101 (week 1)",
+                    "webhook_url": "https://lms.example.edu/hooks/meet",
+                    "empty_timeout": 1800,
+                    "room_duration": 90,
+                }
+            ],
+            "next_cursor": "",
+        },
+    ),
     "/auth/room/getJoinToken": Operation(
         {"room_id": "room01", "user_info": {"name": "Ann", "user_id": "ann", "is_admin": True}},
         {**_OK, "token": "eyJhbGciOiJIUzI1NiJ9…"},
@@ -181,7 +203,23 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "/auth/webhook/redeliver": Operation(
         {"delivery_ids": ["dlv_06618ea4cb24a5871d1c"]},
-        {**_OK, "queued": 1},
+        {
+            **_OK,
+            "queued": 1,
+            "delivery_ids": ["dlv_06618ea4cb24a5871d1c"],
+            "results": [{"delivery_id": "dlv_06618ea4cb24a5871d1c", "result": "queued"}],
+            "next_cursor": None,
+        },
+    ),
+    # The SSRF guard refuses this address (nothing is sent) unless loopback is allowed.
+    "/auth/webhook/test": Operation(
+        {"url": "http://127.0.0.1:9/hooks/plugnmeet"},
+        {
+            **_OK,
+            "event_id": "3b241101-e2bb-4255-8caf-4136c566a962",
+            "delivered": True,
+            "attempt": {"at": 1795728844.125, "status": 200, "duration_ms": 8.5, "response": "ok"},
+        },
     ),
     "/auth/recording/fetch": Operation(
         {"room_ids": ["room01"], "from": 0, "limit": 20, "order_by": "DESC"},

@@ -11,7 +11,14 @@ from handlers.state import DEPS, DRAINING
 from worker import keys
 from worker.livekit import LiveKitError
 from worker.logs import get_logger
-from worker.metrics import ACTIVE_ROOMS, DELIVERIES_BY_STATE, QUEUE_DEPTH
+from worker.metrics import (
+    ACTIVE_ROOMS,
+    BREAKER_OPEN,
+    BREAKERS_OPEN,
+    DELIVERIES_BY_STATE,
+    QUEUE_DEPTH,
+    SCHEDULED_ROOMS,
+)
 
 log = get_logger("roomkeeper.ops")
 
@@ -51,11 +58,18 @@ async def metrics(request: web.Request) -> web.Response:
             pipe.zcard(keys.QUEUED_JOBS)
             pipe.hgetall(keys.DELIVERY_COUNTS)
             pipe.zcard(keys.ACTIVE_ROOMS)
-            depth, counts, active = await pipe.execute()
+            pipe.zcard(keys.SCHEDULED_BY_START)
+            pipe.smembers(keys.HOSTS_OPEN)
+            depth, counts, active, scheduled, open_hosts = await pipe.execute()
         QUEUE_DEPTH.set(depth)
+        SCHEDULED_ROOMS.set(scheduled)
         ACTIVE_ROOMS.set(active)
         for state in ("pending", "delivered", "dead"):
             DELIVERIES_BY_STATE.labels(state).set(int(counts.get(state, 0)))
+        BREAKERS_OPEN.set(len(open_hosts))
+        BREAKER_OPEN.clear()  # a host whose breaker closed drops out of the series
+        for host in open_hosts:
+            BREAKER_OPEN.labels(host).set(1)
     except Exception as exc:  # metrics must render even when Redis is away
         log.warning("metrics without redis figures", error=type(exc).__name__)
     body = generate_latest()

@@ -1,4 +1,4 @@
-"""Acting on a live room: `endRoom` and `getJoinToken`."""
+"""Acting on a room: `endRoom` (which also cancels a schedule) and `getJoinToken`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from handlers.state import DEPS, LOG_FIELDS
 from worker.livekit import LiveKitError
 from worker.rooms.ending import end_room
 from worker.rooms.records import LIVE_STATES
+from worker.rooms.scheduled import cancel
 
 
 async def end(request: web.Request, body: RoomIdRequest) -> web.Response:
-    """End the session now: DeleteRoom in LiveKit, state `ended`, one `session_ended`."""
+    """End the session now: DeleteRoom in LiveKit, state `ended`, one `session_ended`.
+
+    A room that is not live but scheduled has its schedule cancelled (`room_cancelled`).
+    """
     deps = request.app[DEPS]
     room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
@@ -24,6 +28,9 @@ async def end(request: web.Request, body: RoomIdRequest) -> web.Response:
         result = await end_room(deps, room_id, "ended_by_api")
     except LiveKitError as exc:
         raise ApiError(StatusCode.INTERNAL_SERVER_ERROR, f"can't end room: {exc}") from None
+    if result != "ended" and await cancel(deps, room_id):
+        # Not live, but scheduled: the schedule is what there is to end.
+        return ok("scheduled room cancelled")
     if result == "not_found":
         return failure(StatusCode.ROOM_NOT_FOUND, "room not found")
     if result == "not_active":

@@ -1,4 +1,5 @@
-"""Reading rooms: `isRoomActive`, `getActiveRoomInfo`, `getActiveRoomsInfo`, `fetchPastRooms`."""
+"""Reading rooms: `isRoomActive`, `getActiveRoomInfo`, `getActiveRoomsInfo`, `fetchPastRooms`,
+`fetchScheduledRooms`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.models import NoRequest, PastRoomsRequest, RoomIdRequest
+from handlers.models import NoRequest, PastRoomsRequest, RoomIdRequest, ScheduledRoomsRequest
 from handlers.replies import ApiError, StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
 from worker.deps import Deps
 from worker.livekit import LiveKitError
 from worker.rooms.records import LIVE_STATES, room_info_of
+from worker.rooms.scheduled import list_scheduled, schedule_of
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16
@@ -57,9 +59,16 @@ async def is_room_active(request: web.Request, body: RoomIdRequest) -> web.Respo
     """Whether `room_id` has a live session."""
     room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
-    record = await request.app[DEPS].store.room(room_id)
+    deps = request.app[DEPS]
+    record = await deps.store.room(room_id)
     if record.get("state") in LIVE_STATES:
         return ok("room is active", is_active=True)
+    planned = await schedule_of(deps, room_id)
+    if planned.get("start_at"):
+        start_at = int(planned["start_at"])
+        return failure(
+            StatusCode.ROOM_NOT_ACTIVE, "room is scheduled", is_active=False, start_at=start_at
+        )
     return failure(StatusCode.ROOM_NOT_ACTIVE, "room is not active", is_active=False)
 
 
@@ -124,3 +133,18 @@ async def fetch_past_rooms(request: web.Request, body: PastRoomsRequest) -> web.
     if not rooms:
         return ok("no info found", result=result)
     return ok(result=result)
+
+
+async def fetch_scheduled_rooms(request: web.Request, body: ScheduledRoomsRequest) -> web.Response:
+    """Scheduled rooms by start time, optionally of `room_ids` and within `from`..`to`, paged."""
+    rooms, next_cursor = await list_scheduled(
+        request.app[DEPS],
+        room_ids=body.room_ids,
+        start=body.from_,
+        end=body.to,
+        limit=body.limit,
+        cursor=body.cursor,
+    )
+    return ok(
+        "success" if rooms else "no scheduled room found", rooms=rooms, next_cursor=next_cursor
+    )

@@ -15,7 +15,8 @@ from worker import keys
 from worker.deps import Deps
 from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateLimits, CreateRoomRequest
-from worker.rooms.submit import submit
+from worker.rooms.scheduled import Scheduled
+from worker.rooms.submit import submit_or_schedule
 from worker.settings import Settings
 
 
@@ -26,6 +27,7 @@ def create_limits(settings: Settings) -> CreateLimits:
         default_departure_timeout=settings.default_departure_timeout,
         max_room_duration=settings.max_room_duration,
         allowed_cidrs=settings.webhook_allowed_cidrs,
+        max_schedule_ahead=settings.schedule_max_ahead,
     )
 
 
@@ -93,7 +95,11 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     req = body.room
     request[LOG_FIELDS] = {"room_id": req.room_id}
     # The claim writes the arq job itself: never a claim without a job.
-    (claim,) = await submit(deps, [req])
+    (claim,) = await submit_or_schedule(deps, [req])
+    if isinstance(claim, Scheduled):
+        request[LOG_FIELDS]["job_id"] = claim.job_id
+        await deps.replicas.confirm(deps.redis, [keys.scheduled(claim.room_id)])
+        return scheduled_reply(claim)
     if claim.kind == "exists":
         return room_reply("room already exists", claim.info or {})
     if claim.kind == "ending":
@@ -112,3 +118,8 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
         return failure(StatusCode.INTERNAL_SERVER_ERROR, job.get("msg") or "can't create room")
     extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
     return queued(claim.job_id, **extra)
+
+
+def scheduled_reply(res: Scheduled) -> web.Response:
+    """202: the room waits for its start time (a repeat of the same schedule answers the same)."""
+    return ok("scheduled", http_status=202, job_id=res.job_id, start_at=res.start_at)

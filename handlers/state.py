@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from worker.deps import Deps
@@ -14,5 +15,6 @@ from worker.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
+WEBHOOK_SESSION = web.AppKey("webhook_session", aiohttp.ClientSession)  # test sends, guarded
 DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
 LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line

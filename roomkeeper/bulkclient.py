@@ -5,7 +5,8 @@ Rooms go out through `createBulk` in batches of at most `--batch-size` rooms and
 the API still says too large, and retried while the service says its queue is full); their jobs
 are then followed through `job/status` until every room is created or failed. Two progress bars
 show rooms submitted and rooms ready. Re-running a file creates nothing twice: rooms already
-there come back as `exists`.
+there come back as `exists`, rooms already scheduled keep their one schedule. A room with a
+`start_at` ahead is `scheduled` and counts as done (created at its time, after this command ends).
 
 `--dry-run` sends the same batches with `"dry_run": true`: the API runs every check it would run
 for real (its webhook address rules, rooms already there) and claims nothing. An API too old to
@@ -56,6 +57,7 @@ from roomkeeper.api_client import (
     until_interrupted,
 )
 from roomkeeper.bulkfile import FileError, Line, read_rooms, unknown_columns
+from roomkeeper.starts import iso_utc, per_day, start_at_of
 
 # Every route takes 1 MiB by default (createBulk more: 8 KiB a room); staying under 1 MB works
 # against any deployment that kept ROOMKEEPER_MAX_BODY_BYTES.
@@ -63,6 +65,7 @@ MAX_BODY = 1_000_000
 POLL_S = 0.5
 MAX_POLL_S = 5.0
 MAX_ERRORS_SHOWN = 50
+READY = ("created", "exists", "scheduled")
 INTERRUPTED = 130
 
 
@@ -195,6 +198,8 @@ class Runner:
             elif result.get("accepted"):
                 o.outcome, o.job_id = "queued", str(result.get("job_id", ""))
                 o.msg = str(result.get("msg", ""))
+                if o.msg == "scheduled":
+                    o.outcome, o.msg = "scheduled", ""
             elif "room_info" in result:
                 o.outcome, o.msg = "exists", str(result.get("msg", ""))
                 o.sid = str((result.get("room_info") or {}).get("sid", ""))
@@ -202,7 +207,7 @@ class Runner:
                 o.outcome, o.msg = "rejected", str(result.get("msg", ""))
                 self.console.print(f"line {o.line.line}: {o.msg}")
         self.progress.update(self.sent, advance=len(batch), note="")
-        self.progress.update(self.ready, completed=self.count("created", "exists", "valid"))
+        self.progress.update(self.ready, completed=self.count(*READY, "valid"))
 
     def count(self, *outcomes: str) -> int:
         return sum(o.outcome in outcomes for o in self.outcomes)
@@ -217,7 +222,7 @@ class Runner:
             failed = self.count("failed")
             self.progress.update(
                 self.ready,
-                completed=self.count("created", "exists"),
+                completed=self.count(*READY),
                 note=f"[red]{failed} failed[/red]" if failed else "",
             )
             if not self.submitting and not any(o.outcome == "queued" for o in self.outcomes):
@@ -225,7 +230,7 @@ class Runner:
             if time.monotonic() > self.deadline:
                 return
             # Slow down while nothing moves (a long LiveKit outage), speed up again when it does.
-            now_settled = self.count("created", "exists", "failed")
+            now_settled = self.count(*READY, "failed")
             interval = POLL_S if now_settled != settled else min(interval * 2, MAX_POLL_S)
             settled = now_settled
             await asyncio.sleep(interval)
@@ -250,12 +255,13 @@ class Runner:
 
 
 def write_report(path: Path, outcomes: list[Outcome]) -> None:
-    """One CSV row per line of the file: room_id, line, outcome, job_id, sid, msg."""
+    """One CSV row per line of the file: room_id, line, outcome, start_at, job_id, sid, msg."""
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(["room_id", "line", "outcome", "job_id", "sid", "msg"])
+        writer.writerow(["room_id", "line", "outcome", "start_at", "job_id", "sid", "msg"])
         for o in sorted(outcomes, key=lambda o: o.line.line):
-            writer.writerow([o.line.room_id, o.line.line, o.outcome, o.job_id, o.sid, o.msg])
+            start = iso_utc(start_at_of(o.line))
+            writer.writerow([o.line.room_id, o.line.line, o.outcome, start, o.job_id, o.sid, o.msg])
 
 
 def _show_bad_lines(console: Console, bad: list[Line]) -> None:
@@ -274,6 +280,8 @@ def _summary(name: str, outcomes: list[Outcome], bad: int) -> str:
         f"{counts['failed'] + counts['rejected']} failed",
         f"{counts['queued']} not created yet",
     ]
+    if counts["scheduled"]:
+        parts.insert(2, f"{counts['scheduled']} scheduled")
     if counts["not_submitted"]:
         parts.append(f"{counts['not_submitted']} not submitted")
     parts.append(f"{bad} bad lines")
@@ -332,12 +340,14 @@ async def run(lines: list[Line], args: argparse.Namespace) -> int:
         write_report(Path(args.report), outcomes + invalid)
     if args.dry_run:
         print(_dry_summary(name, outcomes, len(bad), checked_by), flush=True)
+        for row in per_day(good, time.time()):
+            print(row)
     else:
         print(_summary(name, outcomes, len(bad)), flush=True)
     if interrupted:
         console.print("interrupted: the report holds what happened so far")
         return INTERRUPTED
-    wanted = ("exists", "queued", "created") if args.no_wait else ("exists", "created")
+    wanted: tuple[str, ...] = (*READY, "queued") if args.no_wait else READY
     if args.dry_run:
         wanted = ("exists", "valid")
     ok = all(o.outcome in wanted for o in outcomes) and not bad

@@ -13,11 +13,14 @@ default), since a cell cannot say "empty object"; a JSON line without `metadata.
 gets the same empty object, so the two formats follow one rule. A row with fewer or more cells
 than the header is refused (a missing cell would silently shift nothing, but usually means a
 lost separator). JSON Lines: one create request object per line.
+`start_at` (either format) is unix seconds or ISO 8601 with a UTC offset (`2027-02-01T09:00+01:00`);
+it is sent as unix seconds.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import ipaddress
 import json
@@ -98,7 +101,27 @@ FIELD_KINDS = _field_kinds(CreateRoomRequest) | {
     # Checked by validators rather than by type, so the models cannot say it.
     "metadata.room_features.breakout_room_features.allowed_number_rooms": "int",
     "metadata.room_features.polls_features.is_allow": "bool",
+    "start_at": "time",
+    "startAt": "time",
 }
+
+
+def unix_seconds(value: Any, column: str = "start_at") -> Any:
+    """A start time as unix seconds: digits as they are, ISO 8601 with an offset converted.
+
+    Anything else is left for the service's validation to refuse (with its own message).
+    """
+    if not isinstance(value, str) or _INTEGER.fullmatch(value.strip()):
+        return int(value) if isinstance(value, str) else value
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise _CellError(
+            f"{column}: {value!r} is neither unix seconds nor ISO 8601 (2027-02-01T09:00+01:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise _CellError(f"{column}: {value!r} needs a UTC offset (+01:00, Z), or unix seconds")
+    return int(moment.timestamp())
 
 
 class _CellError(ValueError):
@@ -111,6 +134,8 @@ def convert_cell(column: str, raw: str) -> Any:
     if not text:
         return None
     kind = FIELD_KINDS.get(column, "str")
+    if kind == "time":
+        return unix_seconds(text, column)
     if kind == "int":
         if not _INTEGER.fullmatch(text):
             raise _CellError(f"{column}: {raw!r} is not an integer")
@@ -217,9 +242,15 @@ def read_jsonl(text: str) -> list[Line]:
             lines.append(Line(number, "", None, "must be a JSON object (one request per line)"))
             continue
         room_id = data.get("room_id")
-        lines.append(
-            Line(number, room_id if isinstance(room_id, str) else "", _with_features(data))
-        )
+        room_id = room_id if isinstance(room_id, str) else ""
+        try:
+            for key in ("start_at", "startAt"):
+                if key in data:
+                    data[key] = unix_seconds(data[key], key)
+        except _CellError as exc:
+            lines.append(Line(number, room_id, None, str(exc)))
+            continue
+        lines.append(Line(number, room_id, _with_features(data)))
     return lines
 
 

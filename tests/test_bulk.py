@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import Stack, make_settings, run_api, run_stack, run_worker
 from tests.support.api import Api, eventually, livekit_calls, livekit_rooms, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_api, run_stack, run_worker
 from worker import keys
 from worker.arqueue import JOB_KEY_PREFIX, deserialize_job
 
@@ -41,20 +40,24 @@ async def all_settled(api: Api, job_ids: list[str]) -> list[dict[str, Any]] | No
 
 async def settled(api: Api, job_ids: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:
     """Poll job/status (every 0.1 s: a big status answer is not free) until every job is over."""
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = await job_states(api, job_ids)
-        if all(j["state"] in ("complete", "failed") for j in jobs):
-            return jobs
-        if time.monotonic() > deadline:
-            states = Counter(j["state"] for j in jobs)
-            raise AssertionError(f"jobs not settled in {timeout} s: {states}")
-        await asyncio.sleep(0.1)
+    last: list[dict[str, Any]] = []
+
+    async def over() -> list[dict[str, Any]] | None:
+        last[:] = await job_states(api, job_ids)
+        return list(last) if all(j["state"] in ("complete", "failed") for j in last) else None
+
+    return await eventually(
+        over,
+        timeout,
+        "jobs settled",
+        interval=0.1,
+        describe=lambda: Counter(j["state"] for j in last),
+    )
 
 
 async def arq_idle(redis: Redis) -> bool:
     """No arq job queued or running (so a worker can stop without cutting one short)."""
-    return await redis.zcard("rk:queue") == 0 and not await redis.keys("arq:in-progress:*")
+    return await redis.zcard(keys.QUEUE_NAME) == 0 and not await redis.keys("arq:in-progress:*")
 
 
 async def queued_arq_jobs(redis_server: RedisServer) -> AsyncIterator[list[str]]:
@@ -172,8 +175,8 @@ async def test_more_than_the_limit_none_or_no_list_is_invalid_and_queues_nothing
         status, body = await stack.api.post(BULK, payload)
         assert status == 200
         assert body == {"status": False, "msg": msg, "status_code": "INVALID_PARAMETERS"}
-    assert await redis.zcard("rk:jobs:queued") == 0
-    assert await redis.keys("rk:room:*") == []
+    assert await redis.zcard(keys.QUEUED_JOBS) == 0
+    assert await redis.keys(keys.room("*")) == []
 
 
 async def test_an_active_room_is_reported_as_existing_and_not_created_again(
@@ -237,8 +240,8 @@ async def test_a_full_queue_refuses_the_whole_call_and_accepts_nothing(
                 "msg": "queue is full (4 waiting, limit 5); nothing was accepted, retry later",
                 "status_code": "INTERNAL_SERVER_ERROR",
             }
-            assert not await redis.exists("rk:room:bp-x", "rk:room:bp-y")
-            assert await redis.zcard("rk:jobs:queued") == 4
+            assert not await redis.exists(keys.room("bp-x"), keys.room("bp-y"))
+            assert await redis.zcard(keys.QUEUED_JOBS) == 4
 
             last = (await bulk(api, [minimal_request("bp-4")]))["results"][0]
             assert last["accepted"] is True
@@ -295,9 +298,10 @@ async def test_job_status_refuses_malformed_job_id_lists(stack: Stack) -> None:
 
 
 async def _deliveries_drained(redis: Redis) -> bool:
-    return await redis.zcard("rk:dq:due") == 0
+    return await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
 
 
+@pytest.mark.slow
 async def test_livekit_failing_for_part_of_a_bulk_retries_and_creates_each_room_once(
     stack: Stack, receiver: Receiver, redis: Redis
 ) -> None:

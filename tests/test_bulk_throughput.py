@@ -11,11 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_api, run_worker
 from tests.support.api import Api, eventually, livekit_calls, minimal_request
 from tests.support.api import emulator as emulator_control
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import RedisServer
+from tests.support.stack import make_settings, run_api, run_worker
 from tests.test_bulk import arq_idle, bulk, settled
 from worker.ratelimit import RateLimitBusy, RateLimiter, budget
 
@@ -70,6 +70,7 @@ async def test_a_call_whose_slot_is_beyond_its_budget_reserves_nothing(redis: Re
     assert time.monotonic() - started < 0.6
 
 
+@pytest.mark.slow
 async def test_a_bulk_is_worked_in_batches_not_one_arq_job_per_room(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:
@@ -112,6 +113,7 @@ async def _latency(emulator: Emulator, ms: int) -> None:
     await emulator_control(emulator.url, "faults", "POST", fault)
 
 
+@pytest.mark.slow
 async def test_rooms_without_a_slot_before_the_deadline_move_to_a_fresh_job(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:
@@ -135,6 +137,7 @@ async def test_rooms_without_a_slot_before_the_deadline_move_to_a_fresh_job(
     assert sorted(c["room"] for c in calls) == sorted(f"slow-{i}" for i in range(10))
 
 
+@pytest.mark.slow
 async def test_livekit_calls_stay_under_the_rate_limit_across_worker_processes(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:

@@ -13,15 +13,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from roomkeeper.bulkfile import read_csv
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, eventually, livekit_calls, livekit_rooms
 from tests.support.servers import ROOT, Receiver, RedisServer, free_port
+from tests.support.stack import Stack, make_settings, run_stack
 from tests.test_bulk import CreatedEvents
+from worker import keys
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 async def create_rooms(
@@ -58,7 +62,7 @@ def read_report(path: Path) -> list[dict[str, str]]:
 
 
 async def deliveries_drained(redis: Redis) -> bool:
-    return await redis.zcard("rk:dq:due") == 0
+    return await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -171,7 +175,7 @@ async def test_dry_run_reports_every_bad_line_and_creates_nothing(
         *((str(n), "invalid") for n in range(3, 10)),
     ]
     assert await livekit_calls(stack.emulator.url, "CreateRoom") == []
-    assert await redis.keys("rk:room:*") == []
+    assert await redis.keys(keys.room("*")) == []
 
 
 async def test_jsonl_bad_lines_are_reported_by_number_and_the_rest_created(
@@ -374,7 +378,7 @@ async def _all_in_livekit(stack: Stack, names: list[str]) -> bool:
 
 
 async def _all_claimed(redis: Redis, names: list[str]) -> bool:
-    return all(await asyncio.gather(*(redis.exists(f"rk:room:{n}") for n in names)))
+    return all(await asyncio.gather(*(redis.exists(keys.room(n)) for n in names)))
 
 
 async def test_dry_run_refuses_what_the_server_refuses_and_exits_as_the_real_run(
@@ -398,7 +402,7 @@ async def test_dry_run_refuses_what_the_server_refuses_and_exits_as_the_real_run
         ("ok-1", "valid"),
         ("private-1", "rejected"),
     ]
-    assert await redis.keys("rk:room:*") == []  # nothing claimed
+    assert await redis.keys(keys.room("*")) == []  # nothing claimed
     assert await livekit_calls(stack.emulator.url, "CreateRoom") == []
 
     real = await create_rooms(stack, str(rooms))

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 REQUIRED = {
     "LIVEKIT_API_KEY": LK_KEY,

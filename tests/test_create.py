@@ -8,9 +8,10 @@ import json
 from livekit import api
 from standardwebhooks import Webhook
 
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, eventually, seed_request
 from tests.support.servers import Receiver, free_port
+from tests.support.stack import Stack, make_settings, run_stack
+from worker import keys
 
 
 def created_events(receiver: Receiver, room_id: str) -> list[dict]:
@@ -106,7 +107,7 @@ async def _queue_empty(stack: Stack) -> bool:
 
     client = Redis.from_url(stack.settings.redis_url)
     try:
-        return await client.zcard("rk:dq:due") == 0
+        return await client.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
     finally:
         await client.aclose()
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
 from tests.support.api import API_KEY, minimal_request, seed_request
+from tests.support.stack import Stack
 from worker.webhooks.signing import body_hmac
 
 

@@ -9,12 +9,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from livekit import api
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import (
     API_KEY,
     API_SECRET,
@@ -25,6 +25,8 @@ from tests.support.api import (
 )
 from tests.support.delivery import emit, queue_drained, record, settled, untrusted_tls_receiver
 from tests.support.servers import Received, Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack
+from worker import keys
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +98,7 @@ async def queue_drained_stack(stack: Stack) -> bool:
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_events_of_a_room_arrive_in_order_and_a_dead_endpoint_delays_no_other_room(
     redis_server: RedisServer, emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
@@ -191,6 +194,7 @@ async def test_a_redelivery_reopens_a_queue_stopped_by_gone(
     assert [h.headers["webhook-id"] for h in hits[:2]] == [event_id, event_id]
 
 
+@pytest.mark.slow
 async def test_retry_after_on_429_and_503_is_honoured_up_to_twice_the_schedule(
     redis_server: RedisServer, emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
@@ -230,6 +234,7 @@ async def test_an_unanswered_attempt_times_out_and_is_retried(
     assert {h.headers["webhook-id"] for h in on(receiver, "/slow")} == {event_id}
 
 
+@pytest.mark.slow
 async def test_the_global_target_receives_every_rooms_events_on_its_own_queue(
     redis_server: RedisServer, emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
@@ -300,10 +305,12 @@ async def test_a_long_retry_wait_is_kept_in_our_own_keys_not_arqs(
     # Ten hours (±20 %) ahead, on our own schedule: nothing here can expire before it is due.
     assert view["state"] == "pending"
     assert 36000 * 0.8 - 5 <= view["next_attempt_at"] - time.time() <= 36000 * 1.2
-    ((queue, due_ms),) = await redis.zrange("rk:dq:due", 0, -1, withscores=True)
+    ((queue, due_ms),) = await redis.zrange(
+        keys.schedule_due(keys.DELIVERY_QUEUES), 0, -1, withscores=True
+    )
     assert queue.startswith("patient|")
     assert abs(due_ms / 1000 - view["next_attempt_at"]) < 1
-    assert await redis.ttl(f"rk:dlv:{did}") > 36000 * 1.2
+    assert await redis.ttl(keys.delivery(did)) > 36000 * 1.2
     assert await redis.keys("arq:*") == []  # no arq job holds any of it
 
 

@@ -10,11 +10,13 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import Stack
+from tests.support.api import eventually
 from tests.support.delivery import emit, record, settled
 from tests.support.servers import Receiver
+from tests.support.stack import Stack, make_settings, run_stack
 from worker import keys
 from worker.keys import deliveries_in_state
+from worker.settings import Settings
 from worker.webhooks.attempt import make_session
 from worker.webhooks.engine import Dispatcher
 
@@ -130,14 +132,55 @@ async def test_a_rooms_deliveries_since_a_time_are_sent_again(
     assert hits == [events[0][0], events[1][0]] * 2  # in order, then again in order
 
 
-async def test_pending_or_unknown_deliveries_are_not_queued_twice(
+async def test_redeliver_answers_per_id_and_never_queues_one_twice(
     stack: Stack, receiver: Receiver, redis: Redis
 ) -> None:
     receiver.hang.add("/slow")
     ((_, (did,)),) = await emit(redis, stack.settings, "slow", receiver.at("/slow"))
-    body = await redeliver(stack, delivery_ids=[did, "dlv_00000000000000000000"])
-    assert (body["queued"], body["delivery_ids"]) == (0, [])
+    ((_, (done,)),) = await emit(redis, stack.settings, "fine", receiver.at("/fine"))
+    await _settled(redis, [done])
+    await receiver.wait_for(lambda got: any(r.path == "/slow" for r in got))
+    unknown = "dlv_00000000000000000000"
+
+    body = await redeliver(stack, delivery_ids=[did, done, unknown])
+
+    assert body["results"] == [
+        {"delivery_id": did, "result": "queued"},  # in flight already: it stays one delivery
+        {"delivery_id": done, "result": "already delivered"},
+        {"delivery_id": unknown, "result": "not found"},
+    ]
+    assert (body["queued"], body["delivery_ids"]) == (1, [did])
+    assert await redis.llen(f"{keys.PREFIX}dq:q:{(await record(redis, did))['queue']}") == 1
+    assert len([r for r in receiver.received if r.path == "/fine"]) == 1
     receiver.hang.discard("/slow")
+
+
+async def test_a_pending_delivery_waiting_out_its_backoff_is_sent_now_in_order(
+    settings: Settings, emulator: Any, redis: Redis, receiver: Receiver
+) -> None:
+    long_wait = make_settings(
+        settings.redis_url, settings.livekit_url, webhook_retry_schedule="0,3600,3600"
+    )
+    async with run_stack(long_wait, emulator) as stack:
+        receiver.script["/backoff"] = [503]
+        events = await emit(redis, long_wait, "backoff", receiver.at("/backoff"), count=3)
+        ids = [i for _, (i,) in events]
+        await eventually(
+            lambda: _next_attempt(redis, ids[0]), what="the first delivery waiting out an hour"
+        )
+
+        body = await redeliver(stack, delivery_ids=[ids[0]])
+        await _settled(redis, ids)
+
+    assert body["results"] == [{"delivery_id": ids[0], "result": "queued"}]
+    hits = [r.headers["webhook-id"] for r in receiver.received if r.path == "/backoff"]
+    assert hits == [events[0][0], events[0][0], events[1][0], events[2][0]]
+    assert (await record(redis, ids[0]))["attempts"] == "2"
+
+
+async def _next_attempt(redis: Redis, did: str) -> bool:
+    rec = await record(redis, did)
+    return float(rec.get("next_at", 0)) > time.time() + 1000
 
 
 async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
@@ -153,7 +196,7 @@ async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
         ("deliveries", {"cursor": 5}, "cursor: not a cursor this API returned"),
         ("deliveries", {"room_id": 5}, "room_id: must be a non-empty string"),
         ("deliveries", {"room_id": ""}, "room_id: must be a non-empty string"),
-        ("redeliver", {}, "delivery_ids or room_id (with since) is required"),
+        ("redeliver", {}, "delivery_ids, room_id (with since) or url (with since) is required"),
         ("redeliver", {"delivery_ids": []}, "delivery_ids: must be a list of 1 to 1000"),
         ("redeliver", {"delivery_ids": "dlv_1"}, "delivery_ids: must be a list of 1 to 1000"),
         ("redeliver", {"delivery_ids": ["dlv_x"]}, "delivery_ids[0]: not a delivery id"),
@@ -162,12 +205,27 @@ async def test_bad_fields_are_refused_naming_the_field(stack: Stack) -> None:
         ("redeliver", {"room_id": "r", "since": -1}, "since: must be unix seconds"),
         ("redeliver", {"room_id": "r", "since": "yesterday"}, "since: must be unix seconds"),
         ("redeliver", {"room_id": "r", "since": True}, "since: must be unix seconds"),
-        ("redeliver", {"since": 0}, "delivery_ids or room_id (with since) is required"),
+        ("redeliver", {"since": 0}, "delivery_ids, room_id (with since) or url (with since)"),
         (
             "redeliver",
             {"delivery_ids": ["dlv_" + "0" * 20], "room_id": "r", "since": 0},
+            "give one of delivery_ids, room_id (with since) or url (with since)",
+        ),
+        (
+            "redeliver",
+            {"delivery_ids": ["dlv_" + "0" * 20], "since": 0},
             "give either delivery_ids, or room_id with since, not both",
         ),
+        ("redeliver", {"url": "http://h/x"}, "since: required with url (unix seconds)"),
+        ("redeliver", {"url": "ftp://h/x", "since": 0}, "url: must be an absolute http(s) URL"),
+        ("redeliver", {"url": 5, "since": 0}, "url: must be an absolute http(s) URL"),
+        ("redeliver", {"url": "http://h/", "since": 5, "until": 5}, "until: must be later"),
+        ("redeliver", {"url": "http://h/", "since": 0, "until": "x"}, "until: must be unix"),
+        ("redeliver", {"url": "http://h/", "since": 0, "state": "pending"}, "state: must be one"),
+        ("redeliver", {"url": "http://h/", "since": 0, "cursor": "x"}, "cursor: not a cursor"),
+        ("test", {}, "url: is required"),
+        ("test", {"url": "mailto:x@y"}, "url: must be an absolute http(s) URL"),
+        ("test", [], "request body must be a JSON object"),
     ]
     wrong = []
     for route, payload, msg in cases:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
 from tests.support.api import Api, minimal_request
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 async def test_a_worker_killed_mid_attempt_leaves_the_event_to_the_next_worker(

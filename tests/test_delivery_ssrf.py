@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.delivery import run_ssrf_probe
 
+pytestmark = pytest.mark.slow  # real processes or injected faults
+
 
 @pytest.fixture(scope="module")
 def probe() -> dict[str, Any]:

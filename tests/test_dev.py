@@ -13,11 +13,15 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from roomkeeper.dev import DEV_ENV
 from tests.support.servers import ROOT, free_port
+from worker import keys
 from worker.webhooks.signing import body_hmac
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def _wait_for(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -105,7 +109,7 @@ def _is_active(api_port: int, room_id: str) -> bool:
 def _reconciled_since(redis_port: int, since_ms: float) -> bool:
     # The reconcile timer re-arms itself at the end of each run: its due time says one ran.
     with redis.Redis(port=redis_port, decode_responses=True) as r:
-        score = r.zscore("rk:timers:due", "reconcile")
+        score = r.zscore(keys.schedule_due(keys.TIMERS), "reconcile")
     return score is not None and score > since_ms + 500
 
 

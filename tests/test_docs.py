@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices
 
-from tests.conftest import Stack
 from tests.support.api import API_KEY, API_SECRET
+from tests.support.stack import Stack
 from worker.settings import Settings
 from worker.webhooks.bodies import END_REASONS
 from worker.webhooks.events import EVENT_MODELS

@@ -24,6 +24,7 @@ from livekit import api
 from livekit.protocol import models
 
 from emulator import Emulator
+from tests.support.api import eventually
 
 KEY = "APIemulatortest"
 SECRET = "emulator-test-secret-that-is-long-enough-for-hs256"
@@ -39,17 +40,8 @@ async def wait_for(
     timeout: float = 5.0,
     what: str = "condition",
 ) -> None:
-    """Poll until predicate() is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Poll until predicate() is true (the suite's one `eventually`, at this file's pace)."""
+    await eventually(predicate, timeout, what, interval=0.02)
 
 
 def token(grants: api.VideoGrants | None = None, *, secret: str = SECRET, key: str = KEY) -> str:
@@ -553,6 +545,7 @@ async def test_room_nobody_joined_closes_at_creation_plus_empty_timeout(
     assert finished[0]["roomEndReason"] == "ROOM_END_IDLE_TIMEOUT"
 
 
+@pytest.mark.slow
 async def test_room_stays_open_while_occupied_and_closes_departure_timeout_after_last_left(
     lk: api.LiveKitAPI, emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
@@ -1000,6 +993,7 @@ async def test_config_endpoint_changes_webhook_urls_at_runtime(
 # ------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 async def test_cli_prints_listening_line_serves_and_exits_cleanly_on_sigterm(
     http: aiohttp.ClientSession,
 ) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 from livekit import api
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack
 from worker.webhooks.bodies import END_REASONS
 
 

@@ -11,13 +11,17 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_api, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms, minimal_request
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer, free_port, run_receiver
+from tests.support.stack import make_settings, run_api, run_stack
+from worker import keys
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def bulk(prefix: str, n: int, webhook_url: str) -> dict[str, Any]:
@@ -34,7 +38,7 @@ async def submit(api: Api, request: dict[str, Any]) -> list[str]:
 async def job_states(redis: Redis, job_ids: list[str]) -> list[str | None]:
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(f"rk:job:{job_id}", "state")
+            pipe.hget(keys.job(job_id), "state")
         return list(await pipe.execute())
 
 
@@ -179,7 +183,7 @@ def _events(receiver: Receiver, room: str) -> list[tuple[str, str]]:
 
 
 async def _all_attempted(redis: Redis, rooms: list[str]) -> bool:
-    pending = int(await redis.hget("rk:dlvs:counts", "pending") or 0)
+    pending = int(await redis.hget(keys.DELIVERY_COUNTS, "pending") or 0)
     return pending >= len(rooms) * 10
 
 

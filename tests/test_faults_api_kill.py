@@ -20,6 +20,7 @@ from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms
 from tests.support.bulkload import BulkSubmitter, announcements, job_records
 from tests.support.procs import roomkeeper_env, wait_healthy, worker_process
 from tests.support.servers import Process, Receiver, RedisServer, free_port, roomkeeper_cmd
+from worker import keys
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ async def _reached(redis: Redis, point: int, calls: list[asyncio.Task[None]]) ->
 
 
 async def _claimed(redis: Redis) -> int:
-    return sum([1 async for _ in redis.scan_iter("rk:job:*", count=1000)])
+    return sum([1 async for _ in redis.scan_iter(keys.job("*"), count=1000)])
 
 
 async def _done(redis: Redis, jobs: list[str]) -> bool:
@@ -125,11 +126,11 @@ async def _done(redis: Redis, jobs: list[str]) -> bool:
 async def _left_over(redis: Redis) -> list[str]:
     """Creates not finished: job records not complete, sessions still queued or creating."""
     left = []
-    async for key in redis.scan_iter("rk:job:*", count=1000):
+    async for key in redis.scan_iter(keys.job("*"), count=1000):
         state = await redis.hget(key, "state")
         if state != "complete":
             left.append(f"{key} {state}")
-    async for key in redis.scan_iter("rk:room:*", count=1000):
+    async for key in redis.scan_iter(keys.room("*"), count=1000):
         state = await redis.hget(key, "state")
         if state in ("queued", "creating"):
             left.append(f"{key} {state}")

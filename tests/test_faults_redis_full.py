@@ -21,6 +21,7 @@ from tests.support.api import LK_KEY, LK_SECRET, Api, eventually, livekit_rooms
 from tests.support.bulkload import BulkSubmitter, announcements, job_records
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer
+from worker import keys
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,7 @@ async def test_a_full_redis_refuses_whole_calls_clearly_and_leaves_no_record_hal
             env = roomkeeper_env(
                 full_redis.url, emu.url, ROOMKEEPER_CREATE_RETRY_SCHEDULE=",".join(["0.5"] * 200)
             )
-            async with api_process(env) as (url, _), worker_process(env):
+            async with api_process(env) as (url, _), worker_process(env) as worker:
                 api = Api(url)
                 submitter = BulkSubmitter(api, receiver.at("/hook"), per_call=100)
                 # The limit sits just above what Redis holds now: the bulk fills it part-way.
@@ -81,6 +82,9 @@ async def test_a_full_redis_refuses_whole_calls_clearly_and_leaves_no_record_hal
                         r.get("state") for r in await job_records(redis, list(accepted.values()))
                     )
                     print(f"\njobs by state {dict(states)}; records not whole: {problems[:10]}")
+                    if problems:
+                        noted = [x for x in worker.output().splitlines() if '"info"' not in x]
+                        print(f"worker: {worker.log}", "\n".join(x[:400] for x in noted[-15:]))
                 await api.close()
             rooms = await livekit_rooms(emu.url)
     finally:
@@ -118,39 +122,45 @@ async def _all_created(redis: Redis, receiver: Receiver, accepted: dict[str, str
 async def half_written(redis: Redis) -> list[str]:
     """Every record that is not whole, described; [] when all are."""
     problems: list[str] = []
-    async for key in redis.scan_iter("rk:job:*", count=1000):
+    async for key in redis.scan_iter(keys.job("*"), count=1000):
         job = await redis.hgetall(key)
-        missing = {"state", "room_id", "request", "event_id"} - set(job)
+        # A claimed job holds its request and event; a complete one keeps the session it made.
+        needed = (
+            {"state", "room_id", "sid"}
+            if job.get("state") == "complete"
+            else {"state", "room_id", "request", "event_id"}
+        )
+        missing = needed - set(job)
         if missing:
             problems.append(f"{key} lacks {sorted(missing)}")
         elif job["state"] != "complete":
             problems.append(f"{key} left {job['state']}")
-    timers = set(await redis.zrange("rk:timers:due", 0, -1))
-    async for key in redis.scan_iter("rk:room:*", count=1000):
+    timers = set(await redis.zrange(keys.schedule_due(keys.TIMERS), 0, -1))
+    async for key in redis.scan_iter(keys.room("*"), count=1000):
         room = await redis.hgetall(key)
-        room_id = key.removeprefix("rk:room:")
+        room_id = key.removeprefix(keys.room(""))
         if room.get("state") not in ("created", "active"):
             problems.append(f"{key} in state {room.get('state')!r}")
             continue
         sid = room.get("sid", "")
         if not sid or not room.get("info"):
             problems.append(f"{key} live without sid or info")
-        if await redis.get(f"rk:sid:{sid}") != room_id:
+        if await redis.get(keys.sid(sid)) != room_id:
             problems.append(f"{key}: rk:sid:{sid} does not lead back")
-        if await redis.zscore("rk:rooms:active", room_id) is None:
+        if await redis.zscore(keys.ACTIVE_ROOMS, room_id) is None:
             problems.append(f"{key} live but not in rk:rooms:active")
         if not any(t.startswith(f"empty|{room_id}|{sid}|") for t in timers):
             problems.append(f"{key} live without its empty_timeout timer")
-    async for key in redis.scan_iter("rk:dlv:*", count=1000):
+    async for key in redis.scan_iter(keys.delivery("*"), count=1000):
         if key.endswith(":att"):
             continue
         delivery = await redis.hgetall(key)
         if {"state", "event_id", "url"} - set(delivery):
             problems.append(f"{key} lacks fields: {sorted(delivery)}")
         elif delivery["state"] == "pending" and not await redis.exists(
-            f"rk:ev:{delivery['event_id']}"
+            keys.event_body(delivery["event_id"])
         ):
             problems.append(f"{key} pending without its body")
-    if await redis.zcard("rk:jobs:queued"):
-        problems.append("rk:jobs:queued not empty")
+    if await redis.zcard(keys.QUEUED_JOBS):
+        problems.append(f"{keys.QUEUED_JOBS} not empty")
     return problems

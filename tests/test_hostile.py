@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import Stack
 from tests.support.api import minimal_request
+from tests.support.stack import Stack
 
 
 def nested(depth: int) -> str:

@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack, run_worker
 from tests.support.api import (
     API_KEY,
     API_SECRET,
@@ -35,6 +34,8 @@ from tests.support.api import (
     seed_request,
 )
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack, run_worker
+from worker import keys
 
 
 def events_of(receiver: Receiver, room_id: str) -> list[str]:
@@ -51,7 +52,7 @@ async def join(stack: Stack, room: str, identity: str) -> dict[str, Any]:
 
 
 async def state_of(redis: Redis, room_id: str) -> str | None:
-    return await redis.hget(f"rk:room:{room_id}", "state")
+    return await redis.hget(keys.room(room_id), "state")
 
 
 async def test_full_story_through_the_python_sdk(stack: Stack, receiver: Receiver) -> None:
@@ -232,14 +233,15 @@ async def test_a_joined_room_survives_its_empty_timeout(
 
 
 async def _joined(redis: Redis, room_id: str) -> bool:
-    return int(await redis.hget(f"rk:room:{room_id}", "joined") or 0) > 0
+    return int(await redis.hget(keys.room(room_id), "joined") or 0) > 0
 
 
 async def _timer_gone(redis: Redis, prefix: str) -> bool:
-    members = await redis.zrange("rk:timers:due", 0, -1)
+    members = await redis.zrange(keys.schedule_due(keys.TIMERS), 0, -1)
     return not any(m.startswith(prefix) for m in members)
 
 
+@pytest.mark.slow
 async def test_room_duration_ends_the_room_on_time_after_session_ending(
     redis_server: RedisServer, slow_emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
@@ -285,6 +287,7 @@ async def test_reconciliation_ends_a_room_deleted_behind_our_back(
             assert await state_of(redis, "vanish") == "ended"
 
 
+@pytest.mark.slow
 async def test_only_one_worker_reconciles_at_a_time(
     redis_server: RedisServer, redis: Redis
 ) -> None:

@@ -13,9 +13,10 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
 
-from tests.conftest import Stack
 from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
 from tests.support.servers import Receiver
+from tests.support.stack import Stack
+from worker import keys
 
 
 def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -> str:
@@ -72,8 +73,8 @@ async def test_a_webhook_that_does_not_verify_gets_401_and_changes_nothing(
     status = await post_webhook(stack.url, body, BAD_REQUESTS[case](body))
 
     assert status == 401
-    assert await redis.hget("rk:room:hooked", "participants") == "0"
-    assert await redis.llen("rk:in:q:hooked") == 0
+    assert await redis.hget(keys.room("hooked"), "participants") == "0"
+    assert await redis.llen(keys.schedule_list(keys.INBOUND, "hooked")) == 0
     assert "participant_joined" not in [e["event"] for e in receiver.events()]
 
 
@@ -89,11 +90,14 @@ async def test_the_same_event_delivered_twice_is_processed_once(
     await receiver.wait_for(lambda r: any(x.json["event"] == "participant_joined" for x in r))
     await eventually(lambda: _drained(redis), what="inbound and delivery queues drained")
     assert [e["event"] for e in receiver.events()].count("participant_joined") == 1
-    assert await redis.hget("rk:room:hooked", "participants") == "1"
+    assert await redis.hget(keys.room("hooked"), "participants") == "1"
 
 
 async def _drained(redis: Redis) -> bool:
-    return await redis.zcard("rk:in:due") == 0 and await redis.zcard("rk:dq:due") == 0
+    return (
+        await redis.zcard(keys.schedule_due(keys.INBOUND)) == 0
+        and await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
+    )
 
 
 async def test_events_for_rooms_we_did_not_create_are_dropped(
@@ -106,7 +110,7 @@ async def test_events_for_rooms_we_did_not_create_are_dropped(
 
     assert status == 200
     await eventually(lambda: _drained(redis), what="inbound queue drained")
-    assert await redis.exists("rk:room:not-ours") == 0
+    assert await redis.exists(keys.room("not-ours")) == 0
     assert receiver.received == []
 
 

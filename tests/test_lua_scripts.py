@@ -36,6 +36,8 @@ TESTED = {
     "worker/webhooks/settle.lua",
     "worker/webhooks/advance.lua",
     "worker/webhooks/prune.lua",
+    "worker/webhooks/host_admit.lua",
+    "worker/webhooks/host_observe.lua",
 }
 
 
@@ -837,3 +839,143 @@ async def test_prune_an_expired_record_drops_its_index_entries(redis: Redis) -> 
     for index in INDEXES:
         assert await redis.zscore(index, "d1") is None
     assert await redis.exists(keys.DELIVERY_COUNTS) == 0
+
+
+async def test_prune_drops_the_url_index_entry_when_given(redis: Redis) -> None:
+    await indexed(redis, "dead")
+    await redis.zadd(keys.deliveries_by_url("u1"), {"d1": 0, "d2": 0})
+    script = run(redis, "worker.webhooks", "prune")
+    k = [
+        keys.delivery("d1"),
+        keys.delivery_attempts("d1"),
+        keys.DELIVERIES,
+        keys.deliveries_by_room("r1"),
+        keys.deliveries_in_state("pending"),
+        keys.deliveries_in_state("dead"),
+        keys.DELIVERY_COUNTS,
+        keys.deliveries_by_url("u1"),
+    ]
+    assert int(await script(keys=k, args=["d1"])) == 1
+    assert await redis.zrange(keys.deliveries_by_url("u1"), 0, -1) == ["d2"]
+
+
+# -- worker/webhooks/host_admit.lua ------------------------------------------------------------
+
+HOST = "http://h:80"
+
+
+async def admit(
+    redis: Redis, now: int, qid: str = "q1", rps: float = 0, max_sleep: int = 1000
+) -> list[Any]:
+    script = run(redis, "worker.webhooks", "host_admit")
+    k = [
+        keys.host(HOST),
+        keys.host_waiting(HOST),
+        keys.host_tat(HOST),
+        keys.HOSTS,
+        keys.delivery(f"d-{qid}"),
+    ]
+    args = [qid, now, 1000, rps, max_sleep, HOST, "breaker open", "rate"]
+    return list(await script(keys=k, args=args))
+
+
+async def test_host_admit_a_closed_host_goes_and_is_listed(redis: Redis) -> None:
+    await redis.hset(keys.delivery("d-q1"), mapping={"inflight": "1", "held": "x"})
+    assert await admit(redis, 5_000) == [1, 0, 0, 0]
+    assert await redis.zscore(keys.HOSTS, HOST) == 5_000
+    assert await redis.hgetall(keys.delivery("d-q1")) == {"inflight": "1"}  # held cleared
+
+
+async def test_host_admit_the_rate_spaces_attempts_then_holds(redis: Redis) -> None:
+    assert (await admit(redis, 10_000, rps=10))[:2] == [1, 0]
+    assert (await admit(redis, 10_000, rps=10))[:2] == [1, 100]  # the next slot, 100 ms on
+    held = await admit(redis, 10_000, rps=10, max_sleep=150)
+    assert held == [0, 10_200, "rate"]  # beyond the sleep bound: nothing reserved, held
+    rec = await redis.hgetall(keys.delivery("d-q1"))
+    assert rec == {"held": "rate", "next_at": "10.200"}
+
+
+async def test_host_admit_a_lowered_rate_applies_until_it_lapses(redis: Redis) -> None:
+    await redis.hset(keys.host(HOST), mapping={"slow_rps": 2, "slow_until": 20_000})
+    await admit(redis, 10_000, rps=10)
+    assert (await admit(redis, 10_000, rps=10))[:2] == [1, 500]
+    await redis.delete(keys.host_tat(HOST))
+    await admit(redis, 30_000, rps=10)
+    assert (await admit(redis, 30_000, rps=10))[:2] == [1, 100]
+
+
+async def test_host_admit_an_open_breaker_lets_the_longest_waiting_probe(redis: Redis) -> None:
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 2_000, "failures": 7})
+    assert await admit(redis, 1_000, "q1") == [0, 2_000, "breaker"]  # first in line, too early
+    assert await admit(redis, 1_500, "q2") == [0, 3_000, "breaker"]  # behind q1
+    assert await redis.hget(keys.delivery("d-q2"), "held") == "breaker open"
+    assert await admit(redis, 2_100, "q2") == [0, 3_000, "breaker"]  # q1's turn
+    assert await admit(redis, 2_100, "q1") == [1, 0, 1, 7]  # the probe
+    assert await redis.hget(keys.host(HOST), "probe_at") == "3100"
+    assert await redis.zrange(keys.host_waiting(HOST), 0, -1) == ["q2"]
+
+
+async def test_host_admit_a_first_in_line_that_never_came_lets_another_probe(
+    redis: Redis,
+) -> None:
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 2_000})
+    await redis.zadd(keys.host_waiting(HOST), {"gone": 1})
+    assert (await admit(redis, 2_500, "q2"))[0] == 0
+    assert (await admit(redis, 3_000, "q2"))[:3] == [1, 0, 1]
+
+
+# -- worker/webhooks/host_observe.lua ----------------------------------------------------------
+
+
+async def observe(
+    redis: Redis, kind: str, now: int, retry_after: float = -1, threshold: int = 3
+) -> int:
+    script = run(redis, "worker.webhooks", "host_observe")
+    k = [
+        keys.host(HOST),
+        keys.host_waiting(HOST),
+        keys.HOSTS_OPEN,
+        "rk:dq:due",
+        "rk:dq:lease",
+        "rk:dq:wake",
+    ]
+    args = [kind, now, threshold, 1000, retry_after, 50, HOST, 1, 30_000]
+    return int(await script(keys=k, args=args))
+
+
+async def test_host_observe_failures_in_a_row_open_the_breaker(redis: Redis) -> None:
+    assert await observe(redis, "fail", 1) == 0
+    assert await observe(redis, "ok", 2) == 0  # an answer resets the count
+    assert [await observe(redis, "fail", t) for t in (3, 4, 5)] == [0, 0, 1]
+    assert await redis.hgetall(keys.host(HOST)) == {
+        "failures": "3",
+        "state": "open",
+        "opened": "5",
+        "probe_at": "1005",
+    }
+    assert await redis.smembers(keys.HOSTS_OPEN) == {HOST}
+    assert await observe(redis, "fail", 6) == 0  # already open
+
+
+async def test_host_observe_an_answer_closes_it_and_wakes_the_waiting_queues(
+    redis: Redis,
+) -> None:
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 9, "failures": 4})
+    await redis.sadd(keys.HOSTS_OPEN, HOST)
+    await redis.zadd(keys.host_waiting(HOST), {"q1": 1, "q2": 2})
+    await redis.zadd("rk:dq:due", {"q1": 99_999, "q2": 99_999})
+    await redis.hset("rk:dq:lease", "q2", "token")  # a consumer holds q2 under its lease
+    assert await observe(redis, "ok", 500) == 2
+    assert await redis.hget(keys.host(HOST), "state") == "closed"
+    assert await redis.hget(keys.host(HOST), "failures") == "0"
+    assert await redis.zscore("rk:dq:due", "q1") == 500
+    assert await redis.zscore("rk:dq:due", "q2") == 99_999
+    assert await redis.exists(keys.host_waiting(HOST), keys.HOSTS_OPEN) == 0
+    assert await redis.llen("rk:dq:wake") == 1
+
+
+async def test_host_observe_retry_after_halves_the_rate_for_a_while(redis: Redis) -> None:
+    await observe(redis, "fail", 1_000, retry_after=60)
+    assert await redis.hmget(keys.host(HOST), "slow_rps", "slow_until") == ["25", "61000"]
+    await observe(redis, "fail", 2_000, retry_after=1)
+    assert await redis.hmget(keys.host(HOST), "slow_rps", "slow_until") == ["12.5", "32000"]

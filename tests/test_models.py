@@ -23,14 +23,15 @@ from plugnmeet_sdk.schemas.data import (
 )
 from plugnmeet_sdk.schemas.requests import CreateRoomRequest
 
+from handlers.models import PastRoomsRequest
 from worker.rooms.request import (
     CreateLimits,
     CreateRoom,
     RequestInvalid,
     parse_create_room,
-    parse_room_id,
 )
 from worker.webhooks.netguard import parse_cidrs
+from worker.wire import WireInvalid, read
 
 # The example request from the user's seed document (000_c6989e4d3af78a2e.txt), verbatim.
 SEED_EXAMPLE: dict[str, Any] = {
@@ -792,11 +793,13 @@ def test_request_invalid_is_a_value_error_whose_str_is_the_message() -> None:
     assert str(info.value) == info.value.msg == "metadata: is required"
 
 
-# --- parse_room_id, for the other routes ---------------------------------------------------------
+# --- the room_id rule, for the other routes ------------------------------------------------------
 
 
-def test_parse_room_id_returns_a_valid_id() -> None:
-    assert parse_room_id("Room_01.a:b-c") == "Room_01.a:b-c"
+def test_a_room_id_list_keeps_valid_ids() -> None:
+    assert read(PastRoomsRequest, {"room_ids": ["Room_01.a:b-c"]}).value.room_ids == [
+        "Room_01.a:b-c"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -808,9 +811,9 @@ def test_parse_room_id_returns_a_valid_id() -> None:
         (12, "room_ids.0: must be a string"),
     ],
 )
-def test_parse_room_id_names_the_field_it_was_given(value: object, message: str) -> None:
-    with pytest.raises(RequestInvalid) as info:
-        parse_room_id(value, "room_ids.0")
+def test_the_room_id_rule_names_the_item_it_was_given(value: object, message: str) -> None:
+    with pytest.raises(WireInvalid) as info:
+        read(PastRoomsRequest, {"room_ids": [value]})
     assert info.value.msg == message
 
 

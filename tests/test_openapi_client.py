@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -23,10 +24,12 @@ from livekit import api
 from pydantic import BaseModel
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import make_settings, run_stack
 from worker.webhooks.events import EVENT_MODELS
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 CODEGEN = Path(sys.executable).parent / "datamodel-codegen"
 
@@ -143,6 +146,15 @@ async def test_a_generated_client_parses_real_answers_and_every_webhook_body(
             )  # fmt: skip
             await call("/auth/room/fetchPastRooms", {"room_ids": ["story"]})
             await call("/auth/webhook/deliveries", {"room_id": "story"})
+            # A room scheduled a term ahead, listed, then cancelled before it exists.
+            later = {
+                **minimal_request("later", webhook_url=hook),
+                "start_at": int(time.time()) + 3600,
+            }
+            await call("/auth/room/create", later, code="202")
+            await call("/auth/room/fetchScheduledRooms", {})
+            await call("/auth/room/endRoom", {"room_id": "later"})
+            await receiver.wait_for(lambda r: _seen(receiver, "room_cancelled"))
 
     for path, code, answer in answers:
         parse(answer_model(models, spec, path, code), answer)

@@ -8,13 +8,14 @@ import sys
 import tempfile
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_api
 from tests.support.api import eventually, minimal_request
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import RedisServer, free_port
+from tests.support.stack import Stack, make_settings, run_api
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -40,6 +41,7 @@ async def test_readyz_names_livekit_when_it_is_unreachable(
     assert health == 200  # alive, just not ready
 
 
+@pytest.mark.slow
 async def test_readyz_names_redis_when_it_is_down(emulator: Emulator) -> None:
     server = RedisServer()
     server.start()
@@ -80,6 +82,7 @@ def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 async def test_worker_check_passes_while_a_worker_runs_and_fails_without_one(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:

@@ -11,9 +11,10 @@ from livekit import api
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack
+from worker import keys
 
 RECORDING = {"start_recording", "end_recording", "recording_proceeded", "start_rtmp", "end_rtmp"}
 
@@ -121,8 +122,8 @@ async def test_egress_events_of_rooms_that_are_not_ours_are_dropped(
     egress = await lk.egress.start_room_composite_egress(file_request("foreign"))
     started = await eventually(lambda: sent(stack, "foreign", "egress_started"), what="sent")
     event_id = started[0]["id"]
-    await eventually(lambda: redis.exists(f"rk:lkdone:{event_id}"), what="event applied")
-    assert await redis.exists(f"rk:egress:{egress.egress_id}") == 0
+    await eventually(lambda: redis.exists(keys.lk_event_done(event_id)), what="event applied")
+    assert await redis.exists(keys.egress(egress.egress_id)) == 0
     assert recording_events(receiver) == []
 
 
@@ -184,7 +185,7 @@ async def test_the_first_admin_starts_one_recording_and_ending_the_session_compl
     await join_with_token(stack, "class", "student", admin=False)
     await eventually(lambda: joined(receiver, "student"), what="student's join forwarded")
     assert await egresses(stack, "class") == []
-    assert await redis.hget("rk:room:class", "rec_claim") is None
+    assert await redis.hget(keys.room("class"), "rec_claim") is None
 
     await join_with_token(stack, "class", "teacher", admin=True)
     await eventually(lambda: has(receiver, "start_recording"), what="start_recording")
@@ -198,8 +199,14 @@ async def test_the_first_admin_starts_one_recording_and_ending_the_session_compl
     await eventually(lambda: joined(receiver, "teacher", 2), what="teacher's rejoin forwarded")
     assert await eventually(lambda: joined(receiver, "assistant"))
     assert [e["egress_id"] for e in await egresses(stack, "class")] == [egress_id]
-    assert await redis.zcard("rk:timers:due") >= 1  # the empty timer; no record timer is left
-    assert not [m for m in await redis.zrange("rk:timers:due", 0, -1) if m.startswith("record")]
+    assert (
+        await redis.zcard(keys.schedule_due(keys.TIMERS)) >= 1
+    )  # the empty timer; no record timer is left
+    assert not [
+        m
+        for m in await redis.zrange(keys.schedule_due(keys.TIMERS), 0, -1)
+        if m.startswith("record")
+    ]
 
     _, body = await stack.api.post("/auth/room/endRoom", {"room_id": "class"})
     assert body["status"], body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+import pytest
 from livekit import api
 from redis.asyncio import Redis
 
@@ -12,6 +13,9 @@ from emulator.server import Emulator
 from tests.support.api import LK_KEY, LK_SECRET, Api, emulator, eventually, minimal_request
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer
+from worker import keys
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def names(receiver: Receiver) -> list[str]:
@@ -28,7 +32,9 @@ async def _delivered(emu: Emulator, event: str) -> bool:
 
 
 async def _idle(redis: Redis) -> bool:
-    return await redis.llen("rk:in:q:kept") == 0 and not await redis.zscore("rk:in:due", "kept")
+    return await redis.llen(
+        keys.schedule_list(keys.INBOUND, "kept")
+    ) == 0 and not await redis.zscore(keys.schedule_due(keys.INBOUND), "kept")
 
 
 async def test_a_worker_killed_while_an_egress_runs_still_delivers_its_end_events(

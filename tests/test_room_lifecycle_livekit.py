@@ -15,9 +15,10 @@ from livekit import api
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import LK_KEY, LK_SECRET, eventually, livekit_calls, minimal_request
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_stack
+from worker import keys
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ async def test_a_room_joined_only_by_an_egress_still_ends_on_its_empty_timeout(
     ended = await eventually(lambda: _async(events(receiver, "session_ended")), timeout=10)
     assert ended[0]["reason"] == "empty_timeout"
     sid = ended[0]["room"]["sid"]
-    assert await redis.hget(f"rk:past:{sid}", "joined_participants") == "0"
+    assert await redis.hget(keys.past_room(sid), "joined_participants") == "0"
 
 
 async def _async(value: Any) -> Any:
@@ -117,8 +118,8 @@ async def test_dependents_do_not_count_and_aborted_or_unknown_leaves_never_go_ne
     await stack.lk("rooms/counted/participants", "POST", {"identity": "alice"})
     await stack.lk("rooms/counted/participants", "POST", {"identity": "bot", "kind": "AGENT"})
     await eventually(lambda: has(receiver, "participant_joined", 2), what="both joins forwarded")
-    assert await redis.hget("rk:room:counted", "participants") == "1"
-    assert await redis.hget("rk:room:counted", "joined") == "1"
+    assert await redis.hget(keys.room("counted"), "participants") == "1"
+    assert await redis.hget(keys.room("counted"), "joined") == "1"
 
     await post_event(stack, "participant_connection_aborted", room, "bob")
     await post_event(stack, "participant_left", room, "carol")  # never joined
@@ -127,7 +128,7 @@ async def test_dependents_do_not_count_and_aborted_or_unknown_leaves_never_go_ne
     await post_event(stack, "participant_left", room, "alice")  # a second left for alice
     await eventually(lambda: has(receiver, "participant_left", 4), what="lefts forwarded")
 
-    assert await redis.hget("rk:room:counted", "participants") == "0"
+    assert await redis.hget(keys.room("counted"), "participants") == "0"
     lefts = events(receiver, "participant_left")
     # carol (never in), the agent (never counted), alice, alice again
     assert [e["room"]["num_participants"] for e in lefts] == [1, 1, 0, 0]
@@ -155,8 +156,8 @@ async def test_a_room_re_created_after_its_end_is_deleted_without_a_second_room_
     print(f"fault: re-created room deleted {lateness * 1000:.0f} ms after LiveKit created it")
     assert lateness < 1.0
     assert "zombie" not in stack.emulator.state.rooms
-    assert await redis.hget("rk:room:zombie", "state") == "ended"
-    assert await redis.hget("rk:room:zombie", "sid") != reborn.sid
+    assert await redis.hget(keys.room("zombie"), "state") == "ended"
+    assert await redis.hget(keys.room("zombie"), "sid") != reborn.sid
     assert len(events(receiver, "room_created")) == 1
     assert len(events(receiver, "session_ended")) == 1
 
@@ -168,7 +169,7 @@ async def _deletes(stack: Stack, count: int) -> list[dict[str, Any]]:
 
 async def _applied(stack: Stack, redis: Redis, room: str) -> bool:
     records = (await stack.lk(f"webhooks?room={room}&event=room_started"))["webhooks"]
-    return bool(records) and bool(await redis.exists(f"rk:lkdone:{records[0]['id']}"))
+    return bool(records) and bool(await redis.exists(keys.lk_event_done(records[0]["id"])))
 
 
 async def test_rooms_roomkeeper_never_knew_stay_unless_told_to_delete_them(
@@ -195,4 +196,4 @@ async def test_with_unknown_rooms_delete_a_room_never_ours_is_deleted(
     await lk.room.create_room(api.CreateRoomRequest(name="intruder"))
     await eventually(lambda: _deletes(deleting_stack, 1), what="DeleteRoom")
     assert "intruder" not in deleting_stack.emulator.state.rooms
-    assert await redis.exists("rk:room:intruder") == 0
+    assert await redis.exists(keys.room("intruder")) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from livekit import api
 from plugnmeet_sdk import PlugNMeet
 from plugnmeet_sdk.schemas.data import (
@@ -23,7 +24,6 @@ from plugnmeet_sdk.schemas.requests import CreateRoomRequest
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
-from tests.conftest import Stack
 from tests.support.api import (
     API_KEY,
     API_SECRET,
@@ -37,6 +37,9 @@ from tests.support.api import (
 )
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer, free_port
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 def sdk_request(room_id: str, webhook_url: str) -> CreateRoomRequest:

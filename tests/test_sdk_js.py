@@ -11,9 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Stack
+import pytest
+
 from tests.support.api import API_KEY, API_SECRET, livekit_rooms, seed_request
 from tests.support.servers import Receiver
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 JS = Path(__file__).parent / "js"
 NODE = "/usr/bin/node" if Path("/usr/bin/node").exists() else "node"

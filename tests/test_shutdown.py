@@ -8,6 +8,7 @@ import signal
 import time
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
@@ -22,7 +23,10 @@ from tests.support.api import (
 )
 from tests.support.procs import api_process, roomkeeper_env, worker_process
 from tests.support.servers import RedisServer
+from worker import keys
 from worker.webhooks.signing import body_hmac
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 async def balancer(url: str, routable: asyncio.Event, stop: asyncio.Event) -> None:
@@ -111,7 +115,7 @@ async def _at_least(outcomes: dict[str, list], n: int) -> bool:
 async def _all_complete(redis: Redis, job_ids: list[str]) -> bool:
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(f"rk:job:{job_id}", "state")
+            pipe.hget(keys.job(job_id), "state")
         states = await pipe.execute()
     return all(s == "complete" for s in states)
 
@@ -155,7 +159,7 @@ async def test_sigterm_on_a_worker_under_load_leaves_the_rest_for_the_next_worke
 
 
 async def _some_complete(redis: Redis, job_ids: list[str]) -> bool:
-    states = [await redis.hget(f"rk:job:{j}", "state") for j in job_ids[:50]]
+    states = [await redis.hget(keys.job(j), "state") for j in job_ids[:50]]
     return states.count("complete") >= 5
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import make_settings, run_api
 from tests.support.api import (
     LK_KEY,
     LK_SECRET,
@@ -19,6 +19,10 @@ from tests.support.api import (
 )
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import RedisServer
+from tests.support.stack import make_settings, run_api
+from worker import keys
+
+pytestmark = pytest.mark.slow  # real processes or injected faults
 
 
 async def test_a_timer_pending_when_its_worker_is_killed_fires_on_time_in_the_next_worker(
@@ -35,7 +39,9 @@ async def test_a_timer_pending_when_its_worker_is_killed_fires_on_time_in_the_ne
                 doomed.wait(10)
             room = await emulator(emu.url, "rooms/durable")
             deadline = int(room["creation_time_ms"]) / 1000 + 6
-            assert await redis.zcard("rk:timers:due") >= 1  # the timer outlived its worker
+            assert (
+                await redis.zcard(keys.schedule_due(keys.TIMERS)) >= 1
+            )  # the timer outlived its worker
 
             async with worker_process(env, "heir"):
                 calls = await eventually(
@@ -49,4 +55,4 @@ async def test_a_timer_pending_when_its_worker_is_killed_fires_on_time_in_the_ne
 
 
 async def _ended(redis: Redis, room_id: str) -> bool:
-    return await redis.hget(f"rk:room:{room_id}", "state") == "ended"
+    return await redis.hget(keys.room(room_id), "state") == "ended"

@@ -4,6 +4,7 @@ full-size bulks, errors in either spelling, warnings, unknown routes, createBulk
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from handlers.models import (
 )
 from roomkeeper.bulkclient import MAX_BODY, Outcome, batches
 from roomkeeper.bulkfile import Line
-from tests.conftest import Stack
 from tests.support.api import livekit_rooms, minimal_request, seed_request
 from tests.support.servers import run_receiver
+from tests.support.stack import Stack
 from worker.rooms.request import parse_create_room
 from worker.wire import WireInvalid, read
 
@@ -283,3 +284,25 @@ def test_every_route_names_bad_fields_by_their_snake_case_names() -> None:
         with pytest.raises(WireInvalid) as info:
             read(model, body)
         assert info.value.msg.startswith(message), (model, body, info.value.msg)
+
+
+async def test_livekit_events_are_still_held_to_one_mebibyte(stack: Stack) -> None:
+    body = b'{"event":"room_started","pad":"' + b"x" * 2**20 + b'"}'
+    async with stack.http.post(
+        f"{stack.url}/webhook", data=io.BytesIO(body), headers={"Authorization": "x"}
+    ) as resp:
+        assert resp.status == 413
+        assert await resp.text() == f"body is larger than {2**20} bytes\n"
+
+
+async def test_a_bulk_names_each_rooms_unknown_keys_by_its_position(stack: Stack) -> None:
+    typo = minimal_request("bulk-typo")
+    typo["metadata"]["room_features"]["room_duraton"] = 5
+    rooms = [minimal_request("bulk-fine"), camel_keys(typo)]
+
+    status, answer = await stack.api.post("/auth/room/createBulk", {"rooms": rooms})
+
+    assert status == 202 and [r["accepted"] for r in answer["results"]] == [True, True]
+    assert answer["warnings"] == [
+        "rooms.1.metadata.room_features.roomDuraton: not a known field, kept as is"
+    ]

@@ -97,11 +97,28 @@ def worker_pool(settings: Settings) -> ArqRedis:
 
 
 class ResilientWorker(Worker):
-    """arq's Worker, riding out a Redis restart instead of dying with it.
+    """arq's Worker, riding out a Redis restart or a full Redis instead of dying with it.
 
-    A failure between taking a job slot and starting the job would leak that slot (and a WATCH
-    broken by a reconnect raises); here the slot is given back and the poll goes on later.
+    arq lets any Redis error in its poll loop end the worker: the worker's pool retries lost
+    connections, and the three public steps of a poll that write (starting jobs, running one,
+    the heartbeat) catch the rest (a full Redis answers OOM to writes). A failure between taking
+    a job slot and starting the job would leak that slot; here the slot is given back and the
+    poll goes on later. A job whose run failed on Redis stays queued and runs again.
     """
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job; a Redis failure leaves the job for a later run instead of the loop."""
+        try:
+            await super().run_job(job_id, score)
+        except RedisError as exc:
+            log.warning("redis refused an arq job's bookkeeping", job=job_id, error=repr(exc))
+
+    async def heart_beat(self) -> None:
+        """arq's heartbeat; a Redis failure skips one beat."""
+        try:
+            await super().heart_beat()
+        except RedisError as exc:
+            log.warning("redis unavailable, arq heartbeat skipped", error=type(exc).__name__)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, one job at a time, returning the slot when Redis fails mid-way."""

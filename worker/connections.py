@@ -33,6 +33,9 @@ def _retry(retries: int) -> dict[str, Any]:
     }
 
 
+SENTINEL_TIMEOUT_S = 1.0
+
+
 def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
     hosts = []
     for entry in settings.redis_sentinels:
@@ -55,6 +58,11 @@ def client_for(
         url = parse_url(settings.redis_url)
         sentinel = Sentinel(
             _sentinel_hosts(settings),
+            # A sentinel that hangs must not hold up finding the primary: the next one is asked.
+            sentinel_kwargs={
+                "socket_timeout": SENTINEL_TIMEOUT_S,
+                "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            },
             password=url.get("password"),
             username=url.get("username"),
             db=url.get("db", 0),

@@ -36,6 +36,7 @@ class Deps:
     timers: Schedule
     inbound: Schedule
     deliveries: Schedule
+    scheduled: Schedule  # rooms waiting for their start time (worker.rooms.scheduled)
     replicas: ReplicaWait
     # Timers first: the worker's other consumers step aside while one fires.
     priority: Priority = field(default_factory=Priority)
@@ -68,5 +69,6 @@ async def open_deps(settings: Settings) -> Deps:
         timers=Schedule(redis, keys.TIMERS),
         inbound=Schedule(redis, keys.INBOUND),
         deliveries=deliveries,
+        scheduled=Schedule(redis, keys.SCHEDULED_ROOMS),
         replicas=ReplicaWait.from_settings(settings),
     )

@@ -8,10 +8,12 @@ PREFIX = "rk:"
 QUEUE_NAME = "rk:queue"
 WORKER_HEALTH = f"{PREFIX}worker:health"  # arq's health-check record of each worker
 
-# The durable schedules (worker/queue/schedule.py): room timers, LiveKit's events in, deliveries.
+# The durable schedules (worker/queue/schedule.py): room timers, LiveKit's events in, deliveries,
+# rooms scheduled ahead.
 TIMERS = "timers"
 INBOUND = "in"
 DELIVERY_QUEUES = "dq"
+SCHEDULED_ROOMS = "sched"
 
 
 def schedule_due(schedule: str) -> str:
@@ -143,3 +145,37 @@ def deliveries_in_state(state: str) -> str:
 def gone(queue_id: str) -> str:
     """String: set when a (room, URL) answered 410, stopping its queue until redelivery."""
     return f"{PREFIX}gone:{queue_id}"
+
+
+def scheduled(room_id: str) -> str:
+    """Hash: a room scheduled for later: its job, start time and (compressed) create request."""
+    return f"{PREFIX}scheduled:{room_id}"
+
+
+# Zset (score 0) of `{start_at:011d}|{room_id}`: scheduled rooms, lexically ordered by start time.
+SCHEDULED_BY_START = f"{PREFIX}scheduled:by_start"
+
+
+def deliveries_by_url(url_hash: str) -> str:
+    """Zset (score 0) of the delivery ids to one URL (by the URL's hash), for replay by URL."""
+    return f"{PREFIX}dlvs:url:{url_hash}"
+
+
+# Per target host (`scheme://host:port`): its circuit breaker and its rate.
+HOSTS = f"{PREFIX}hosts"  # zset host -> last attempt (ms), what the console lists
+HOSTS_OPEN = f"{PREFIX}hosts:open"  # set of hosts whose breaker is open
+
+
+def host(host_key: str) -> str:
+    """Hash: a host's breaker (failures, state, opened, probe_at) and lowered rate (slow_*)."""
+    return f"{PREFIX}host:{host_key}"
+
+
+def host_waiting(host_key: str) -> str:
+    """Zset qid -> ms it started waiting: the (room, URL) queues an open breaker holds."""
+    return f"{PREFIX}host:{host_key}:waiting"
+
+
+def host_tat(host_key: str) -> str:
+    """String: the host's rate timetable (GCRA theoretical arrival time, ms)."""
+    return f"{PREFIX}host:{host_key}:tat"

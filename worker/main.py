@@ -1,8 +1,8 @@
-"""The worker process: arq runs the create jobs; three consumers work the durable schedules.
+"""The worker process: arq runs the create jobs; consumers work the durable schedules.
 
 `WorkerSettings` is arq's way in. Startup opens `Deps` and starts the consumers (timers, LiveKit's
-inbound events, webhook deliveries); shutdown lets running work finish within the grace period and
-leaves the rest on its schedule or queue for other workers.
+inbound events, webhook deliveries, scheduled rooms falling due); shutdown lets running work
+finish within the grace period and leaves the rest on its schedule or queue for other workers.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
 from worker.rooms.ending import on_timer
+from worker.rooms.firing import run_firing
 from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
 from worker.webhooks.attempt import make_session
@@ -57,7 +58,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
         await pipe.execute()
-    waiters = [redis_client(settings) for _ in range(3)]
+    waiters = [redis_client(settings) for _ in range(4)]
     ctx["waiters"] = waiters
     grace = settings.shutdown_grace
     ctx["consumers"] = [
@@ -95,6 +96,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             )
         ),
     ]
+    ctx["consumers"].append(asyncio.create_task(run_firing(deps, waiter=waiters[3], stop=stop)))
     ctx["consumers"].append(
         asyncio.create_task(_heartbeat(ctx, Path(settings.worker_health_file), stop))
     )

@@ -39,6 +39,11 @@ TIMER_LATENESS = Histogram(
     "How late a room timer fired after its deadline",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
+SCHEDULE_LATENESS = Histogram(
+    "roomkeeper_schedule_lateness_seconds",
+    "How late a scheduled room was created in LiveKit after its time (start_at - lead)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
 
 # Cluster-wide figures read from Redis when /metrics is scraped.
 QUEUE_DEPTH = Gauge("roomkeeper_create_queue_depth", "Room-create jobs waiting in the queue")
@@ -46,3 +51,18 @@ DELIVERIES_BY_STATE = Gauge(
     "roomkeeper_webhook_deliveries_in_state", "Webhook deliveries by current state", ["state"]
 )
 ACTIVE_ROOMS = Gauge("roomkeeper_active_rooms", "Rooms roomkeeper holds active")
+SCHEDULED_ROOMS = Gauge("roomkeeper_scheduled_rooms", "Rooms scheduled for a later start")
+BREAKER_TRANSITIONS = Counter(
+    "roomkeeper_webhook_breaker_transitions_total",
+    "Per-host circuit breakers opened or closed (by this process)",
+    ["to"],
+)
+HELD = Counter(
+    "roomkeeper_webhook_held_total",
+    "Delivery turns held back without an attempt, by why (breaker, rate)",
+    ["why"],
+)
+BREAKERS_OPEN = Gauge("roomkeeper_webhook_breakers_open", "Target hosts whose breaker is open")
+BREAKER_OPEN = Gauge(
+    "roomkeeper_webhook_breaker_open", "1 for each target host whose breaker is open", ["host"]
+)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPNetwork, parse_cidrs
 
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -29,6 +30,7 @@ CommaFloats = Annotated[tuple[float, ...], NoDecode]
 CommaInts = Annotated[tuple[int, ...], NoDecode]
 CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
 CommaNetworks = Annotated[tuple[IPNetwork, ...], NoDecode]
+CommaStrs = Annotated[tuple[str, ...], NoDecode]
 
 
 def _split(value: Any) -> Any:
@@ -104,6 +106,12 @@ class Settings(BaseSettings):
         32, ge=1, le=1000, description="LiveKit creates one worker process has in flight at once"
     )
     join_token_ttl: int = Field(21600, ge=60, description="seconds a join token is valid")
+    schedule_lead: float = Field(
+        300.0, ge=0, description="seconds before its start_at a scheduled room is created"
+    )
+    schedule_max_ahead: float = Field(
+        400 * 86400.0, gt=0, description="seconds ahead a start_at may lie (400 days)"
+    )
     unknown_rooms: Literal["ignore", "delete"] = Field(
         "ignore", description="what to do with a room_started for a room roomkeeper never had"
     )
@@ -127,6 +135,17 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(15.0, gt=0)
     webhook_concurrency: int = Field(256, ge=1)
     webhook_retention_days: float = Field(30.0, gt=0)
+    webhook_breaker_failures: int = Field(
+        20, ge=1, description="consecutive failed attempts to a host that open its breaker"
+    )
+    webhook_breaker_probe: float = Field(
+        30.0, gt=0, description="seconds between probes of a host whose breaker is open"
+    )
+    webhook_host_rps: float = Field(50.0, ge=0, description="attempts/s per host, 0 = no limit")
+    webhook_events: CommaStrs = ()
+
+    # The operator console (/console).
+    console_password: SecretStr | None = None
 
     # Worker process.
     worker_max_jobs: int = Field(20, ge=1)
@@ -150,6 +169,7 @@ class Settings(BaseSettings):
         "recording_retry_schedule",
         "webhook_retry_schedule",
         "redis_sentinels",
+        "webhook_events",
         mode="before",
     )
     @classmethod
@@ -177,6 +197,20 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("the part after whsec_ must be base64") from None
         return parts
+
+    @field_validator("console_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An empty password must never open the console.
+        return None if value == "" else value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [e for e in value if e not in EVENTS]
+        if unknown:
+            raise ValueError(f"unknown event {unknown[0]!r}; known: {', '.join(EVENTS)}")
+        return value
 
     @field_validator("webhook_retry_schedule", "create_retry_schedule", "recording_retry_schedule")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 import time
@@ -129,24 +130,31 @@ class Api:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]],
+    check: Callable[[], Awaitable[T | None] | T | None],
     timeout: float = 10.0,
     what: str = "condition",
     *,
     interval: float = 0.01,
+    describe: Callable[[], object] | None = None,
 ) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s.
+    """Poll `check` (sync or async) until it returns something truthy; fail after `timeout` s.
 
-    `interval=0` polls as fast as `check` answers (to act the moment something happens).
+    The one way tests wait: no sleep stands in for synchronisation. `interval=0` polls as fast as
+    `check` answers (to act the moment something happens); `describe` adds what the failure
+    message shows (by default the last value `check` returned). An exception `check` raises
+    (a process that exited, say) fails at once.
     """
     deadline = time.monotonic() + timeout
     last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
+    while True:
+        result = check()
+        last = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
         if last:
             return last
+        if time.monotonic() >= deadline:
+            shown = describe() if describe is not None else last
+            raise AssertionError(f"{what} not reached within {timeout} s (last: {shown!r})")
         await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 async def emulator(base_url: str, path: str, method: str = "GET", payload: Any = None) -> Any:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from tests.support.api import Api, minimal_request
 from tests.support.servers import Receiver
+from worker import keys
 
 RESEND_PAUSE_S = 0.1  # between a failed call and its re-send (a client's backoff)
 
@@ -82,7 +83,7 @@ async def job_records(redis: Redis, job_ids: list[str]) -> list[dict[str, str]]:
     """The create job records of `job_ids` ({} for a job Redis does not know)."""
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hgetall(f"rk:job:{job_id}")
+            pipe.hgetall(keys.job(job_id))
         return list(await pipe.execute())
 
 

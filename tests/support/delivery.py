@@ -2,7 +2,8 @@
 a fake DNS server, a TLS receiver with an untrusted certificate, and the SSRF probe.
 
 The SSRF probe (`python -m tests.support.delivery ssrf-probe`) runs inside a fresh network
-namespace made by the test (`unshare --net --mount`): only loopback exists there, and
+namespace made by the test (`unshare --net --mount`, with `--user --map-root-user` when not
+root): only loopback exists there, and
 `/etc/resolv.conf` is bind-mounted to point at a fake DNS server the probe serves on 127.0.0.1:53.
 So the real `roomkeeper worker`, resolving with the system resolver, sees a name that resolves to
 a private address, and no packet for 10.0.0.1 and friends can leave this machine even if the
@@ -103,7 +104,7 @@ async def settled(redis: Redis, delivery_ids: list[str]) -> bool:
 
 async def queue_drained(redis: Redis) -> bool:
     """Whether the delivery schedule holds nothing (every queue empty and released)."""
-    return int(await redis.zcard(f"{keys.PREFIX}{SCHEDULE_NAME}:due")) == 0
+    return int(await redis.zcard(keys.schedule_due(SCHEDULE_NAME))) == 0
 
 
 # --- a TLS receiver whose certificate nobody trusts ---------------------------------------------
@@ -270,8 +271,11 @@ def run_ssrf_probe(timeout: float = 60.0) -> dict[str, Any]:
             f"mount --bind {conf.name} /etc/resolv.conf && "
             f"exec {sys.executable} -m tests.support.delivery ssrf-probe"
         )
+        # Not root: a user namespace first (`-r`, root mapped to us), which owns the new network
+        # and mount namespaces, so the bind mount and port 53 are allowed there.
+        user_ns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
         proc = subprocess.run(
-            ["unshare", "--net", "--mount", "sh", "-c", script],
+            ["unshare", *user_ns, "--net", "--mount", "sh", "-c", script],
             cwd=ROOT,
             capture_output=True,
             text=True,

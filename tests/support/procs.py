@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 
-from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
+from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET, eventually
 from tests.support.servers import Process, free_port, roomkeeper_cmd
 
 
@@ -36,18 +34,20 @@ def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, 
 
 async def wait_healthy(url: str, proc: Process, timeout: float = 20.0) -> None:
     """Poll `GET /healthz` until 200; fail with the process output if it never comes."""
-    deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
+
+        async def healthy() -> bool:
             assert proc.proc is not None
             if proc.proc.poll() is not None:
                 raise AssertionError(f"{proc.name} exited:\n{proc.output()}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{proc.name} not healthy in {timeout} s:\n{proc.output()}")
+                    return resp.status == 200
+            return False
+
+        await eventually(
+            healthy, timeout, f"{proc.name} healthy", interval=0.05, describe=proc.output
+        )
 
 
 @contextlib.asynccontextmanager
@@ -71,13 +71,15 @@ async def worker_process(env: dict[str, str], name: str = "worker") -> AsyncIter
     """`roomkeeper worker`, started (it has no port; readiness is its first log line)."""
     proc = Process(roomkeeper_cmd("worker"), env, name)
     proc.start()
-    deadline = time.monotonic() + 20
+
+    def started() -> bool:
+        assert proc.proc is not None
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"{name} exited:\n{proc.output()}")
+        return "worker started" in proc.output()
+
     try:
-        while "worker started" not in proc.output():
-            assert proc.proc is not None
-            if proc.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{name} did not start:\n{proc.output()}")
-            await asyncio.sleep(0.05)
+        await eventually(started, 20, f"{name} started", interval=0.05, describe=proc.output)
         yield proc
     finally:
         proc.stop()

@@ -143,16 +143,18 @@ class Receiver:
         self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
     ) -> list[Received]:
         """Poll until `predicate(received)` holds; fail loudly with what arrived otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.received):
-                return self.received
-            await asyncio.sleep(0.01)
-        got = [
-            (r.path, r.json.get("event") if r.body[:1] == b"{" else r.body[:60])
-            for r in self.received
-        ]
-        raise AssertionError(f"receiver condition not met in {timeout} s; got {got}")
+        from tests.support.api import eventually
+
+        def got() -> list[tuple[str, Any]]:
+            return [
+                (r.path, r.json.get("event") if r.body[:1] == b"{" else r.body[:60])
+                for r in self.received
+            ]
+
+        await eventually(
+            lambda: predicate(self.received), timeout, "receiver condition", describe=got
+        )
+        return self.received
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Record, then answer as scripted."""

@@ -179,6 +179,7 @@ async def _report_failed(deps: Deps, timer: Timer, session: RoomSession, why: st
                 room_id=timer.room_id,
                 body=body,
                 room_webhook_url=session.webhook_url or None,
+                room_events=session.webhook_events,
             )
             await pipe.execute()
         except WatchError:

@@ -24,7 +24,7 @@ from worker import keys, lua
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
-from worker.metrics import LIVEKIT_CALLS
+from worker.metrics import LIVEKIT_CALLS, SCHEDULE_LATENESS
 from worker.ratelimit import RateLimitBusy, budget
 from worker.rooms.created import GroupRecorder, Work, complete_job, fail
 from worker.rooms.records import LIVE_STATES
@@ -53,6 +53,7 @@ def job_request(req: CreateRoom) -> str:
             "departure_timeout": req.departure_timeout,
             "room_duration": req.room_duration,
             "webhook_url": req.webhook_url,
+            "webhook_events": ",".join(req.webhook_events),
             "metadata": req.metadata_json,
         },
         separators=(",", ":"),
@@ -161,6 +162,8 @@ async def _call(
             LIVEKIT_CALLS.labels("CreateRoom", "rejected").inc()
             return exc
         LIVEKIT_CALLS.labels("CreateRoom", "ok").inc()
+        if w.job.due_ms:  # a scheduled room: how late it came after its time
+            SCHEDULE_LATENESS.observe(max(0.0, time.time() - w.job.due_ms / 1000))
         log.info(
             "room created",
             job_id=w.job_id,

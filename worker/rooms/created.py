@@ -173,6 +173,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         info=info,
         title=str(metadata.get("room_title", "")),
         webhook_url=request.get("webhook_url") or "",
+        webhook_events=request.get("webhook_events") or "",
         created=int(info["creation_time"]),
         created_ms=creation_ms(info),
         empty_timeout=int(request["empty_timeout"]),
@@ -200,6 +201,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_id=room_id,
         body=body,
         room_webhook_url=request.get("webhook_url"),
+        room_events=request.get("webhook_events"),
         wake=False,
     )
     deps.store.job_complete_cmds(pipe, job_id, info_json, room_id=room_id, event_id=w.job.event_id)

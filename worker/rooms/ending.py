@@ -101,6 +101,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> boo
                     room_id=room_id,
                     body=body,
                     room_webhook_url=session.webhook_url or None,
+                    room_events=session.webhook_events,
                 )
                 await pipe.execute()
                 log.info("room ended", room_id=room_id, sid=sid, reason=code)
@@ -192,6 +193,7 @@ async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:
                 room_id=timer.room_id,
                 body=body,
                 room_webhook_url=session.webhook_url or None,
+                room_events=session.webhook_events,
             )
             await pipe.execute()
         except WatchError:

@@ -143,7 +143,7 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
             )
             await deps.redis.set(done, 1, ex=SEEN_TTL)
             return True
-        await _forward(deps, event, room_id, past.get("webhook_url") or None)
+        await _forward(deps, event, room_id, past)
         return True
     if event.event == "room_finished":
         await finalize(deps, room_id, sid, "livekit_finished")
@@ -271,19 +271,19 @@ def _emit(
         room_id=room_id,
         body=body,
         room_webhook_url=record.get("webhook_url") or None,
+        room_events=record.get("webhook_events"),
     )
 
 
-async def _forward(
-    deps: Deps, event: api.WebhookEvent, room_id: str, webhook_url: str | None
-) -> None:
+async def _forward(deps: Deps, event: api.WebhookEvent, room_id: str, past: dict[str, str]) -> None:
     """Forward an event of an earlier session of ours (its room has a new session now)."""
     done = keys.lk_event_done(event.id)
     if event.event not in FORWARDED:
         await deps.redis.set(done, 1, ex=SEEN_TTL)
         return
     record = {
-        "webhook_url": webhook_url or "",
+        "webhook_url": past.get("webhook_url") or "",
+        "webhook_events": past.get("webhook_events") or "",
         "info": json.dumps({"sid": event.room.sid, "name": room_id}),
     }
     async with deps.redis.pipeline(transaction=True) as pipe:

@@ -69,6 +69,7 @@ def owner_fields(session: RoomSession) -> dict[str, Any]:
         "room_id": session.room_id,
         "sid": session.sid,
         "webhook_url": session.webhook_url,
+        "webhook_events": session.webhook_events,
         "info": json.dumps(session.info, separators=(",", ":")),
     }
 
@@ -98,6 +99,7 @@ async def _owner(deps: Deps, event: api.WebhookEvent) -> _Owner | Literal[False]
         "room_id": info.room_name,
         "sid": info.room_id,
         "webhook_url": past.get("webhook_url", ""),
+        "webhook_events": past.get("webhook_events", ""),
         "info": json.dumps(room, separators=(",", ":")),
     }
     return _Owner(fields, 0, False)
@@ -255,4 +257,5 @@ def _emit(
         room_id=fields["room_id"],
         body=body,
         room_webhook_url=fields.get("webhook_url") or None,
+        room_events=fields.get("webhook_events"),
     )

@@ -211,6 +211,28 @@ class Store:
         pipe.zrem(keys.QUEUED_JOBS, job_id)
         pipe.expire(keys.job(job_id), self.job_ttl_s)
 
+    def job_scheduled_cmds(
+        self, pipe: Any, job_id: str, room_id: str, start_at: int, *, now: float
+    ) -> None:
+        """A job waiting for its start time; its record outlives the wait, then the usual."""
+        mapping = {"job_id": job_id, "room_id": room_id, "state": JobState.SCHEDULED}
+        pipe.hset(keys.job(job_id), mapping={**mapping, "start_at": start_at})
+        pipe.expire(keys.job(job_id), int(start_at - now) + self.job_ttl_s)
+
+    def job_cancelled_cmds(self, pipe: Any, job_id: str, msg: str) -> None:
+        """A scheduled job's end before its start time."""
+        pipe.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED, "msg": msg})
+        pipe.expire(keys.job(job_id), self.job_ttl_s)
+
+    def job_found_live_cmds(self, pipe: Any, job_id: str, info_json: str) -> None:
+        """A scheduled job whose room was live at its time: complete, with that room."""
+        self.job_complete_cmds(pipe, job_id, info_json)
+        pipe.hset(keys.job(job_id), "msg", "room already exists")
+
+    def job_due_cmds(self, pipe: Any, job_id: str, due_ms: int) -> None:
+        """When a scheduled job's room was due (its lateness is measured against it)."""
+        pipe.hset(keys.job(job_id), "due_ms", due_ms)
+
     def job_attempt_cmds(self, pipe: Any, job_id: str, attempts: int, error: str) -> None:
         """A LiveKit attempt of a job that did not go through (it will retry or fail)."""
         pipe.hset(keys.job(job_id), mapping={"attempts": attempts, "last_error": error})

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import socket
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
 from worker.wire import (
     Also,
@@ -83,6 +85,7 @@ class CreateLimits:
     max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
     max_string_length: int = 4096  # any string (or key) inside metadata
     max_depth: int = 16  # nesting of objects/arrays inside metadata; metadata itself is level 1
+    max_schedule_ahead: float = 400 * 86400.0  # seconds ahead a start_at may lie
 
 
 DEFAULT_LIMITS = CreateLimits()
@@ -100,6 +103,8 @@ class CreateRoom:
     webhook_url: str | None
     metadata: dict[str, Any]
     metadata_json: str  # exactly what LiveKit stores
+    start_at: int | None = None  # unix seconds the room is wanted from; None = now
+    webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
 
 
 def _limits(info: ValidationInfo) -> CreateLimits:
@@ -174,13 +179,6 @@ def _check_room_id(value: Any) -> Any:
 
 
 RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
-
-
-def parse_room_id(value: object, field: str = "room_id") -> str:
-    """The room_id rule, for every route that takes one."""
-    if isinstance(value, str) and _ROOM_ID.fullmatch(value):
-        return value
-    raise RequestInvalid(f"{field}: {_room_id_problem(value)}")
 
 
 class _Open(BaseModel, Proto3):
@@ -393,6 +391,7 @@ class RoomMetadata(_Open):
     room_title: StrictStr
     welcome_message: StrictStr | None = None
     webhook_url: StrictStr | None = None
+    webhook_events: list[StrictStr] | None = None  # `webhookEvents` too, as every field
     logout_url: StrictStr | None = None
     room_features: RoomFeatures
     default_lock_settings: DefaultLockSettings = Field(default_factory=DefaultLockSettings)
@@ -418,6 +417,18 @@ class RoomMetadata(_Open):
         if not title.strip():
             raise rule("must not be empty")
         return title
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        if events is None:
+            return None
+        if not events:
+            raise rule("must list at least one event (leave it out for every event)")
+        for i, name in enumerate(events):
+            if name not in EVENTS:
+                raise rule(f"unknown event {name!r} (known: {', '.join(EVENTS)})", str(i))
+        return list(dict.fromkeys(events))
 
     @field_validator("extra_data")
     @classmethod
@@ -445,6 +456,22 @@ class RoomMetadata(_Open):
         return url
 
 
+START_AT_RULE = "must be unix seconds (an integer, or a string of digits)"
+
+
+def check_start_at(value: object, limits: CreateLimits, now: float) -> int | None:
+    """`start_at` as unix seconds (None when absent); raises the rule it breaks."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise rule(START_AT_RULE)
+    if value > now + limits.max_schedule_ahead:
+        raise rule(f"must be at most {limits.max_schedule_ahead / 86400:g} days ahead")
+    return value
+
+
 class CreateRoomRequest(BaseModel, Proto3):
     """The request body; field order is the order errors are reported in."""
 
@@ -457,7 +484,19 @@ class CreateRoomRequest(BaseModel, Proto3):
         0, strict=True, ge=0, le=MAX_EMPTY_TIMEOUT
     )
     metadata: RoomMetadata
+    # Not in plugNmeet's message: roomkeeper's own. Beyond the lead it schedules the room.
+    start_at: Annotated[int | None, Presence()] = Field(
+        None,
+        description="unix seconds (or a string of digits): the room is created "
+        "ROOMKEEPER_SCHEDULE_LEAD seconds before it; past or nearer = now; at most "
+        "ROOMKEEPER_SCHEDULE_MAX_AHEAD ahead",
+    )
     _room: CreateRoom | None = PrivateAttr(None)
+
+    @field_validator("start_at", mode="before")
+    @classmethod
+    def _start_at(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_start_at(value, _limits(info), time.time())
 
     @model_validator(mode="after")
     def _normalised(self, info: ValidationInfo) -> Self:
@@ -475,6 +514,8 @@ class CreateRoomRequest(BaseModel, Proto3):
             webhook_url=self.metadata.webhook_url,
             metadata=metadata,
             metadata_json=metadata_json,
+            start_at=self.start_at,
+            webhook_events=tuple(self.metadata.webhook_events or ()),
         )
         return self
 

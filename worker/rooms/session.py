@@ -36,10 +36,12 @@ LIVE_STATES = (RoomState.CREATED, RoomState.ACTIVE)
 class JobState(StrEnum):
     """A create job's state, as `/auth/job/status` reports it."""
 
+    SCHEDULED = "scheduled"  # waiting for its start time (worker.rooms.scheduled)
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
     COMPLETE = "complete"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a schedule cancelled before its start
 
 
 def _state(kind: type[E], raw: str | None) -> E | None:
@@ -64,6 +66,7 @@ class RoomSession:
     info: dict[str, Any] = field(default_factory=dict)  # LiveKit's room, as CreateRoom gave it
     title: str = ""
     webhook_url: str = ""
+    webhook_events: str = ""  # the room's event filter, comma-joined; "" = every event
     created: int = 0  # LiveKit's creation_time, unix s
     created_ms: int = 0  # LiveKit's creation_time_ms: what timers count from
     empty_timeout: int = 0
@@ -87,6 +90,7 @@ class RoomSession:
             info=json.loads(record.get("info") or "{}"),
             title=record.get("title", ""),
             webhook_url=record.get("webhook_url", ""),
+            webhook_events=record.get("webhook_events", ""),
             created=_int(record.get("created")),
             created_ms=_int(record.get("created_ms")),
             empty_timeout=_int(record.get("empty_timeout")),
@@ -109,6 +113,7 @@ class RoomSession:
             "info": json.dumps(self.info, separators=(",", ":")),
             "title": self.title,
             "webhook_url": self.webhook_url,
+            "webhook_events": self.webhook_events,
             "created": self.created,
             "created_ms": self.created_ms,
             "empty_timeout": self.empty_timeout,
@@ -143,6 +148,7 @@ class PastSession:
     created: int
     ended: int
     reason: str
+    webhook_events: str = ""  # the room's event filter, for events of an earlier session
 
     @classmethod
     def of(cls, session: RoomSession, *, ended: float, reason: str) -> PastSession:
@@ -156,6 +162,7 @@ class PastSession:
             created=session.created,
             ended=int(ended),
             reason=reason,
+            webhook_events=session.webhook_events,
         )
 
     @classmethod
@@ -170,6 +177,7 @@ class PastSession:
             created=_int(record.get("created")),
             ended=_int(record.get("ended")),
             reason=record.get("reason", ""),
+            webhook_events=record.get("webhook_events", ""),
         )
 
     def to_mapping(self) -> Fields:
@@ -183,6 +191,7 @@ class PastSession:
             "created": self.created,
             "ended": self.ended,
             "reason": self.reason,
+            "webhook_events": self.webhook_events,
         }
 
 
@@ -200,6 +209,7 @@ class CreateJob:
     msg: str = ""
     last_error: str = ""
     sid: str = ""  # the session a complete job made
+    due_ms: int = 0  # a scheduled room's time (start_at - lead), for its lateness; 0 = none
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -215,6 +225,7 @@ class CreateJob:
             msg=record.get("msg", ""),
             last_error=record.get("last_error", ""),
             sid=record.get("sid", ""),
+            due_ms=_int(record.get("due_ms")),
         )
 
     def to_mapping(self) -> Fields:
@@ -224,7 +235,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error", "sid"):
+        for name in ("event_id", "msg", "last_error", "sid", "due_ms"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:

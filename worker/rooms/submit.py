@@ -6,10 +6,14 @@ without its job. Rooms are grouped into arq jobs of `create_batch_size`; every c
 carries its group's job, and whichever claims are new write it (the same key and payload each
 time). A group's job may name rooms that turned out pending or live: those job ids were never
 written, and the worker skips them.
+
+A room whose `start_at` lies beyond `schedule_lead` is not claimed but scheduled
+(`worker.rooms.scheduled`); when it falls due, `worker.rooms.firing` makes this same claim.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -21,6 +25,7 @@ from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id
 from worker.rooms.records import CreateClaim, Store
 from worker.rooms.request import CreateRoom
+from worker.rooms.scheduled import Scheduled, is_scheduled, schedule_rooms
 from worker.webhooks.bodies import new_event_id
 
 ORIGIN = "bulk"  # the arq job ids of submitted groups derive from it (see `batch_job_id`)
@@ -61,3 +66,16 @@ async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim
         CreateClaim("full") if refused else Store.parse_claim(raw)
         for raw, refused in zip(answers, full, strict=True)
     ]
+
+
+async def submit_or_schedule(
+    deps: Deps, requests: Sequence[CreateRoom]
+) -> list[CreateClaim | Scheduled]:
+    """`submit` the rooms to create now, schedule the ones whose `start_at` lies beyond the lead;
+    results in request order (room_ids distinct, as for `submit`)."""
+    now = time.time()
+    later = [is_scheduled(r.start_at, deps.settings.schedule_lead, now) for r in requests]
+    pairs = list(zip(requests, later, strict=True))
+    scheduled = iter(await schedule_rooms(deps, [r for r, w in pairs if w]))
+    claims = iter(await submit(deps, [r for r, w in pairs if not w]))
+    return [next(scheduled) if w else next(claims) for w in later]

@@ -56,8 +56,19 @@ EVENTS = (
     "recording_proceeded",
     "start_rtmp",
     "end_rtmp",
+    "room_scheduled",
+    "room_cancelled",
 )
+TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
 RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
+
+
+def wants(event: str, events: tuple[str, ...] | str | None) -> bool:
+    """Whether a target whose filter is `events` (a tuple, comma-joined, or none = all) takes it."""
+    if not events:
+        return True
+    return event in (events.split(",") if isinstance(events, str) else events)
+
 
 # Stable ids for events derived from something already unique, so a re-run emits the same id.
 _NAMESPACE = uuid.UUID("0b8f6a52-3f8e-4c1e-9a57-6f1d2c0e5a11")

@@ -7,6 +7,7 @@ by a redelivery and removed by `prune.lua`; every other write is a function here
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -26,6 +27,11 @@ class DeliveryState(StrEnum):
 
 
 FINISHED = (DeliveryState.DELIVERED, DeliveryState.DEAD)
+
+
+def url_hash(url: str) -> str:
+    """A short, stable name for a URL in keys (its queues, its index)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _float(raw: str | None) -> float | None:
@@ -49,6 +55,7 @@ class Delivery:
     finished: float | None = None
     next_at: float | None = None
     inflight: float | None = None  # when the attempt under way began
+    held: str = ""  # why its host's breaker or rate holds it back (pending only)
 
     @classmethod
     def from_hash(cls, delivery_id: str, record: Mapping[str, str]) -> Delivery:
@@ -68,6 +75,7 @@ class Delivery:
             finished=_float(record.get("finished")),
             next_at=_float(record.get("next_at")),
             inflight=_float(record.get("inflight")),
+            held=record.get("held", ""),
         )
 
     def to_mapping(self) -> dict[str, str | int | float]:
@@ -100,6 +108,8 @@ class Delivery:
             out["finished_at"] = self.finished
         if self.state == DeliveryState.PENDING and self.next_at:
             out["next_attempt_at"] = self.next_at
+        if self.state == DeliveryState.PENDING and self.held:
+            out["reason"] = self.held
         out["attempts"] = [json.loads(a) for a in attempts]
         return out
 
@@ -111,6 +121,7 @@ def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
     pipe.expire(keys.delivery(did), ttl_s)
     pipe.zadd(keys.DELIVERIES, {did: 0})
     pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
+    pipe.zadd(keys.deliveries_by_url(url_hash(delivery.url)), {did: 0})
     pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
     pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
 
@@ -124,7 +135,7 @@ def reopen_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
     assert delivery.state in FINISHED
     mapping = {"state": DeliveryState.PENDING, "attempts": 0}
     pipe.hset(keys.delivery(did), mapping=mapping)
-    pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight")
+    pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight", "held")
     pipe.hincrby(keys.DELIVERY_COUNTS, delivery.state, -1)
     pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
     pipe.zrem(keys.deliveries_in_state(DeliveryState.DEAD), did)

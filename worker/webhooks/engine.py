@@ -15,7 +15,6 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -42,7 +41,8 @@ from worker.webhooks.attempt import (
     jittered,
     send,
 )
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds
+from worker.webhooks.bodies import wants
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -53,6 +53,7 @@ from worker.webhooks.heads import (
     final_state,
     head_of,
 )
+from worker.webhooks.hosts import Held, HostGuard
 from worker.webhooks.pruning import Pruner, retention_s
 from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
@@ -69,7 +70,7 @@ LEASE_MARGIN_S = 5.0
 
 def queue_id(room_id: str, url: str) -> str:
     """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
-    return f"{room_id}|{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    return f"{room_id}|{url_hash(url)}"
 
 
 def new_delivery_id() -> str:
@@ -106,9 +107,13 @@ class Outbox:
     settings: Settings
     schedule: Schedule
 
-    def targets(self, room_webhook_url: str | None) -> list[str]:
-        """The room's own URL and the global one, each once."""
-        urls = [u for u in (room_webhook_url, self.settings.webhook_url) if u]
+    def targets(
+        self, room_url: str | None, event: str = "", events: str | None = None
+    ) -> list[str]:
+        """The room's own URL and the global one, each once, as far as their filters take it."""
+        urls = [room_url] if room_url and wants(event, events) else []
+        if self.settings.webhook_url and wants(event, self.settings.webhook_events):
+            urls.append(self.settings.webhook_url)
         return list(dict.fromkeys(urls))
 
     def emit(
@@ -121,10 +126,11 @@ class Outbox:
         body: bytes,
         room_webhook_url: str | None,
         wake: bool = True,
+        room_events: str | None = None,
     ) -> list[str]:
-        """Queue `body` for every target on `pipe`; returns the delivery ids (`wake=False`:
-        the caller wakes the schedule once for a pipeline of many events)."""
-        urls = self.targets(room_webhook_url)
+        """Queue `body` for every target on `pipe` (`room_events`: the room's filter); returns
+        the delivery ids (`wake=False`: the caller wakes the schedule once for many events)."""
+        urls = self.targets(room_webhook_url, event, room_events)
         if not urls:
             return []
         ttl = record_ttl_s(self.settings)
@@ -171,6 +177,7 @@ class Dispatcher:
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self._advance_script = lua.script(redis, "worker.webhooks", "advance")
         self.pruner = Pruner(redis, settings)
+        self.hosts = HostGuard(redis, settings, self.schedule)
         self.signer = Signer(
             api_key=settings.api_key,
             api_secret=settings.api_secret.get_secret_value(),
@@ -193,9 +200,11 @@ class Dispatcher:
             if self.priority is not None:
                 await self.priority.step_aside()
             step = await self._deliver(qid, head)
-            if isinstance(step, RetryLater):
-                # The whole queue waits, so nothing behind this delivery overtakes it.
-                await self.schedule.release(claim, now_ms() + int(step.after * 1000))
+            if isinstance(step, RetryLater | Held):
+                # The whole queue waits (a retry, or its host's breaker or rate, which cost no
+                # attempt), so nothing behind this delivery overtakes it.
+                at = step.until_ms if isinstance(step, Held) else now_ms() + int(step.after * 1000)
+                await self.schedule.release(claim, at)
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
             # skipped: settled, popped and the next head read in one round trip.
@@ -261,7 +270,7 @@ class Dispatcher:
             return False, None
         return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None)
 
-    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | None:
+    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | Held | None:
         """Attempt the head delivery of a queue: a final outcome to settle, a retry (settled
         already), or None when it was already finished."""
         did, record = head.delivery_id, head.record
@@ -287,6 +296,9 @@ class Dispatcher:
             await self._settle(did, record, lost, attempt, verdict, began)
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await mark_inflight(self.redis, did)
+        admission = await self.hosts.gate(did, record["url"], qid)
+        if isinstance(admission, Held):
+            return admission
         attempt += 1
         raw = head.body.encode()
         stamp = int(time.time())
@@ -296,6 +308,7 @@ class Dispatcher:
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
+        await self.hosts.observe(record["url"], result, admission)
         ATTEMPTS.labels(result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):

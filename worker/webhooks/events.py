@@ -183,6 +183,20 @@ class EndRtmp(Event):
     recording_info: RecordingInfo
 
 
+class RoomScheduled(Event):
+    """`room_scheduled`."""
+
+    event: Literal["room_scheduled"]
+    start_at: str = Field(description="unix seconds, as a string: when the room is wanted")
+
+
+class RoomCancelled(Event):
+    """`room_cancelled`."""
+
+    event: Literal["room_cancelled"]
+    start_at: str = Field(description="unix seconds, as a string: the start it will not have")
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One outgoing event: its body's model and when it is sent."""
@@ -221,6 +235,14 @@ EVENT_MODELS: dict[str, EventSpec] = {
     "session_ended": EventSpec(
         SessionEnded,
         "Exactly once per session, whatever ended it (timer, endRoom, LiveKit, reconciliation).",
+    ),
+    "room_scheduled": EventSpec(
+        RoomScheduled,
+        "A create with a start_at beyond ROOMKEEPER_SCHEDULE_LEAD was scheduled, or moved to a "
+        "new start_at (the room has no sid yet).",
+    ),
+    "room_cancelled": EventSpec(
+        RoomCancelled, "endRoom cancelled a scheduled room before it was created."
     ),
     "start_recording": EventSpec(
         StartRecording, "An egress with a file output started (LiveKit's egress_started)."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
-from worker.webhooks.delivery import FINISHED, Delivery, reopen_cmds
+from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds, url_hash
 from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
@@ -81,38 +81,126 @@ async def list_deliveries(
     return Page(views, next_cursor)
 
 
-async def redeliver(redis: Redis, outbox: Outbox, delivery_ids: Iterable[str]) -> list[str]:
-    """Queue finished deliveries again (same event, same `webhook-id`); returns those queued.
+QUEUED = "queued"
+ALREADY_DELIVERED = "already delivered"
+NOT_FOUND = "not found"
+REPLAY_MAX = 10_000  # deliveries queued by one replay call
+REPLAY_SCAN = 50_000  # index entries one replay call reads at most
 
-    Pending ones are already on their way and unknown ones are skipped. A redelivery reopens a
-    (room, URL) queue a 410 stopped. The attempt log carries on; the schedule starts afresh.
+
+async def redeliver(
+    redis: Redis, outbox: Outbox, delivery_ids: Iterable[str], *, delivered_too: bool = False
+) -> dict[str, str]:
+    """Send deliveries again, or now; answers per id: `queued`, `already delivered`, `not found`.
+
+    A dead one (or a delivered one when `delivered_too`) is queued again (same event, same
+    `webhook-id`) at the end of its (room, URL) queue, reopening a queue a 410 stopped; the
+    attempt log carries on and the schedule starts afresh. A pending one keeps its place and its
+    queue is made due now, so it goes without waiting out its backoff and order holds.
     """
     ttl = record_ttl_s(outbox.settings)
-    queued = []
+    results: dict[str, str] = {}
     for did in dict.fromkeys(delivery_ids):
         while True:
             try:
-                if await _requeue(redis, outbox, did, ttl):
-                    queued.append(did)
+                results[did] = await _requeue(redis, outbox, did, ttl, delivered_too)
                 break
             except WatchError:
                 continue
-    return queued
+    return results
 
 
-async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int) -> bool:
+async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_too: bool) -> str:
+    schedule = outbox.schedule
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.delivery(did))
         delivery = Delivery.from_hash(did, await pipe.hgetall(keys.delivery(did)))
-        if delivery.state not in FINISHED:
-            return False
+        if delivery.state is None:
+            return NOT_FOUND
+        if delivery.state == DeliveryState.DELIVERED and not delivered_too:
+            return ALREADY_DELIVERED
+        if delivery.state == DeliveryState.PENDING:
+            # Due now unless a consumer holds the queue (it is being worked already).
+            await pipe.watch(schedule.lease_key)
+            leased = await pipe.hexists(schedule.lease_key, delivery.queue)
+            pipe.multi()
+            if not leased:
+                pipe.zadd(schedule.due_key, {delivery.queue: now_ms()}, xx=True)
+                pipe.rpush(schedule.wake_key, 1)
+            pipe.hdel(keys.delivery(did), "next_at")
+            await pipe.execute()
+            return QUEUED
         if not await pipe.exists(keys.event_body(delivery.event_id)):
-            return False
+            return NOT_FOUND
         pipe.multi()
         reopen_cmds(pipe, delivery, ttl)
-        outbox.schedule.push(pipe, delivery.queue, did, now_ms())
+        schedule.push(pipe, delivery.queue, did, now_ms())
         await pipe.execute()
-        return True
+        return QUEUED
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What one bounded replay queued, and where the next call goes on (None = done)."""
+
+    results: dict[str, str]
+    next_cursor: str | None
+
+    @property
+    def queued(self) -> list[str]:
+        """The ids queued (or sent now), oldest first."""
+        return [d for d, r in self.results.items() if r == QUEUED]
+
+
+async def replay(
+    redis: Redis,
+    outbox: Outbox,
+    index: str,
+    *,
+    since: float,
+    until: float | None = None,
+    state: str = "dead",
+    cursor: str | None = None,
+    match: Callable[[dict[str, str]], bool] | None = None,
+    limit: int = REPLAY_MAX,
+    scan: int = REPLAY_SCAN,
+) -> Replay:
+    """Redeliver, oldest first, the deliveries of `index` created in [since, until) that are in
+    `state` (`dead`, or `all`), at most `limit` per call; `next_cursor` goes on where it stopped.
+
+    Oldest first keeps each (room, URL) queue's order: they are appended in the order they were
+    first emitted."""
+    low = f"({cursor}" if cursor else f"[{id_floor(since)}"
+    high = f"({id_floor(until)}" if until is not None else "+"
+    results: dict[str, str] = {}
+    scanned = 0
+    last: str | None = None
+    while len(results) < limit and scanned < scan:
+        ids = await redis.zrangebylex(index, low, high, 0, min(500, limit - len(results)))
+        if not ids:
+            return Replay(results, None)
+        async with redis.pipeline(transaction=False) as pipe:
+            for did in ids:
+                pipe.hgetall(keys.delivery(did))
+            records = await pipe.execute()
+        chosen = [
+            did
+            for did, rec in zip(ids, records, strict=True)
+            if rec
+            and (state == "all" or rec.get("state") == state)
+            and (match is None or match(rec))
+        ]
+        results |= await redeliver(redis, outbox, chosen, delivered_too=True)
+        scanned += len(ids)
+        last = ids[-1]
+        low = f"({last}"
+    more = await redis.zrangebylex(index, low, high, 0, 1)
+    return Replay(results, last if more else None)
+
+
+def url_index(url: str) -> str:
+    """The index of one URL's deliveries."""
+    return keys.deliveries_by_url(url_hash(url))
 
 
 async def room_deliveries_since(redis: Redis, room_id: str, since: float) -> list[str]:

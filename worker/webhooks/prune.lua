@@ -7,6 +7,7 @@
 -- KEYS[5] pending_index  sorted set of pending deliveries
 -- KEYS[6] dead_index     sorted set of dead deliveries
 -- KEYS[7] counts         hash state -> number of deliveries in it
+-- KEYS[8] url_index      sorted set of the URL's deliveries (optional)
 -- ARGV[1] id             the delivery id
 -- Returns 0 (pending: kept), 1 (removed and uncounted) or 2 (its record had expired already:
 -- the index entries were removed).
@@ -21,6 +22,7 @@ redis.call('ZREM', all_index, id)
 redis.call('ZREM', room_index, id)
 redis.call('ZREM', pending_index, id)
 redis.call('ZREM', dead_index, id)
+if KEYS[8] then redis.call('ZREM', KEYS[8], id) end
 if state then
   redis.call('HINCRBY', counts, state, -1)
   return 1

@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from worker import keys, lua
 from worker.logs import get_logger
 from worker.settings import Settings
+from worker.webhooks.delivery import url_hash
+from worker.webhooks.hosts import forget_idle_hosts
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -56,6 +58,9 @@ class Pruner:
                 removed = await self.prune(before, limit=PRUNE_MAX)
                 if removed:
                     log.info("webhook deliveries pruned", removed=removed)
+                forgotten = await forget_idle_hosts(self.redis, int(before * 1000))
+                if forgotten:
+                    log.info("idle webhook hosts forgotten", hosts=forgotten)
         except Exception:
             log.exception("pruning webhook deliveries failed")
 
@@ -72,10 +77,10 @@ class Pruner:
             seen += len(ids)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for did in ids:
-                    pipe.hget(keys.delivery(did), "room_id")
+                    pipe.hmget(keys.delivery(did), "room_id", "url")
                 rooms = await pipe.execute()
             async with self.redis.pipeline(transaction=False) as pipe:
-                for did, room in zip(ids, rooms, strict=True):
+                for did, (room, url) in zip(ids, rooms, strict=True):
                     await self._script(
                         keys=[
                             keys.delivery(did),
@@ -85,6 +90,7 @@ class Pruner:
                             keys.deliveries_in_state("pending"),
                             keys.deliveries_in_state("dead"),
                             keys.DELIVERY_COUNTS,
+                            keys.deliveries_by_url(url_hash(url or "")),
                         ],
                         args=[did],
                         client=pipe,
