@@ -91,7 +91,8 @@ async def phase_roomkeeper(
             # Memory once every room is tracked (and before the first deadline).
             after = int((await redis.info("memory"))["used_memory"])
             rss = [rss_mib(p.proc.pid) for p in procs if p.proc]
-            deadlines = await _deadlines(redis, n)
+            # A room's CreateRoom has returned some milliseconds before its session is recorded.
+            deadlines = await wait_until(lambda: _deadlines(redis, n), 60, "every room recorded")
             await wait_until(
                 lambda: _deletes(emu, n), max(empty) + 60, "every room ended", every=0.5
             )
@@ -123,7 +124,8 @@ async def _deadlines(redis: Redis, n: int) -> dict[str, float]:
             pipe.hmget(f"rk:room:t{i}", "created_ms", "empty_timeout")
         rows = await pipe.execute()
     # LiveKit's creation_time_ms: the real deadline, so an early end shows as negative lateness.
-    return {f"t{i}": float(c) / 1000 + float(e) for i, (c, e) in enumerate(rows) if c and e}
+    found = {f"t{i}": float(c) / 1000 + float(e) for i, (c, e) in enumerate(rows) if c and e}
+    return found if len(found) == n else {}
 
 
 async def phase_livekit(n: int, empty: list[int]) -> list[float]:
