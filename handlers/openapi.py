@@ -152,6 +152,12 @@ CONSOLE_ACTIONS = {
 }
 
 
+def _console_id(path: str) -> str:
+    """`/console/redeliver-host` -> `consoleRedeliverHost` (`/console/` -> `consoleOverview`)."""
+    words = path.removeprefix("/console/").replace("-", "/").split("/")
+    return "console" + ("".join(w.title() for w in words if w) or "Overview")
+
+
 def _console_paths() -> dict[str, Any]:
     """The operator console: HTML behind HTTP Basic; its forms carry a CSRF token."""
     html = {"text/html": {"schema": {"type": "string"}}}
@@ -160,6 +166,7 @@ def _console_paths() -> dict[str, Any]:
     for path, summary in CONSOLE_PAGES.items():
         paths[path] = {
             "get": {
+                "operationId": _console_id(path),
                 "summary": f"Console: {summary}",
                 "security": [{"consoleBasic": []}],
                 "responses": {"200": {"description": "HTML", "content": html}} | denied,
@@ -173,6 +180,7 @@ def _console_paths() -> dict[str, Any]:
     for path, summary in CONSOLE_ACTIONS.items():
         paths[path] = {
             "post": {
+                "operationId": _console_id(path),
                 "summary": f"Console: {summary}",
                 "security": [{"consoleBasic": []}],
                 "requestBody": {"required": True, "content": form},

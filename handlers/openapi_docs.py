@@ -206,6 +206,33 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "/auth/recording/delete": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
     "/auth/recording/getDownloadToken": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
+    "/auth/room/fetchScheduledRooms": Operation(
+        {"room_ids": ["room01"], "from": 1795725000, "limit": 20},
+        {
+            **_OK,
+            "rooms": [
+                {
+                    "room_id": "room01",
+                    "job_id": "8f14e45fceea167a5a36dedd4bea2543",
+                    "start_at": 1801476000,
+                    "room_title": "Test room",
+                    "webhook_url": "https://lms.example.com/hooks/plugnmeet",
+                    "empty_timeout": 1800,
+                    "room_duration": 60,
+                }
+            ],
+            "next_cursor": "",
+        },
+    ),
+    "/auth/webhook/test": Operation(
+        {"url": "https://lms.example.com/hooks/plugnmeet"},
+        {
+            **_OK,
+            "event_id": "5f0c1d2e-8a3b-4c5d-9e6f-7a8b9c0d1e2f",
+            "delivered": True,
+            "attempt": {"at": 1795728844.125, "status": 200, "duration_ms": 48.2, "response": "ok"},
+        },
+    ),
     "/webhook": Operation(operation_id="livekitWebhook"),
     "/healthz": Operation(operation_id="healthz"),
     "/readyz": Operation(operation_id="readyz"),
