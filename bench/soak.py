@@ -233,7 +233,7 @@ def log_lines(procs: list[Process]) -> dict[str, int]:
     for proc in procs:
         for line in proc.output().splitlines():
             for level in counts:
-                if f'"level": "{level}"' in line:
+                if f'"level":"{level}"' in line.replace(" ", ""):
                     counts[level] += 1
     return counts
 

@@ -138,24 +138,22 @@ def build_spec() -> dict[str, Any]:
     }
 
 
+# path -> (operationId, summary)
 CONSOLE_PAGES = {
-    "/console/": "Overview",
-    "/console/rooms": "Active rooms",
-    "/console/scheduled": "Scheduled rooms",
-    "/console/deliveries": "Deliveries by state, with attempts",
-    "/console/hosts": "Target hosts: breaker state and rate",
+    "/console/": ("consoleOverview", "Overview"),
+    "/console/rooms": ("consoleRooms", "Active rooms"),
+    "/console/scheduled": ("consoleScheduled", "Scheduled rooms"),
+    "/console/deliveries": ("consoleDeliveries", "Deliveries by state, with attempts"),
+    "/console/hosts": ("consoleHosts", "Target hosts: breaker state and rate"),
 }
 CONSOLE_ACTIONS = {
-    "/console/redeliver": "Redeliver one delivery (form: csrf, delivery_id)",
-    "/console/redeliver-host": "Redeliver every dead delivery of a host (form: csrf, host)",
-    "/console/test": "Send a webhook_test event (form: csrf, url)",
+    "/console/redeliver": ("consoleRedeliver", "Redeliver one delivery (form: csrf, delivery_id)"),
+    "/console/redeliver-host": (
+        "consoleRedeliverHost",
+        "Redeliver every dead delivery of a host (form: csrf, host)",
+    ),
+    "/console/test": ("consoleTestSend", "Send a webhook_test event (form: csrf, url)"),
 }
-
-
-def _console_id(path: str) -> str:
-    """`/console/redeliver-host` -> `consoleRedeliverHost` (`/console/` -> `consoleOverview`)."""
-    words = path.removeprefix("/console/").replace("-", "/").split("/")
-    return "console" + ("".join(w.title() for w in words if w) or "Overview")
 
 
 def _console_paths() -> dict[str, Any]:
@@ -163,10 +161,10 @@ def _console_paths() -> dict[str, Any]:
     html = {"text/html": {"schema": {"type": "string"}}}
     denied = {"401": {"description": "no or wrong credentials", "content": _text()}}
     paths: dict[str, Any] = {}
-    for path, summary in CONSOLE_PAGES.items():
+    for path, (operation_id, summary) in CONSOLE_PAGES.items():
         paths[path] = {
             "get": {
-                "operationId": _console_id(path),
+                "operationId": operation_id,
                 "summary": f"Console: {summary}",
                 "security": [{"consoleBasic": []}],
                 "responses": {"200": {"description": "HTML", "content": html}} | denied,
@@ -177,10 +175,10 @@ def _console_paths() -> dict[str, Any]:
             "schema": {"type": "object", "additionalProperties": {"type": "string"}}
         }
     }
-    for path, summary in CONSOLE_ACTIONS.items():
+    for path, (operation_id, summary) in CONSOLE_ACTIONS.items():
         paths[path] = {
             "post": {
-                "operationId": _console_id(path),
+                "operationId": operation_id,
                 "summary": f"Console: {summary}",
                 "security": [{"consoleBasic": []}],
                 "requestBody": {"required": True, "content": form},

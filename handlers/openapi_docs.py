@@ -122,6 +122,24 @@ OPERATIONS: dict[str, Operation] = {
             },
         },
     ),
+    "/auth/room/fetchScheduledRooms": Operation(
+        {"from": 1801476000, "to": 1802080800, "limit": 20},
+        {
+            **_OK,
+            "rooms": [
+                {
+                    "room_id": "maths-101-w01",
+                    "job_id": "3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b",
+                    "start_at": 1801476000,
+                    "room_title": "Maths 101 (week 1)",
+                    "webhook_url": "https://lms.example.edu/hooks/meet",
+                    "empty_timeout": 1800,
+                    "room_duration": 90,
+                }
+            ],
+            "next_cursor": "",
+        },
+    ),
     "/auth/room/getJoinToken": Operation(
         {"room_id": "room01", "user_info": {"name": "Ann", "user_id": "ann", "is_admin": True}},
         {**_OK, "token": "eyJhbGciOiJIUzI1NiJ9…"},
@@ -185,7 +203,23 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "/auth/webhook/redeliver": Operation(
         {"delivery_ids": ["dlv_06618ea4cb24a5871d1c"]},
-        {**_OK, "queued": 1},
+        {
+            **_OK,
+            "queued": 1,
+            "delivery_ids": ["dlv_06618ea4cb24a5871d1c"],
+            "results": [{"delivery_id": "dlv_06618ea4cb24a5871d1c", "result": "queued"}],
+            "next_cursor": None,
+        },
+    ),
+    # The SSRF guard refuses this address (nothing is sent) unless loopback is allowed.
+    "/auth/webhook/test": Operation(
+        {"url": "http://127.0.0.1:9/hooks/plugnmeet"},
+        {
+            **_OK,
+            "event_id": "3b241101-e2bb-4255-8caf-4136c566a962",
+            "delivered": True,
+            "attempt": {"at": 1795728844.125, "status": 200, "duration_ms": 8.5, "response": "ok"},
+        },
     ),
     "/auth/recording/fetch": Operation(
         {"room_ids": ["room01"], "from": 0, "limit": 20, "order_by": "DESC"},
@@ -206,33 +240,6 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "/auth/recording/delete": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
     "/auth/recording/getDownloadToken": Operation({"record_id": "EG_sV8n2QkUpYbD"}, _NOT_HERE),
-    "/auth/room/fetchScheduledRooms": Operation(
-        {"room_ids": ["room01"], "from": 1795725000, "limit": 20},
-        {
-            **_OK,
-            "rooms": [
-                {
-                    "room_id": "room01",
-                    "job_id": "8f14e45fceea167a5a36dedd4bea2543",
-                    "start_at": 1801476000,
-                    "room_title": "Test room",
-                    "webhook_url": "https://lms.example.com/hooks/plugnmeet",
-                    "empty_timeout": 1800,
-                    "room_duration": 60,
-                }
-            ],
-            "next_cursor": "",
-        },
-    ),
-    "/auth/webhook/test": Operation(
-        {"url": "https://lms.example.com/hooks/plugnmeet"},
-        {
-            **_OK,
-            "event_id": "5f0c1d2e-8a3b-4c5d-9e6f-7a8b9c0d1e2f",
-            "delivered": True,
-            "attempt": {"at": 1795728844.125, "status": 200, "duration_ms": 48.2, "response": "ok"},
-        },
-    ),
     "/webhook": Operation(operation_id="livekitWebhook"),
     "/healthz": Operation(operation_id="healthz"),
     "/readyz": Operation(operation_id="readyz"),

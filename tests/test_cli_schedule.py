@@ -8,9 +8,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from tests.conftest import Stack
 from tests.support.api import eventually, livekit_calls
 from tests.support.servers import Receiver
+from tests.support.stack import Stack
 from tests.test_cli_create_rooms import create_rooms, deliveries_drained, read_report, write_csv
 
 

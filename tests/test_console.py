@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +15,10 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
-from tests.conftest import Stack, make_settings, run_api
 from tests.support.api import API_KEY, API_SECRET, eventually, minimal_request
 from tests.support.delivery import record
 from tests.support.servers import Receiver
+from tests.support.stack import Stack, make_settings, run_api
 from worker import keys
 from worker.settings import Settings
 
@@ -161,3 +162,21 @@ async def test_the_console_password_opens_it_and_an_empty_one_never_does(
             auth = {"Authorization": aiohttp.encode_basic_auth(user, password)}
             async with http.get(f"{url}/console/", headers=auth) as resp:
                 assert resp.status == status, (user, password)
+
+
+async def test_a_room_scheduled_ahead_is_listed_on_the_scheduled_page(
+    stack: Stack, browser: Browser
+) -> None:
+    start_at = int(time.time()) + 3600
+    status, body = await stack.api.post(
+        "/auth/room/create", {**minimal_request("term-start-01"), "start_at": start_at}
+    )
+    assert status == 202 and body["msg"] == "scheduled", body
+    page = await _page(browser, http_credentials={"username": API_KEY, "password": API_SECRET})
+
+    await page.goto(f"{stack.url}/console/scheduled")
+
+    row = page.locator("tr", has_text="term-start-01")
+    text = await row.inner_text()
+    assert time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start_at)) in text
+    assert body["job_id"] in text

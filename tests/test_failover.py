@@ -132,9 +132,9 @@ async def test_a_primary_crash_mid_bulk_loses_no_accepted_create_when_a_replica_
             lost.append(room_id)
             continue
         sid = rooms[room_id]["sid"]
-        # Created once (one LiveKit room, one sid) and announced with the accepted job's event.
+        # Created once (one LiveKit room, the session the accepted job made) and announced.
+        assert record["sid"] == sid, (room_id, record, sid)
         assert {s for _, s in seen[room_id]} == {sid}, (room_id, seen[room_id])
-        assert (record["event_id"], sid) in seen[room_id], (room_id, record, seen[room_id])
     extra = sum(len(v) - 1 for v in seen.values())
     after = sum(1 for t in submitter.accepted_at.values() if t > killed)
     if min_replicas:
@@ -162,7 +162,7 @@ async def _all_announced(redis: Redis, receiver: Receiver, accepted: dict[str, s
         return False
     seen = announcements(receiver)
     return all(
-        any(event_id == r["event_id"] for event_id, _ in seen.get(room_id, ()))
+        any(sid == r.get("sid") for _, sid in seen.get(room_id, ()))
         for room_id, r in zip(accepted, records, strict=True)
     )
 
@@ -176,7 +176,7 @@ async def _diagnose(redis: Redis, receiver: Receiver, accepted: dict[str, str]) 
         (room_id, r, await redis.hgetall(f"rk:room:{room_id}"))
         for room_id, r in zip(accepted, records, strict=True)
         if r.get("state") != "complete"
-        or not any(e == r.get("event_id") for e, _ in seen.get(room_id, ()))
+        or not any(s == r.get("sid") for _, s in seen.get(room_id, ()))
     ]
     sample = [
         (room, {k: v for k, v in r.items() if k != "request"}, s) for room, r, s in unfinished[:3]

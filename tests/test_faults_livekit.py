@@ -84,7 +84,9 @@ async def test_a_silent_then_refusing_livekit_delays_creates_and_loses_none(
     for record in records:
         room_id = record["room_id"]
         # One LiveKit room, announced once (any repeat would carry the same webhook-id and sid).
-        assert announced[room_id] == {(record["event_id"], rooms[room_id]["sid"])}, room_id
+        sid = rooms[room_id]["sid"]
+        assert record["sid"] == sid and {s for _, s in announced[room_id]} == {sid}, room_id
+        assert len(announced[room_id]) == 1, (room_id, announced[room_id])
     assert len(rooms) == len(jobs)
     print(
         f"\nfault: LiveKit silent (accepts, never answers; {lk.accepted} connections held), then "

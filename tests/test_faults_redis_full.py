@@ -49,7 +49,7 @@ async def test_a_full_redis_refuses_whole_calls_clearly_and_leaves_no_record_hal
             env = roomkeeper_env(
                 full_redis.url, emu.url, ROOMKEEPER_CREATE_RETRY_SCHEDULE=",".join(["0.5"] * 200)
             )
-            async with api_process(env) as (url, _), worker_process(env):
+            async with api_process(env) as (url, _), worker_process(env) as worker:
                 api = Api(url)
                 submitter = BulkSubmitter(api, receiver.at("/hook"), per_call=100)
                 # The limit sits just above what Redis holds now: the bulk fills it part-way.
@@ -82,6 +82,9 @@ async def test_a_full_redis_refuses_whole_calls_clearly_and_leaves_no_record_hal
                         r.get("state") for r in await job_records(redis, list(accepted.values()))
                     )
                     print(f"\njobs by state {dict(states)}; records not whole: {problems[:10]}")
+                    if problems:
+                        noted = [x for x in worker.output().splitlines() if '"info"' not in x]
+                        print(f"worker: {worker.log}", "\n".join(x[:400] for x in noted[-15:]))
                 await api.close()
             rooms = await livekit_rooms(emu.url)
     finally:
@@ -121,7 +124,13 @@ async def half_written(redis: Redis) -> list[str]:
     problems: list[str] = []
     async for key in redis.scan_iter(keys.job("*"), count=1000):
         job = await redis.hgetall(key)
-        missing = {"state", "room_id", "request", "event_id"} - set(job)
+        # A claimed job holds its request and event; a complete one keeps the session it made.
+        needed = (
+            {"state", "room_id", "sid"}
+            if job.get("state") == "complete"
+            else {"state", "room_id", "request", "event_id"}
+        )
+        missing = needed - set(job)
         if missing:
             problems.append(f"{key} lacks {sorted(missing)}")
         elif job["state"] != "complete":

@@ -156,6 +156,15 @@ async def test_a_generated_client_parses_real_answers_and_every_webhook_body(
             await call("/auth/webhook/test", {"url": hook})
             await receiver.wait_for(lambda r: _seen(receiver, "room_cancelled"))
             await call("/auth/webhook/deliveries", {"room_id": "story"})
+            # A room scheduled a term ahead, listed, then cancelled before it exists.
+            later = {
+                **minimal_request("later", webhook_url=hook),
+                "start_at": int(time.time()) + 3600,
+            }
+            await call("/auth/room/create", later, code="202")
+            await call("/auth/room/fetchScheduledRooms", {})
+            await call("/auth/room/endRoom", {"room_id": "later"})
+            await receiver.wait_for(lambda r: _seen(receiver, "room_cancelled"))
 
     for path, code, answer in answers:
         parse(answer_model(models, spec, path, code), answer)

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_stack
 from tests.support.api import API_KEY, API_SECRET, WEBHOOK_SECRET, eventually, minimal_request
 from tests.support.delivery import emit, record, settled
 from tests.support.servers import Receiver
+from tests.support.stack import Stack, make_settings, run_stack
 from worker import keys
 from worker.queue.schedule import Schedule
 from worker.settings import Settings

@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.conftest import Stack, make_settings, run_api, run_stack
 from tests.support.api import (
     LK_KEY,
     LK_SECRET,
@@ -25,6 +24,7 @@ from tests.support.api import (
 )
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer
+from tests.support.stack import Stack, make_settings, run_api, run_stack
 from worker.rooms.create import job_request
 from worker.rooms.request import parse_create_room
 from worker.rooms.scheduled import pack, unpack

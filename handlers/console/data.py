@@ -1,8 +1,8 @@
 """What the console shows, read from Redis a page at a time (no read grows with the log).
 
 Rooms page by the active-rooms index, deliveries by the delivery log's own indexes
-(`worker.webhooks.log`), hosts by the hosts index. Scheduled rooms come from
-`scheduled_rooms`, the one place a scheduling feature plugs in.
+(`worker.webhooks.log`), hosts by the hosts index. scheduled rooms by their
+index by start time (`worker.rooms.scheduled`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.deps import Deps
 from worker.queue.schedule import Schedule
+from worker.rooms.scheduled import list_scheduled
 from worker.rooms.session import RoomSession
 from worker.rooms.timers import SCHEDULE_NAME as TIMERS
 from worker.rooms.timers import room_timers
@@ -76,13 +78,11 @@ async def active_rooms(
     return rows, total
 
 
-async def scheduled_rooms(redis: Redis, offset: int = 0, limit: int = PAGE) -> list[dict[str, Any]]:
-    """Rooms scheduled to be created later: none until a scheduling feature exists.
-
-    The hook for it: return one page of `{room_id, title, starts_at (unix s), state}`, read
-    from that feature's own index, and the console's "Scheduled" page lists them.
-    """
-    return []
+async def scheduled_rooms(
+    deps: Deps, cursor: str = "", limit: int = PAGE
+) -> tuple[list[dict[str, Any]], str]:
+    """Rooms scheduled ahead, by start time, one page of their index: (rooms, next cursor)."""
+    return await list_scheduled(deps, room_ids=[], start=0, end=None, limit=limit, cursor=cursor)
 
 
 async def counts(redis: Redis) -> dict[str, int]:
@@ -92,9 +92,11 @@ async def counts(redis: Redis) -> dict[str, int]:
         pipe.hgetall(keys.DELIVERY_COUNTS)
         pipe.zcard(keys.HOSTS)
         pipe.scard(keys.HOSTS_OPEN)
-        rooms, by_state, hosts, open_ = await pipe.execute()
+        pipe.zcard(keys.SCHEDULED_BY_START)
+        rooms, by_state, hosts, open_, scheduled = await pipe.execute()
     return {
         "active rooms": int(rooms),
+        "scheduled rooms": int(scheduled),
         "pending deliveries": int(by_state.get("pending", 0)),
         "delivered": int(by_state.get("delivered", 0)),
         "dead deliveries": int(by_state.get("dead", 0)),

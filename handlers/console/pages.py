@@ -94,9 +94,10 @@ async def rooms(request: web.Request) -> web.Response:
 
 
 async def scheduled(request: web.Request) -> web.Response:
-    """Rooms scheduled for later (the hook in `handlers.console.data`)."""
-    rows = await scheduled_rooms(request.config_dict[DEPS].redis, _offset(request))
-    return render(request, "scheduled.html", rooms=rows)
+    """Rooms scheduled ahead, by start time, paged by cursor."""
+    cursor = request.query.get("cursor", "")[:600]
+    rows, more = await scheduled_rooms(request.config_dict[DEPS], cursor)
+    return render(request, "scheduled.html", rooms=rows, more=more)
 
 
 async def deliveries(request: web.Request) -> web.Response:

@@ -197,17 +197,17 @@ class EndRtmp(Event):
 
 
 class RoomScheduled(Event):
-    """`room_scheduled` (the room has no sid yet: it is not created)."""
+    """`room_scheduled`."""
 
     event: Literal["room_scheduled"]
-    start_at: str = Field(description="unix seconds, as a string: when the room starts")
+    start_at: str = Field(description="unix seconds, as a string: when the room is wanted")
 
 
 class RoomCancelled(Event):
-    """`room_cancelled` (the room was never created)."""
+    """`room_cancelled`."""
 
     event: Literal["room_cancelled"]
-    start_at: str = Field(description="unix seconds, as a string: when it would have started")
+    start_at: str = Field(description="unix seconds, as a string: the start it will not have")
 
 
 class WebhookTest(Event):
@@ -269,7 +269,8 @@ EVENT_MODELS: dict[str, EventSpec] = {
     "end_rtmp": EventSpec(EndRtmp, "That streaming egress ended."),
     "room_scheduled": EventSpec(
         RoomScheduled,
-        "A create with a start_at ahead was scheduled, or its schedule moved (no sid yet).",
+        "A create with a start_at beyond ROOMKEEPER_SCHEDULE_LEAD was scheduled, or moved to a "
+        "new start_at (the room has no sid yet).",
     ),
     "room_cancelled": EventSpec(
         RoomCancelled, "endRoom cancelled a scheduled room before it was created."
