@@ -6,12 +6,14 @@ import datetime
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.support.api import eventually, livekit_calls
 from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from tests.test_cli_create_rooms import create_rooms, deliveries_drained, read_report, write_csv
+from worker import keys
 
 
 def _iso(unix_s: int, hours: int) -> str:
@@ -19,6 +21,7 @@ def _iso(unix_s: int, hours: int) -> str:
     return datetime.datetime.fromtimestamp(unix_s, zone).isoformat()
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_nothing_twice(
     stack: Stack, receiver: Receiver, redis: Redis, tmp_path: Path
 ) -> None:
@@ -46,7 +49,7 @@ async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_not
     assert f"    {day}  3 rooms" in out.splitlines(), out
     assert f"    {next_day}  1 rooms" in out.splitlines(), out
     assert "    created at once (no start_at, or in the past)  1 rooms" in out.splitlines()
-    assert await redis.zcard("rk:scheduled:by_start") == 0
+    assert await redis.zcard(keys.SCHEDULED_BY_START) == 0
 
     report = tmp_path / "report.csv"
     code, out, err = await create_rooms(stack, str(rooms), "--report", str(report))
@@ -64,7 +67,7 @@ async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_not
     assert first["mon-2"]["start_at"] == _iso(monday, 0)
     assert first["mon-3"]["start_at"] == _iso(monday + 3600, 0)
     assert first["now-1"]["start_at"] == ""
-    assert await redis.zrangebylex("rk:scheduled:by_start", "-", "+") == [
+    assert await redis.zrangebylex(keys.SCHEDULED_BY_START, "-", "+") == [
         f"{monday:011d}|mon-1",
         f"{monday:011d}|mon-2",
         f"{monday + 3600:011d}|mon-3",
@@ -78,7 +81,7 @@ async def test_a_csv_with_start_at_schedules_its_rooms_and_a_rerun_schedules_not
     planned = ["mon-1", "mon-2", "mon-3", "tue-1"]
     assert [again[k]["job_id"] for k in planned] == [first[k]["job_id"] for k in planned]
     assert again["now-1"]["outcome"] == "exists"
-    assert await redis.zcard("rk:sched:due") == 4
+    assert await redis.zcard(keys.schedule_due(keys.SCHEDULED_ROOMS)) == 4
     await eventually(lambda: deliveries_drained(redis), what="webhook queues drained")
     scheduled = [e["room"]["room_id"] for e in receiver.events() if e["event"] == "room_scheduled"]
     assert sorted(scheduled) == planned

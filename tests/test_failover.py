@@ -173,7 +173,7 @@ async def _diagnose(redis: Redis, receiver: Receiver, accepted: dict[str, str]) 
     states = Counter(r.get("state") for r in records)
     seen = announcements(receiver)
     unfinished = [
-        (room_id, r, await redis.hgetall(f"rk:room:{room_id}"))
+        (room_id, r, await redis.hgetall(keys.room(room_id)))
         for room_id, r in zip(accepted, records, strict=True)
         if r.get("state") != "complete"
         or not any(s == r.get("sid") for _, s in seen.get(room_id, ()))
@@ -188,7 +188,7 @@ async def _diagnose(redis: Redis, receiver: Receiver, accepted: dict[str, str]) 
                 arq_id,
                 await redis.exists(f"arq:job:{arq_id}"),
                 await redis.pttl(f"arq:in-progress:{arq_id}"),
-                await redis.zscore("rk:queue", arq_id),
+                await redis.zscore(keys.QUEUE_NAME, arq_id),
                 await redis.exists(f"arq:result:{arq_id}"),
                 await redis.get(f"arq:retry:{arq_id}"),
             )

@@ -46,6 +46,7 @@ async def _open_metric(stack: Stack, host: str) -> float | None:
     return None
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_an_open_breaker_holds_a_down_host_to_its_probes_and_loses_nothing(
     settings: Settings, emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:
@@ -115,6 +116,7 @@ async def _closed(stack: Stack, host: str) -> bool:
     return await _open_metric(stack, host) is None
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_the_host_rate_limit_spreads_a_burst_and_delivers_it_all(
     settings: Settings, emulator: Emulator, redis: Redis, receiver: Receiver
 ) -> None:

@@ -77,14 +77,20 @@ async def test_a_job_moves_through_its_states(redis: Redis) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         store.job_attempt_cmds(pipe, "j1", 1, "livekit unavailable")
         await pipe.execute()
-    (retrying,) = await store.create_jobs(["j1"])
-    assert (retrying.attempts, retrying.last_error) == (1, "livekit unavailable")
+    (tried,) = await store.create_jobs(["j1"])
+    assert (tried.attempts, tried.last_error) == (1, "livekit unavailable")
     async with redis.pipeline(transaction=True) as pipe:
-        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1","name":"r1"}')
+        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1"}', room_id="r1", event_id="ev1")
         await pipe.execute()
     (done,) = await store.create_jobs(["j1"])
-    assert (done.state, done.sid, done.room_id) == (JobState.COMPLETE, "RM_1", "r1")
-    assert done.over
+    assert (done.state, done.room_id, done.sid, done.event_id) == (
+        JobState.COMPLETE,
+        "r1",
+        "RM_1",
+        "ev1",
+    )
+    assert done.over and done.request == {}  # what only the create needed is gone
+    assert await redis.object("encoding", keys.job("j1")) == "listpack"  # short fields only
     assert await redis.zcard(keys.QUEUED_JOBS) == 0
     assert 0 < await redis.ttl(keys.job("j1")) <= 60
 

@@ -25,6 +25,7 @@ from tests.support.api import (
 from tests.support.procs import roomkeeper_env, worker_process
 from tests.support.servers import Receiver, RedisServer
 from tests.support.stack import Stack, make_settings, run_api, run_stack
+from worker import keys
 from worker.rooms.create import job_request
 from worker.rooms.request import parse_create_room
 from worker.rooms.scheduled import pack, unpack
@@ -62,6 +63,7 @@ async def schedule(api: Api, room_id: str, start_at: Any, **extra: Any) -> dict[
     return reply
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_a_room_scheduled_ahead_is_absent_until_its_start_then_created_and_announced_in_order(
     sched: Stack, receiver: Receiver, redis: Redis
 ) -> None:
@@ -94,13 +96,13 @@ async def test_a_room_scheduled_ahead_is_absent_until_its_start_then_created_and
     creation = done["room_info"]["creation_time"]
     assert creation >= start_at
     # The empty timeout counts from the real creation, not from the schedule.
-    timers = await redis.zrange("rk:timers:due", 0, -1, withscores=True)
+    timers = await redis.zrange(keys.schedule_due(keys.TIMERS), 0, -1, withscores=True)
     empty = [score for member, score in timers if member.startswith("empty|monday|")]
     assert len(empty) == 1
     counted_from = empty[0] / 1000 - 1800  # the session's real start, not the schedule's write
     assert start_at <= counted_from <= calls[0]["at"] + 1.0 and int(counted_from) == creation
-    assert await redis.exists("rk:scheduled:monday") == 0
-    assert await redis.zcard("rk:scheduled:by_start") == 0
+    assert await redis.exists(keys.scheduled("monday")) == 0
+    assert await redis.zcard(keys.SCHEDULED_BY_START) == 0
 
 
 async def _state(api: Api, job_id: str, state: str) -> dict[str, Any] | None:
@@ -108,6 +110,7 @@ async def _state(api: Api, job_id: str, state: str) -> dict[str, Any] | None:
     return job if job["state"] == state else None
 
 
+@pytest.mark.slow
 async def test_a_schedule_outlives_a_worker_killed_before_its_start(
     redis_server: RedisServer, redis: Redis
 ) -> None:
@@ -123,7 +126,10 @@ async def test_a_schedule_outlives_a_worker_killed_before_its_start(
                 doomed.signal(signal.SIGKILL)
                 doomed.wait(10)
             assert time.time() < start_at  # killed between scheduling and the start
-            assert await redis.zscore("rk:sched:due", "durable") == start_at * 1000
+            assert (
+                await redis.zscore(keys.schedule_due(keys.SCHEDULED_ROOMS), "durable")
+                == start_at * 1000
+            )
             async with worker_process(env, "heir"):
                 calls = await eventually(
                     lambda: livekit_calls(emu.url, "CreateRoom"), timeout=15, what="CreateRoom"
@@ -150,7 +156,7 @@ async def test_end_room_on_a_scheduled_room_cancels_it_and_nothing_is_created(
     # Past its start time, a worker that would have created it has nothing to do.
     await eventually(lambda: _past(start_at + 1), timeout=5, what="past the start time")
     assert await livekit_calls(sched.emulator.url, "CreateRoom") == []
-    assert await redis.zcard("rk:sched:due") == 0
+    assert await redis.zcard(keys.schedule_due(keys.SCHEDULED_ROOMS)) == 0
     assert events_of(receiver, "called-off") == ["room_scheduled", "room_cancelled"]
 
 
@@ -197,15 +203,15 @@ async def test_twenty_concurrent_schedules_of_one_room_are_one_schedule(
         )
     )
     assert len({r["job_id"] for r in replies}) == 1
-    assert await redis.zcard("rk:sched:due") == 1
-    assert await redis.zcard("rk:scheduled:by_start") == 1
+    assert await redis.zcard(keys.schedule_due(keys.SCHEDULED_ROOMS)) == 1
+    assert await redis.zcard(keys.SCHEDULED_BY_START) == 1
     await receiver.wait_for(lambda r: "room_scheduled" in events_of(receiver, "crowded"))
     await eventually(lambda: _deliveries_settled(redis), what="deliveries settled")
     assert events_of(receiver, "crowded") == ["room_scheduled"]
 
 
 async def _deliveries_settled(redis: Redis) -> bool:
-    return await redis.zcard("rk:dq:due") == 0
+    return await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
 
 
 @pytest.mark.parametrize(
@@ -218,6 +224,8 @@ async def _deliveries_settled(redis: Redis) -> bool:
         ({"at": 1}, "start_at: must be unix seconds (an integer, or a string of digits)"),
         (int(time.time()) + 401 * 86400, "start_at: must be at most 400 days ahead"),
     ],
+    # Fixed ids: a time-derived one would differ between pytest-xdist's workers.
+    ids=["word", "bool", "negative", "fraction", "object", "too-far-ahead"],
 )
 async def test_bad_start_at_values_are_refused_naming_the_field(
     sched: Stack, redis: Redis, start_at: Any, msg: str
@@ -235,7 +243,7 @@ async def test_bad_start_at_values_are_refused_naming_the_field(
     )
     assert status == 202, bulk
     assert bulk["results"] == [{"room_id": "refused", "accepted": False, "msg": msg}]
-    assert await redis.exists("rk:scheduled:refused") == 0
+    assert await redis.exists(keys.scheduled("refused")) == 0
 
 
 async def test_start_at_spellings_and_a_past_start_at_creates_at_once(
@@ -248,7 +256,7 @@ async def test_start_at_spellings_and_a_past_start_at_creates_at_once(
     assert status == 202 and camel["msg"] == "scheduled" and camel["start_at"] == later, camel
     now = await sched.api.create({**minimal_request("past"), "start_at": 1})
     assert now["msg"] == "success" and now["room_info"]["name"] == "past"
-    assert await redis.exists("rk:scheduled:past") == 0
+    assert await redis.exists(keys.scheduled("past")) == 0
 
 
 async def test_bulk_schedules_and_lists_them_by_start_time_in_pages(
@@ -283,6 +291,7 @@ async def test_bulk_schedules_and_lists_them_by_start_time_in_pages(
     assert [r["room_id"] for r in some["rooms"]] == ["r01", "r07"]
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_schedules_survive_a_redis_crash_with_aof_and_are_created_on_time(
     emulator: Emulator, receiver: Receiver
 ) -> None:
@@ -346,7 +355,7 @@ async def test_an_unreadable_schedule_record_holds_up_no_other_room(
     start_at = int(time.time()) + 3
     # A record no release could have written (say, a hand edit): it must not block its batch.
     await redis.hset(
-        "rk:scheduled:broken",
+        keys.scheduled("broken"),
         mapping={
             "job_id": "j-broken",
             "start_at": start_at,
@@ -355,7 +364,7 @@ async def test_an_unreadable_schedule_record_holds_up_no_other_room(
             "event_id": "e",
         },
     )
-    await redis.zadd("rk:sched:due", {"broken": start_at * 1000})
+    await redis.zadd(keys.schedule_due(keys.SCHEDULED_ROOMS), {"broken": start_at * 1000})
     reply = await schedule(sched.api, "healthy", start_at)
     calls = await eventually(
         lambda: livekit_calls(sched.emulator.url, "CreateRoom"), timeout=10, what="CreateRoom"
@@ -365,6 +374,7 @@ async def test_an_unreadable_schedule_record_holds_up_no_other_room(
     await eventually(lambda: _state(sched.api, reply["job_id"], "complete"), what="job complete")
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
 async def test_rooms_due_faster_than_the_rate_limit_are_created_in_order_of_start_at(
     redis_server: RedisServer, emulator: Emulator, redis: Redis
 ) -> None:

@@ -71,8 +71,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 concurrency=64,
                 idle_max=1.0,
                 grace=grace,
-                priority=deps.priority,
-                urgent=True,
             )
         ),
         asyncio.create_task(

@@ -106,7 +106,7 @@ async def _load(deps: Deps, job_ids: list[str]) -> list[Work]:
         if current != w.job_id:
             await fail(deps, w.job_id, w.room_id, "superseded by a newer create of this room")
         elif state in LIVE_STATES:
-            await complete_job(deps, w.job_id, info or "{}")  # a re-run after a crash
+            await complete_job(deps, w.job_id, info or "{}", w.job.event_id)  # a crash's re-run
         else:
             work.append(w)
     return work

@@ -80,10 +80,10 @@ async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
     log.warning("room create failed", job_id=job_id, room_id=room_id, msg=msg)
 
 
-async def complete_job(deps: Deps, job_id: str, info_json: str) -> None:
+async def complete_job(deps: Deps, job_id: str, info_json: str, event_id: str = "") -> None:
     """Mark a job complete whose room was recorded already (a re-run after a crash)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
-        deps.store.job_complete_cmds(pipe, job_id, info_json)
+        deps.store.job_complete_cmds(pipe, job_id, info_json, event_id=event_id)
         await pipe.execute()
 
 
@@ -140,7 +140,10 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                 for (w, info), (state, current) in zip(chunk, states, strict=True):
                     info_json = json.dumps(info, separators=(",", ":"))
                     if current != w.job_id or state not in PENDING_STATES:
-                        deps.store.job_complete_cmds(pipe, w.job_id, info_json)  # an earlier run
+                        # done by an earlier run
+                        deps.store.job_complete_cmds(
+                            pipe, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id
+                        )
                     else:
                         _created_cmds(pipe, deps, w, info, info_json)
                         created += 1
@@ -201,4 +204,4 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_events=request.get("webhook_events"),
         wake=False,
     )
-    deps.store.job_complete_cmds(pipe, job_id, info_json)
+    deps.store.job_complete_cmds(pipe, job_id, info_json, room_id=room_id, event_id=w.job.event_id)

@@ -136,7 +136,10 @@ async def on_timer(deps: Deps, claim: Claim) -> None:
         await deps.timers.release(claim)
         return
     try:
-        await _fire(deps, timer)
+        # A room's timer is urgent: the worker's other work steps aside while it fires
+        # (reconciliation, which may take seconds over many rooms, is not).
+        with deps.priority.urgent():
+            await _fire(deps, timer)
     except LiveKitError as exc:
         log.warning("timer will retry", timer=claim.member, error=str(exc))
         await deps.timers.release(claim, now_ms() + RETRY_MS)

@@ -181,17 +181,24 @@ class Store:
         pipe.zadd(keys.PAST_ROOMS, {session.sid: ended})
         pipe.zadd(keys.past_by_room(session.room_id), {session.sid: ended})
 
-    def job_complete_cmds(self, pipe: Any, job_id: str, info_json: str) -> None:
+    def job_complete_cmds(
+        self, pipe: Any, job_id: str, info_json: str, *, room_id: str = "", event_id: str = ""
+    ) -> None:
         """A job's end as complete, with the session it made.
 
-        The record is written afresh with short fields only: the request (and its metadata)
-        was for the create, and the room's info is the session's (`completed_room_info`). A
+        The record is written afresh with short fields only (its `event_id`, the id its
+        `room_created` carried, stays): the request (and its metadata) was for the create, and
+        the room's info is the session's (`completed_room_info`). A
         hash that once held a long value stays in Redis's large encoding, several times the
         bytes, so it is replaced, not trimmed.
         """
         info = json.loads(info_json or "{}")
         job = CreateJob(
-            job_id, room_id=info.get("name", ""), state=JobState.COMPLETE, sid=info.get("sid", "")
+            job_id,
+            room_id=room_id or info.get("name", ""),
+            state=JobState.COMPLETE,
+            event_id=event_id,
+            sid=info.get("sid", ""),
         )
         pipe.delete(keys.job(job_id))
         pipe.hset(keys.job(job_id), mapping=job.to_mapping())
