@@ -24,8 +24,20 @@ from tests.support.servers import ROOT, Receiver, RedisServer, free_port
 from tests.support.stack import Stack, make_settings, run_stack
 from tests.test_bulk import CreatedEvents
 from worker import keys
+from worker.settings import Settings
 
 pytestmark = pytest.mark.slow  # real processes or injected faults
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, emulator: Emulator) -> Settings:
+    """The default test settings with a LiveKit timeout a loaded machine cannot run out.
+
+    The emulator shares this process's event loop with the API and the worker: with 2,000
+    rooms in flight on a busy machine a 2 s call timeout ran out, and the retried get-or-create
+    reached LiveKit twice, which the test counts.
+    """
+    return make_settings(redis_server.url, emulator.url, livekit_timeout=15.0)
 
 
 async def create_rooms(

@@ -11,8 +11,7 @@ from pydantic import AliasChoices
 from tests.support.api import API_KEY, API_SECRET
 from tests.support.stack import Stack
 from worker.settings import Settings
-from worker.webhooks.bodies import END_REASONS
-from worker.webhooks.events import EVENT_MODELS
+from worker.webhooks.events import END_REASONS, EVENT_MODELS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

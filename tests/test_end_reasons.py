@@ -10,7 +10,7 @@ from emulator.server import Emulator
 from tests.support.api import LK_KEY, LK_SECRET, minimal_request
 from tests.support.servers import Receiver, RedisServer
 from tests.support.stack import Stack, make_settings, run_stack
-from worker.webhooks.bodies import END_REASONS
+from worker.webhooks.events import END_REASONS
 
 
 def ended_event(receiver: Receiver, room_id: str) -> dict[str, Any] | None:

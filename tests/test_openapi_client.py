@@ -145,6 +145,16 @@ async def test_a_generated_client_parses_real_answers_and_every_webhook_body(
                                                             "room_finished"))
             )  # fmt: skip
             await call("/auth/room/fetchPastRooms", {"room_ids": ["story"]})
+            # A room scheduled an hour ahead, then called off; and a test send.
+            later = {
+                **minimal_request("later", webhook_url=hook),
+                "start_at": int(time.time()) + 3600,
+            }
+            await call("/auth/room/create", later, code="202")
+            await call("/auth/room/fetchScheduledRooms", {"room_ids": ["later"]})
+            await call("/auth/room/endRoom", {"room_id": "later"})
+            await call("/auth/webhook/test", {"url": hook})
+            await receiver.wait_for(lambda r: _seen(receiver, "room_cancelled"))
             await call("/auth/webhook/deliveries", {"room_id": "story"})
             # A room scheduled a term ahead, listed, then cancelled before it exists.
             later = {

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-# The events and their bodies' models: `worker.webhooks.events.EVENT_MODELS`.
+from worker.webhooks.events import END_REASONS, EVENT_MODELS, TEST_EVENT, EndReason
 
-EndReason = Literal[
-    "empty_timeout", "room_duration", "ended_by_api", "livekit_finished", "reconciled"
-]
+__all__ = ["END_REASONS", "EVENTS", "TEST_EVENT", "EndReason"]  # also used from here
 
-# `session_ended.reason` is one of these codes (receivers branch on it); `reason_text` says it
-# for people and may be reworded.
-END_REASONS: dict[str, str] = {
-    "empty_timeout": "nobody joined within the room's empty_timeout",
-    "room_duration": "the room's room_duration ran out",
-    "ended_by_api": "ended through the API (endRoom)",
-    "livekit_finished": "LiveKit reported the room finished (room_finished)",
-    "reconciled": "LiveKit no longer had the room (found by reconciliation)",
-}
+# Every event and its body's model, and the end reasons, are in the registry; the events a
+# target may filter on are all but the test send's.
 # Reasons stored by versions before the codes, so a session ending across an upgrade says a code.
 _OLD_REASONS = {
     "ended by the API (endRoom)": "ended_by_api",
@@ -41,25 +32,7 @@ def end_reason_fields(code: str) -> dict[str, str]:
     return {"reason": code, "reason_text": END_REASONS.get(code, code)}
 
 
-EVENTS = (
-    "room_created",
-    "room_started",
-    "participant_joined",
-    "participant_left",
-    "track_published",
-    "track_unpublished",
-    "room_finished",
-    "session_ending",
-    "session_ended",
-    "start_recording",
-    "end_recording",
-    "recording_proceeded",
-    "start_rtmp",
-    "end_rtmp",
-    "room_scheduled",
-    "room_cancelled",
-)
-TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
+EVENTS = tuple(e for e in EVENT_MODELS if e != TEST_EVENT)
 RECORDER_ID = "livekit-egress"  # plugNmeet's recorder_id: here the recorder is LiveKit's egress
 
 

@@ -14,7 +14,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.webhooks.bodies import EndReason
+EndReason = Literal[
+    "empty_timeout", "room_duration", "ended_by_api", "livekit_finished", "reconciled"
+]
+
+# `session_ended.reason` is one of these codes (receivers branch on it); `reason_text` says it
+# for people and may be reworded.
+END_REASONS: dict[str, str] = {
+    "empty_timeout": "nobody joined within the room's empty_timeout",
+    "room_duration": "the room's room_duration ran out",
+    "ended_by_api": "ended through the API (endRoom)",
+    "livekit_finished": "LiveKit reported the room finished (room_finished)",
+    "reconciled": "LiveKit no longer had the room (found by reconciliation)",
+}
+TEST_EVENT = "webhook_test"  # sent only by a test send, never filtered
 
 
 class _Open(BaseModel):
@@ -197,6 +210,12 @@ class RoomCancelled(Event):
     start_at: str = Field(description="unix seconds, as a string: the start it will not have")
 
 
+class WebhookTest(Event):
+    """`webhook_test` (an empty room: nothing happened, the receiver is being checked)."""
+
+    event: Literal["webhook_test"]
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One outgoing event: its body's model and when it is sent."""
@@ -236,14 +255,6 @@ EVENT_MODELS: dict[str, EventSpec] = {
         SessionEnded,
         "Exactly once per session, whatever ended it (timer, endRoom, LiveKit, reconciliation).",
     ),
-    "room_scheduled": EventSpec(
-        RoomScheduled,
-        "A create with a start_at beyond ROOMKEEPER_SCHEDULE_LEAD was scheduled, or moved to a "
-        "new start_at (the room has no sid yet).",
-    ),
-    "room_cancelled": EventSpec(
-        RoomCancelled, "endRoom cancelled a scheduled room before it was created."
-    ),
     "start_recording": EventSpec(
         StartRecording, "An egress with a file output started (LiveKit's egress_started)."
     ),
@@ -256,6 +267,17 @@ EVENT_MODELS: dict[str, EventSpec] = {
     ),
     "start_rtmp": EventSpec(StartRtmp, "An egress with stream outputs only started."),
     "end_rtmp": EventSpec(EndRtmp, "That streaming egress ended."),
+    "room_scheduled": EventSpec(
+        RoomScheduled,
+        "A create with a start_at beyond ROOMKEEPER_SCHEDULE_LEAD was scheduled, or moved to a "
+        "new start_at (the room has no sid yet).",
+    ),
+    "room_cancelled": EventSpec(
+        RoomCancelled, "endRoom cancelled a scheduled room before it was created."
+    ),
+    TEST_EVENT: EventSpec(
+        WebhookTest, "Only when /auth/webhook/test sends one, to the URL it names, at once."
+    ),
 }
 
 EVENTS = tuple(EVENT_MODELS)
