@@ -1,9 +1,10 @@
 """The create-room request: validated and normalised once, here.
 
-The pydantic models below (and the feature messages of `worker.rooms.features`) do the work, read through `worker.wire` (either spelling, protojson's
-scalar forms, proto3 presence for camelCase messages): their defaults are the README's defaults,
-`Also(...)` accepts plugNmeet's newer switch names, `extra="allow"` keeps unknown metadata keys,
-and `model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
+The pydantic models below (and the feature messages of `worker.rooms.features`) do the work,
+read through `worker.wire` (either spelling, protojson's scalar forms, proto3 presence for
+camelCase messages): their defaults are the README's defaults, `Also(...)` accepts plugNmeet's
+newer switch names, `extra="allow"` keeps unknown metadata keys, and
+`model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
 `RequestInvalid("<dotted.path>: <rule>")`, every broken rule at once, never in pydantic's wording.
 
 Adding a field is one line in its model: a seed-style switch with its default (`name: StrictBool =
