@@ -50,7 +50,7 @@ def livekit_receive(body: bytes, token: str) -> object:
     return api.WebhookReceiver(api.TokenVerifier(API_KEY, API_SECRET)).receive(body.decode(), token)
 
 
-def test_the_readmes_worked_vector_for_request_signatures() -> None:
+def test_plugnmeets_worked_vector_for_request_signatures() -> None:
     body = (
         b'{"room_id":"room01","metadata":{"room_title":"Test room",'
         b'"room_features":{"allow_webcams":true}}}'
