@@ -16,7 +16,7 @@ MISSING = StatusCode.MISSING_REQUIRED_PARAMETER
 
 
 def authenticate(headers: Mapping[str, str], body: bytes, api_key: str, api_secret: str) -> None:
-    """Raise the contract's 401 ApiError unless the request is signed with our key and secret."""
+    """Raise plugNmeet's 401 ApiError unless the request is signed with our key and secret."""
     key = headers.get("API-KEY")
     if not key:
         raise ApiError(MISSING, "Missing API-KEY header.", 401)

@@ -37,7 +37,7 @@ from worker.rooms.scheduled import Scheduled, is_scheduled
 from worker.rooms.submit import submit_or_schedule
 from worker.wire import WireInvalid, validate
 
-# The contract's status codes have no "try later"; a full queue is the service's own limit.
+# plugNmeet's status codes have no "try later"; a full queue is the service's own limit.
 QUEUE_FULL = StatusCode.INTERNAL_SERVER_ERROR
 # Redis at maxmemory refused this room's claim (others of the call may have been stored).
 ROOM_NOT_STORED = "storage full: this room was not accepted, retry later"

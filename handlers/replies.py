@@ -33,7 +33,7 @@ class StatusCode(StrEnum):
 
 
 class ApiError(Exception):
-    """An answer with `status: false`; HTTP 200 unless the contract says otherwise (401/413/415)."""
+    """An answer with `status: false`; HTTP 200 but for auth, size and type (401/413/415)."""
 
     def __init__(
         self,

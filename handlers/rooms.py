@@ -13,8 +13,9 @@ from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
+from worker.rooms.limits import CreateLimits
 from worker.rooms.records import api_room_info, completed_room_info
-from worker.rooms.request import CreateLimits, CreateRoomRequest
+from worker.rooms.request import CreateRoomRequest
 from worker.rooms.scheduled import Scheduled
 from worker.rooms.submit import submit_or_schedule
 from worker.settings import Settings

@@ -33,7 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker.rooms.request import CreateLimits, CreateRoomRequest, RequestInvalid, parse_create_room
+from worker.rooms.limits import CreateLimits
+from worker.rooms.request import CreateRoomRequest, RequestInvalid, parse_create_room
 from worker.wire import names_of
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -61,7 +61,7 @@ def test_a_guard_refusal_is_dead_at_once_with_its_reason() -> None:
     )
 
 
-def test_the_default_schedule_is_the_contracts() -> None:
+def test_the_default_schedule_is_the_documented_one() -> None:
     assert SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 

@@ -50,7 +50,7 @@ def livekit_receive(body: bytes, token: str) -> object:
     return api.WebhookReceiver(api.TokenVerifier(API_KEY, API_SECRET)).receive(body.decode(), token)
 
 
-def test_the_contracts_worked_vector_for_request_signatures() -> None:
+def test_plugnmeets_worked_vector_for_request_signatures() -> None:
     body = (
         b'{"room_id":"room01","metadata":{"room_title":"Test room",'
         b'"room_features":{"allow_webcams":true}}}'
@@ -114,7 +114,7 @@ def test_livekits_receiver_refuses_a_token_signed_with_another_secret() -> None:
         livekit_receive(BODY, token)
 
 
-def test_the_jwt_claims_are_the_contracts() -> None:
+def test_the_jwt_claims_are_plugnmeets() -> None:
     now = int(time.time())
     claims = jwt.decode(webhook_jwt(BODY, API_KEY, API_SECRET, now), API_SECRET, ["HS256"])
     assert claims == {
@@ -139,7 +139,7 @@ def test_each_attempt_gets_a_fresh_token_and_timestamp_for_the_same_body() -> No
     assert sha[0] == sha[1]
 
 
-def test_every_attempt_carries_the_contracts_headers() -> None:
+def test_every_attempt_carries_both_signatures_headers() -> None:
     headers = headers_for(WEBHOOK_SECRET)
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == "roomkeeper/test"

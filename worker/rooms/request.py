@@ -1,9 +1,10 @@
 """The create-room request: validated and normalised once, here.
 
-The pydantic models below do the work, read through `worker.wire` (either spelling, protojson's
-scalar forms, proto3 presence for camelCase messages): their defaults are the README's defaults,
-`Also(...)` accepts plugNmeet's newer switch names, `extra="allow"` keeps unknown metadata keys,
-and `model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
+The pydantic models below (and the feature messages of `worker.rooms.features`) do the work,
+read through `worker.wire` (either spelling, protojson's scalar forms, proto3 presence for
+camelCase messages): their defaults are the README's defaults, `Also(...)` accepts plugNmeet's
+newer switch names, `extra="allow"` keeps unknown metadata keys, and
+`model_dump(exclude_none=True)` is the normalised metadata. Errors leave this module as
 `RequestInvalid("<dotted.path>: <rule>")`, every broken rule at once, never in pydantic's wording.
 
 Adding a field is one line in its model: a seed-style switch with its default (`name: StrictBool =
@@ -28,33 +29,38 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
     StrictStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from worker.rooms.features import (
+    CopyrightConf,
+    DefaultLockSettings,
+    MetadataObject,
+    OptBool,
+    OptInt,
+    OptStr,
+    RoomFeatures,
+)
+from worker.rooms.limits import (
+    DEFAULT_LIMITS,
+    MAX_EMPTY_TIMEOUT,
+    MAX_PARTICIPANTS,
+    CreateLimits,
+    limits_of,
+)
 from worker.webhooks.bodies import EVENTS
-from worker.webhooks.netguard import IPAddress, IPNetwork, blocked_reason, literal_ip
+from worker.webhooks.netguard import IPAddress, blocked_reason, literal_ip
 from worker.wire import (
-    Also,
-    IntLike,
     Presence,
     Proto3,
     Read,
     WireInvalid,
-    Zero,
-    ZeroUnless,
     read,
     rule,
 )
-
-MAX_PARTICIPANTS = 100_000
-MAX_EMPTY_TIMEOUT = 31 * 24 * 3600  # seconds
-MAX_ROOM_DURATION = 31 * 24 * 60  # minutes
-MAX_BREAKOUT_ROOMS = 16
-DEFAULT_BREAKOUT_ROOMS = 6
 
 ROOM_ID_RULE = "must be 1-256 characters of A-Z a-z 0-9 _ . : -"
 URL_RULE = "must be an absolute http(s) URL"
@@ -75,23 +81,6 @@ class RequestInvalid(ValueError):
 
 
 @dataclass(frozen=True)
-class CreateLimits:
-    """Operator-set bounds for one create request."""
-
-    default_empty_timeout: int = 1800  # seconds, used when empty_timeout is 0/absent
-    default_departure_timeout: int = 60  # seconds, used when departure_timeout is 0/absent
-    max_room_duration: int = 0  # minutes; 0 = no cap, else every room_duration is capped to it
-    allowed_cidrs: tuple[IPNetwork, ...] = ()  # opened for the webhook_url SSRF check
-    max_metadata_bytes: int = 512 * 1024  # LiveKit's metadata limit, on metadata_json as UTF-8
-    max_string_length: int = 4096  # any string (or key) inside metadata
-    max_depth: int = 16  # nesting of objects/arrays inside metadata; metadata itself is level 1
-    max_schedule_ahead: float = 400 * 86400.0  # seconds ahead a start_at may lie
-
-
-DEFAULT_LIMITS = CreateLimits()
-
-
-@dataclass(frozen=True)
 class CreateRoom:
     """A valid create request, normalised."""
 
@@ -105,11 +94,6 @@ class CreateRoom:
     metadata_json: str  # exactly what LiveKit stores
     start_at: int | None = None  # unix seconds the room is wanted from; None = now
     webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
-
-
-def _limits(info: ValidationInfo) -> CreateLimits:
-    limits = info.context.get("limits") if isinstance(info.context, dict) else None
-    return limits if isinstance(limits, CreateLimits) else DEFAULT_LIMITS
 
 
 def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: int) -> Any:
@@ -181,213 +165,7 @@ def _check_room_id(value: Any) -> Any:
 RoomId = Annotated[str, BeforeValidator(_check_room_id)]  # the room_id rule, for every route
 
 
-class _Open(BaseModel, Proto3):
-    """A metadata object: unknown keys are kept; it mirrors a plugNmeet proto message."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-# The fields the seed names get defaults; plugNmeet's other fields (a `None` default) are
-# type-checked and stored only when sent. See worker/wire.py for the markers.
-OptBool = Annotated[StrictBool | None, Presence()]
-OptStr = Annotated[StrictStr | None, Presence()]
-OptInt = Annotated[int | None, Presence(), Field(strict=True, ge=0)]
-
-
-class RecordingFeatures(_Open):
-    is_allow: StrictBool = True
-    is_allow_cloud: StrictBool = True
-    is_allow_local: StrictBool = True
-    enable_auto_cloud_recording: StrictBool = False
-    only_record_admin_webcams: OptBool = None
-
-    @model_validator(mode="after")
-    def _off_clears_options(self) -> Self:
-        if not self.is_allow:
-            self.is_allow_cloud = self.is_allow_local = self.enable_auto_cloud_recording = False
-        return self
-
-
-class ChatFeatures(_Open):
-    allow_chat: Annotated[StrictBool, Also("is_allow")] = True
-    allow_file_upload: Annotated[StrictBool, Also("is_allow_file_upload")] = True
-    allowed_file_types: list[StrictStr] | None = None
-    max_file_size: OptInt = None
-
-    @model_validator(mode="after")
-    def _off_clears_upload(self) -> Self:
-        if not self.allow_chat:
-            self.allow_file_upload = False
-        return self
-
-
-class SharedNotePadFeatures(_Open):
-    allowed_shared_note_pad: Annotated[StrictBool, Also("is_allow")] = True
-
-
-class WhiteboardFeatures(_Open):
-    allowed_whiteboard: Annotated[StrictBool, Also("is_allow")] = True
-    preload_file: OptStr = None
-
-
-class ExternalMediaPlayerFeatures(_Open):
-    allowed_external_media_player: Annotated[StrictBool, Also("is_allow")] = True
-
-
-class WaitingRoomFeatures(_Open):
-    is_active: StrictBool = False
-    waiting_room_msg: OptStr = None
-
-
-class BreakoutRoomFeatures(_Open):
-    # The seed's table names this switch `is_active`, its example and the SDKs `is_allow`: both are
-    # read and it is stored as `is_allow`. Default on, like the other features a meeting has.
-    is_allow: Annotated[StrictBool, Also("is_active")] = True
-    # Checked below: its range depends on is_allow. Absent: plugNmeet's count in a snake_case
-    # message; 0 (then the count if breakouts are on) in a camelCase one.
-    allowed_number_rooms: Annotated[Any, IntLike(), Zero(0)] = None
-
-    @model_validator(mode="after")
-    def _room_count(self) -> Self:
-        n = self.allowed_number_rooms
-        if n is None or (n == 0 and self.is_allow and type(n) is int):
-            # plugNmeet's rule: 0 means its default (the Python SDK makes callers pass a number).
-            self.allowed_number_rooms = DEFAULT_BREAKOUT_ROOMS
-        elif type(n) is not int:  # not isinstance: a bool is not a count
-            raise rule("must be an integer", "allowed_number_rooms")
-        # 0 is kept when breakouts are off.
-        elif not 0 <= n <= MAX_BREAKOUT_ROOMS:
-            raise rule(f"must be between 1 and {MAX_BREAKOUT_ROOMS}", "allowed_number_rooms")
-        return self
-
-
-class DisplayExternalLinkFeatures(_Open):
-    # Same naming split as breakouts (`is_active` in the seed's table): stored as `is_allow`.
-    is_allow: Annotated[StrictBool, Also("is_active")] = True
-    link: OptStr = None
-    shared_by: OptStr = None
-
-
-class _Switched(_Open):
-    """A newer features object whose switch is stored under a seed name (see RoomFeatures)."""
-
-    is_allow: StrictBool = Field(False, exclude=True)  # moved to the seed's name before dumping
-
-
-class PollsFeatures(_Switched):
-    pass
-
-
-class ExternalBroadcastingFeatures(_Switched):
-    pass
-
-
-class IngressFeatures(_Open):
-    is_allow: OptBool = None
-
-
-class SpeechToTextTranslationFeatures(_Open):
-    is_allow: OptBool = None
-    is_allow_translation: OptBool = None
-
-
-class EndToEndEncryptionFeatures(_Open):
-    is_enabled: OptBool = None
-
-
-class InsightsFeatures(_Open):
-    is_allow: OptBool = None
-
-
-class CopyrightConf(_Open):
-    display: OptBool = None
-    text: OptStr = None
-
-
-# newer features object -> the seed's switch it is stored as
-_SWITCHED_AS = {"polls_features": "allow_polls", "external_broadcasting_features": "allow_rtmp"}
-
-
-class RoomFeatures(_Open):
-    allow_webcams: StrictBool = True
-    mute_on_start: StrictBool = False
-    allow_screen_share: StrictBool = True
-    # or external_broadcasting_features.is_allow / polls_features.is_allow: _switches_by_seed_name
-    allow_rtmp: Annotated[StrictBool, ZeroUnless("external_broadcasting_features")] = False
-    admin_only_webcams: StrictBool = False
-    allow_view_other_webcams: StrictBool = True
-    allow_view_other_users_list: StrictBool = True
-    allow_polls: Annotated[StrictBool, ZeroUnless("polls_features")] = True
-    room_duration: Annotated[int, Presence()] = Field(
-        0, strict=True, ge=0, le=MAX_ROOM_DURATION, validate_default=True
-    )
-    enable_analytics: OptBool = None
-    allow_virtual_bg: OptBool = None
-    allow_raise_hand: OptBool = None
-    auto_gen_user_id: OptBool = None
-    recording_features: RecordingFeatures = Field(default_factory=RecordingFeatures)
-    chat_features: ChatFeatures = Field(default_factory=ChatFeatures)
-    shared_note_pad_features: SharedNotePadFeatures = Field(default_factory=SharedNotePadFeatures)
-    whiteboard_features: WhiteboardFeatures = Field(default_factory=WhiteboardFeatures)
-    external_media_player_features: ExternalMediaPlayerFeatures = Field(
-        default_factory=ExternalMediaPlayerFeatures
-    )
-    waiting_room_features: WaitingRoomFeatures = Field(default_factory=WaitingRoomFeatures)
-    breakout_room_features: BreakoutRoomFeatures = Field(default_factory=BreakoutRoomFeatures)
-    display_external_link_features: DisplayExternalLinkFeatures = Field(
-        default_factory=DisplayExternalLinkFeatures
-    )
-    polls_features: PollsFeatures | None = None
-    external_broadcasting_features: ExternalBroadcastingFeatures | None = None
-    ingress_features: IngressFeatures | None = None
-    speech_to_text_translation_features: SpeechToTextTranslationFeatures | None = None
-    end_to_end_encryption_features: EndToEndEncryptionFeatures | None = None
-    insights_features: InsightsFeatures | None = None
-
-    @field_validator("room_duration")
-    @classmethod
-    def _cap_duration(cls, minutes: int, info: ValidationInfo) -> int:
-        cap = _limits(info).max_room_duration
-        return cap if cap > 0 and (minutes == 0 or minutes > cap) else minutes
-
-    @model_validator(mode="before")
-    @classmethod
-    def _switches_by_seed_name(cls, data: Any) -> Any:
-        # plugNmeet's newer `polls_features.is_allow` is stored as the seed's `allow_polls`, and
-        # `external_broadcasting_features.is_allow` as `allow_rtmp` (the seed's name wins if both
-        # are sent); the objects' other keys are kept. Not an AliasPath: pydantic would consume
-        # the whole object.
-        if not isinstance(data, dict):
-            return data
-        for section, seed_name in _SWITCHED_AS.items():
-            newer = data.get(section)
-            if not isinstance(newer, dict) or "is_allow" not in newer:
-                continue
-            rest = {k: v for k, v in newer.items() if k != "is_allow"}
-            data = {k: v for k, v in data.items() if k != section}
-            if rest:
-                data[section] = rest
-            if seed_name not in data:
-                if not isinstance(newer["is_allow"], bool):
-                    raise rule("must be a boolean", section, "is_allow")
-                data[seed_name] = newer["is_allow"]
-        return data
-
-
-class DefaultLockSettings(_Open):
-    # proto3 `optional` in plugNmeet: an absent lock keeps its default in either spelling.
-    lock_microphone: Annotated[StrictBool, Presence()] = False
-    lock_webcam: Annotated[StrictBool, Presence()] = False
-    lock_screen_sharing: Annotated[StrictBool, Presence()] = True
-    lock_whiteboard: Annotated[StrictBool, Presence()] = True
-    lock_shared_notepad: Annotated[StrictBool, Presence()] = True
-    lock_chat: Annotated[StrictBool, Presence()] = False
-    lock_chat_send_message: Annotated[StrictBool, Presence()] = False
-    lock_chat_file_share: Annotated[StrictBool, Presence()] = False
-    lock_private_chat: Annotated[StrictBool, Presence()] = False
-
-
-class RoomMetadata(_Open):
+class RoomMetadata(MetadataObject):
     room_title: StrictStr
     welcome_message: StrictStr | None = None
     webhook_url: StrictStr | None = None
@@ -409,7 +187,7 @@ class RoomMetadata(_Open):
     @classmethod
     def _within_limits(cls, data: Any, info: ValidationInfo) -> Any:
         # Runs on the raw object, so size limits hold before anything else looks at it.
-        return _json_checked(data, _limits(info), (), 1) if isinstance(data, dict) else data
+        return _json_checked(data, limits_of(info), (), 1) if isinstance(data, dict) else data
 
     @field_validator("room_title")
     @classmethod
@@ -450,7 +228,7 @@ class RoomMetadata(_Open):
         # not resolved here: the delivery engine checks every address it connects to.
         if info.field_name == "webhook_url":
             ip = _host_address(urlsplit(url).hostname or "")
-            reason = blocked_reason(ip, _limits(info).allowed_cidrs) if ip else None
+            reason = blocked_reason(ip, limits_of(info).allowed_cidrs) if ip else None
             if reason:
                 raise rule(f"refused: {reason}")
         return url
@@ -496,11 +274,11 @@ class CreateRoomRequest(BaseModel, Proto3):
     @field_validator("start_at", mode="before")
     @classmethod
     def _start_at(cls, value: Any, info: ValidationInfo) -> Any:
-        return check_start_at(value, _limits(info), time.time())
+        return check_start_at(value, limits_of(info), time.time())
 
     @model_validator(mode="after")
     def _normalised(self, info: ValidationInfo) -> Self:
-        limits = _limits(info)
+        limits = limits_of(info)
         metadata = self.metadata.model_dump(exclude_none=True)
         metadata_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
         if len(metadata_json.encode()) > limits.max_metadata_bytes:
