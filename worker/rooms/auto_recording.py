@@ -22,6 +22,7 @@ from worker.deps import Deps
 from worker.livekit import LiveKitError, LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
+from worker.rooms.once import emit_once
 from worker.rooms.recordings import owner_fields
 from worker.rooms.session import RoomSession
 from worker.rooms.timers import Timer, arm
@@ -163,27 +164,7 @@ async def _report_failed(deps: Deps, timer: Timer, session: RoomSession, why: st
         event_id=event_id,
         extra={"recording_info": recording_info("", msg)},
     )
-    once = keys.once(event_id)
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(once)
-            if await pipe.exists(once):
-                await pipe.reset()
-                return
-            pipe.multi()
-            pipe.set(once, 1, ex=SEEN_TTL)
-            deps.outbox.emit(
-                pipe,
-                event_id=event_id,
-                event="end_recording",
-                room_id=timer.room_id,
-                body=body,
-                room_webhook_url=session.webhook_url or None,
-                room_events=session.webhook_events,
-            )
-            await pipe.execute()
-        except WatchError:
-            return
+    await emit_once(deps, session, timer.room_id, "end_recording", event_id, body)
 
 
 async def stop_session_recording(deps: Deps, session: RoomSession) -> None:

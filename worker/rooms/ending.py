@@ -19,6 +19,7 @@ from worker.logs import get_logger
 from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms.auto_recording import RECORD_TIMER, start_auto, stop_session_recording
+from worker.rooms.once import emit_once
 from worker.rooms.records import LIVE_STATES
 from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
@@ -177,27 +178,7 @@ async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:
             "seconds_left": seconds_left,
         },
     )
-    once = keys.once(event_id)
-    async with deps.redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(once)
-            if await pipe.exists(once):
-                await pipe.reset()
-                return
-            pipe.multi()
-            pipe.set(once, 1, ex=86400)
-            deps.outbox.emit(
-                pipe,
-                event_id=event_id,
-                event="session_ending",
-                room_id=timer.room_id,
-                body=body,
-                room_webhook_url=session.webhook_url or None,
-                room_events=session.webhook_events,
-            )
-            await pipe.execute()
-        except WatchError:
-            return
+    await emit_once(deps, session, timer.room_id, "session_ending", event_id, body)
 
 
 async def reconcile(deps: Deps) -> int:
