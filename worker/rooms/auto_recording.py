@@ -32,7 +32,6 @@ from worker.webhooks.bodies import derived_event_id, notify_body, notify_room, r
 log = get_logger("roomkeeper.recordings")
 
 RECORD_TIMER = "record"
-SEEN_TTL = 86400
 
 
 def is_admin(p: api.ParticipantInfo) -> bool:
