@@ -13,10 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from emulator.server import Emulator
-from tests.support.api import (
-    LK_KEY,
-    LK_SECRET,
-)
+from tests.support.api import LK_KEY, LK_SECRET, close_open_apis
 from tests.support.servers import Receiver, RedisServer, run_receiver
 from tests.support.stack import Stack, make_settings, run_stack
 from worker.logs import configure_logging
@@ -27,6 +24,13 @@ from worker.settings import Settings
 def _logging() -> None:
     """The service's own logging set-up (JSON lines, secrets redacted)."""
     configure_logging("info", "json")
+
+
+@pytest.fixture(autouse=True)
+async def _close_apis() -> AsyncIterator[None]:
+    """A test that fails before `api.close()` leaves no session to warn about in the next one."""
+    yield
+    await close_open_apis()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -88,6 +89,7 @@ class Api:
         self.key = key
         self.secret = secret
         self.session = aiohttp.ClientSession()
+        _OPEN.add(self)
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -176,3 +178,15 @@ async def livekit_rooms(base_url: str) -> dict[str, dict[str, Any]]:
 async def livekit_calls(base_url: str, method: str) -> list[dict[str, Any]]:
     """The Twirp calls of one method the emulator received."""
     return list((await emulator(base_url, f"calls?method={method}"))["calls"])
+
+
+# Clients a failed test never reached `close()` for: closed at its teardown (`close_open_apis`),
+# so the failure is reported once instead of again as an unclosed session in a later test.
+_OPEN: weakref.WeakSet[Api] = weakref.WeakSet()
+
+
+async def close_open_apis() -> None:
+    """Close every Api client still open (the conftest calls this after each test)."""
+    for client in list(_OPEN):
+        await client.close()
+    _OPEN.clear()
