@@ -133,3 +133,28 @@ class ResilientWorker(Worker):
                 log.warning("redis unavailable, arq polling paused", error=type(exc).__name__)
                 await asyncio.sleep(REDIS_PAUSE_S)
                 return  # the rest are still queued; the next poll takes them
+
+
+QUEUE_SCAN_CHUNK = 500
+
+
+async def queued_args(pool: ArqRedis, function: str) -> list[list[Any]]:
+    """The arguments of every job of `function` in arq's queue (due, deferred or running).
+
+    arq keeps a job in its queue until the job ends, retries included, so this is every job of
+    `function` that will still run.
+    """
+    arq_ids = await pool.zrange(QUEUE_NAME, 0, -1)
+    found: list[list[Any]] = []
+    for start in range(0, len(arq_ids), QUEUE_SCAN_CHUNK):
+        chunk = arq_ids[start : start + QUEUE_SCAN_CHUNK]
+        keys = [
+            JOB_KEY_PREFIX.encode() + (i if isinstance(i, bytes) else i.encode()) for i in chunk
+        ]
+        for raw in await pool.mget(keys):
+            if raw is None:
+                continue  # ended meanwhile
+            job = deserialize_job(raw)
+            if job.get("f") == function:
+                found.append(list(job.get("a") or []))
+    return found

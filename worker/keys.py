@@ -95,7 +95,7 @@ def job(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> enqueue ms, for back-pressure
+QUEUED_JOBS = f"{PREFIX}jobs:queued"  # zset job_id -> claim ms: open jobs (back-pressure, orphans)
 
 REPLICA_BARRIER = f"{PREFIX}replica:barrier"  # counter the replica confirmation writes and waits on
 

@@ -14,6 +14,10 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 JOBS = Counter("roomkeeper_jobs_total", "Units of worker work done", ["function", "outcome"])
+JOBS_RECOVERED = Counter(
+    "roomkeeper_create_jobs_recovered_total",
+    "Create jobs found without their arq job (Redis lost writes) and queued again",
+)
 JOB_SECONDS = Histogram("roomkeeper_job_seconds", "Worker job duration", ["function"])
 DELIVERIES = Counter(
     "roomkeeper_webhook_deliveries_total", "Webhook deliveries finished", ["outcome"]
@@ -46,7 +50,9 @@ SCHEDULE_LATENESS = Histogram(
 )
 
 # Cluster-wide figures read from Redis when /metrics is scraped.
-QUEUE_DEPTH = Gauge("roomkeeper_create_queue_depth", "Room-create jobs waiting in the queue")
+QUEUE_DEPTH = Gauge(
+    "roomkeeper_create_queue_depth", "Room-create jobs accepted and not yet finished"
+)
 DELIVERIES_BY_STATE = Gauge(
     "roomkeeper_webhook_deliveries_in_state", "Webhook deliveries by current state", ["state"]
 )

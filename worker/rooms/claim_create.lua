@@ -8,7 +8,7 @@
 --
 -- KEYS[1] room         the room's session hash (rk:room:{room_id})
 -- KEYS[2] job          the new create job's hash (rk:job:{job_id})
--- KEYS[3] queued_jobs  sorted set of jobs accepted and not yet started (score = now_ms)
+-- KEYS[3] queued_jobs  sorted set of jobs accepted and not yet finished (score = now_ms)
 -- KEYS[4] arq_job      the arq job key to write with a new claim
 -- KEYS[5] arq_queue    arq's queue sorted set
 -- ARGV[1] job_id       the id the new job gets

@@ -177,9 +177,7 @@ async def _call(
 async def _start(deps: Deps, job_id: str, room_id: str) -> bool:
     """Mark the job in progress and its queued session `creating`; False if the job is over."""
     script = lua.script(deps.redis, "worker.rooms", "start_create")  # cheap: the call is EVALSHA
-    started = await script(
-        keys=[keys.job(job_id), keys.room(room_id), keys.QUEUED_JOBS], args=[job_id]
-    )
+    started = await script(keys=[keys.job(job_id), keys.room(room_id)], args=[job_id])
     return bool(started)
 
 

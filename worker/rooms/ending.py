@@ -20,6 +20,7 @@ from worker.metrics import TIMER_LATENESS
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms.auto_recording import RECORD_TIMER, start_auto, stop_session_recording
 from worker.rooms.once import emit_once
+from worker.rooms.orphans import requeue_orphans
 from worker.rooms.records import LIVE_STATES
 from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
@@ -128,6 +129,7 @@ async def on_timer(deps: Deps, claim: Claim) -> None:
     if claim.member == RECONCILE:
         try:
             await reconcile(deps)
+            await requeue_orphans(deps)
         finally:
             interval_ms = int(deps.settings.reconcile_interval * 1000)
             await deps.timers.release(claim, now_ms() + interval_ms)
