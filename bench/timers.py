@@ -1,9 +1,13 @@
 """Timer precision at scale, and what tracking a room costs.
 
 Phase A (roomkeeper): N rooms created through the API with `empty_timeout`s spread over a window;
-nobody joins, so each must be ended at creation_time + empty_timeout. Lateness = when the
+nobody joins, so each must be ended at creation_time_ms + empty_timeout. Lateness = when the
 emulator received the room's DeleteRoom minus that deadline. The emulator's own idle closing is
-switched off (1 h ticker), so every end is roomkeeper's.
+switched off (1 h ticker), so every end is roomkeeper's. Every room has a `webhook_url` at a
+receiver process, so while the timers fire the worker also delivers each room's
+`session_ended` and `room_finished` (and works LiveKit's inbound `room_finished`). The first
+deadline falls `--offset` s after the first submit (default: long enough for one worker to create
+every room first; the table says how long before the first deadline creation was done).
 
 Phase B (baseline, same run): the same rooms created straight in an emulator running LiveKit's
 own rule — a 1 s idle ticker comparing whole seconds — and the lateness of its room_finished.
@@ -19,13 +23,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from collections import Counter
 
 import aiohttp
+from aiohttp import web
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, percentile, report, roomkeeper, rss_mib, wait_until
+from bench.common import (
+    Emulator,
+    cpu_s,
+    helper_server,
+    percentile,
+    report,
+    roomkeeper,
+    rss_mib,
+    wait_until,
+)
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
 from tests.support.servers import RedisServer, free_port
 from worker.webhooks.signing import body_hmac
@@ -38,12 +54,36 @@ def timeouts(n: int, offset: int, window: int) -> list[int]:
     return [offset + (i * window) // n for i in range(n)]
 
 
-async def create_through_api(url: str, n: int, empty: list[int]) -> None:
+def serve_receiver(port: int) -> None:
+    """A webhook receiver process: answers 200 at once and counts arrivals per event."""
+    counts: Counter[str] = Counter()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        counts[json.loads(body)["event"]] += 1
+        return web.Response(text="ok")
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response(counts)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/count", count)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def received(receiver_url: str) -> Counter[str]:
+    """What the receiver has counted so far, per event."""
+    async with aiohttp.ClientSession() as s, s.get(f"{receiver_url}/count") as resp:
+        return Counter(await resp.json())
+
+
+async def create_through_api(url: str, n: int, empty: list[int], hook: str) -> None:
     """N creates through `createBulk`, 500 per call (the seed metadata makes 1,000 exceed 1 MiB)."""
     async with aiohttp.ClientSession() as session:
         for start in range(0, n, 500):
             rooms = [
-                {**seed_request(f"t{i}"), "empty_timeout": empty[i]}
+                {**seed_request(f"t{i}", webhook_url=hook), "empty_timeout": empty[i]}
                 for i in range(start, min(n, start + 500))
             ]
             body = json.dumps({"rooms": rooms}).encode()
@@ -70,11 +110,14 @@ def lateness_summary(late: list[float]) -> str:
 
 async def phase_roomkeeper(
     n: int, empty: list[int], workers: int
-) -> dict[str, float | list[float]]:
+) -> tuple[list[float], dict[str, float]]:
+    """Lateness of each roomkeeper end, and the run's other figures."""
     redis_server = RedisServer()
     redis_server.start()
     api_port = free_port()
     emu = Emulator(tick=3600, webhook_urls=[f"http://127.0.0.1:{api_port}/webhook"]).start()
+    receiver, receiver_port = helper_server("bench.timers", "--receiver", "receiver")
+    receiver_url = f"http://127.0.0.1:{receiver_port}"
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
         before = int((await redis.info("memory"))["used_memory"])
@@ -83,29 +126,44 @@ async def phase_roomkeeper(
             procs,
         ):
             started = time.time()
-            await create_through_api(url, n, empty)
-            # Every room in LiveKit (not "every room active": with one worker the first
-            # deadlines may pass before the last rooms are created).
-            await wait_until(lambda: _created(emu, n), 300, "every room created", every=0.25)
-            created_s = time.time() - started
-            # Memory once every room is tracked (and before the first deadline).
+            await create_through_api(url, n, empty, f"{receiver_url}/hook")
+            # Every room in LiveKit (with too short an --offset the first deadlines may pass
+            # before the last rooms are created).
+            await wait_until(lambda: _created(emu, n), 600, "every room created", every=0.25)
+            created_at = time.time()
+            # Memory once every room is tracked (and, with the default offset, before the first
+            # deadline).
             after = int((await redis.info("memory"))["used_memory"])
             rss = [rss_mib(p.proc.pid) for p in procs if p.proc]
             # A room's CreateRoom has returned some milliseconds before its session is recorded.
             deadlines = await wait_until(lambda: _deadlines(redis, n), 60, "every room recorded")
+            first = min(deadlines.values())
+            # The worker's CPU from the first deadline (or now, if that has passed) to the last
+            # room's end: the timers and the deliveries they cause.
+            await asyncio.sleep(max(0.0, first - time.time()))
+            cpu_from, at_from = sum(cpu_s(p) for p in procs), time.time()
+            hooks_from = await received(receiver_url)
             await wait_until(
-                lambda: _deletes(emu, n), max(empty) + 60, "every room ended", every=0.5
+                lambda: _deletes(emu, n), max(empty) + 120, "every room ended", every=0.25
             )
+            cpu = sum(cpu_s(p) for p in procs) - cpu_from
+            during_s = time.time() - at_from
+            hooks = await received(receiver_url) - hooks_from
             calls = (await emu.get("calls?method=DeleteRoom"))["calls"]
         late = [c["at"] - deadlines[c["room"]] for c in calls if c["room"] in deadlines]
-        return {
-            "late": late,
+        return late, {
             "bytes_per_room": (after - before) / n,
             "worker_rss": max(rss),
-            "created_s": created_s,
+            "created_s": created_at - started,
+            "spare_s": first - created_at,
+            "span_s": max(deadlines.values()) - first,
+            "timer_cpu_s": cpu,
+            "timer_s": during_s,
+            "delivered": float(sum(hooks.values())),
         }
     finally:
         await redis.aclose()
+        receiver.stop()
         emu.proc.stop()
         redis_server.cleanup()
 
@@ -164,18 +222,24 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rooms", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=60, help="seconds the deadlines span")
-    parser.add_argument("--offset", type=int, default=45, help="seconds before the first deadline")
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        help="seconds from the first submit to the first deadline (default: rooms / 150, time "
+        "enough for one worker to create them all first)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="500 rooms over 5 s")
     args = parser.parse_args()
     if args.quick:
         args.rooms, args.window, args.offset = 500, 5, 8
+    if args.offset is None:
+        args.offset = max(8, args.rooms // 150)
     empty = timeouts(args.rooms, args.offset, args.window)
 
-    ours = await phase_roomkeeper(args.rooms, empty, args.workers)
+    late, ours = await phase_roomkeeper(args.rooms, empty, args.workers)
     baseline = await phase_livekit(args.rooms, empty)
-    late = ours["late"]
-    assert isinstance(late, list)
     report(
         f"timer precision: {args.rooms} rooms, deadlines over {args.window} s, "
         f"{args.workers} worker process(es)",
@@ -191,9 +255,23 @@ async def main() -> None:
             ("Redis memory per tracked room", f"{ours['bytes_per_room'] / 1024:.2f} KiB"),
             (f"worker RSS at {args.rooms} rooms", f"{ours['worker_rss']:.0f} MiB"),
             ("creates accepted and created in", f"{ours['created_s']:.1f} s"),
+            ("creation done before the first deadline", f"{ours['spare_s']:.1f} s"),
+            (
+                "deadlines fell over",  # rooms created later end later: the window widens
+                f"{ours['span_s']:.1f} s ({args.rooms / max(ours['span_s'], 1e-6):.0f} ends/s)",
+            ),
+            (
+                "worker CPU, first deadline → last end",
+                f"{ours['timer_cpu_s']:.1f} s in {ours['timer_s']:.1f} s "
+                f"({ours['timer_cpu_s'] / args.rooms * 1e6:.0f} µs per room ended)",
+            ),
+            ("webhooks received meanwhile", f"{ours['delivered']:.0f}"),
         ],
     )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--receiver":
+        serve_receiver(int(sys.argv[2]))
+    else:
+        asyncio.run(main())
