@@ -26,6 +26,7 @@ SCRIPTS = sorted(ROOT.glob("worker/**/*.lua"))
 TESTED = {
     "worker/rooms/claim_create.lua",
     "worker/rooms/transition.lua",
+    "worker/rooms/begin_end.lua",
     "worker/rooms/start_create.lua",
     "worker/rooms/accept_event.lua",
     "worker/queue/claim.lua",
@@ -215,6 +216,55 @@ async def test_transition_of_an_unknown_room_changes_nothing(redis: Redis) -> No
     assert await redis.exists(keys.room("r1")) == 0
 
 
+# -- worker/rooms/begin_end.lua ----------------------------------------------------------------
+
+
+async def begin_end(redis: Redis, sid: str, unjoined: str, *from_states: str) -> Any:
+    script = run(redis, "worker.rooms", "begin_end")
+    return await script(
+        keys=[keys.room("r1")], args=[sid, 99.5, "empty_timeout", unjoined, *from_states]
+    )
+
+
+async def test_begin_end_moves_a_matching_session_to_ending_and_returns_it_as_it_was(
+    redis: Redis,
+) -> None:
+    await redis.hset(keys.room("r1"), mapping={"sid": "RM_1", "state": "active", "joined": "0"})
+    was = await begin_end(redis, "RM_1", "1", "created", "active")
+    assert dict(zip(was[::2], was[1::2], strict=True)) == {
+        "sid": "RM_1",
+        "state": "active",
+        "joined": "0",
+    }
+    assert await redis.hgetall(keys.room("r1")) == {
+        "sid": "RM_1",
+        "state": "ending",
+        "joined": "0",
+        "state_since": "99.5",
+        "end_reason": "empty_timeout",
+    }
+
+
+async def test_begin_end_unjoined_leaves_a_joined_session(redis: Redis) -> None:
+    await redis.hset(keys.room("r1"), mapping={"sid": "RM_1", "state": "active", "joined": "2"})
+    assert await begin_end(redis, "RM_1", "1", "created", "active") is None
+    assert await redis.hget(keys.room("r1"), "state") == "active"
+    # Without the condition (a duration timer) a joined session ends all the same.
+    assert await begin_end(redis, "RM_1", "", "created", "active")
+    assert await redis.hget(keys.room("r1"), "state") == "ending"
+
+
+async def test_begin_end_of_another_session_or_state_changes_nothing(redis: Redis) -> None:
+    await redis.hset(keys.room("r1"), mapping={"sid": "RM_2", "state": "active"})
+    assert await begin_end(redis, "RM_1", "1", "created", "active") is None
+    await redis.hset(keys.room("r1"), mapping={"sid": "RM_1", "state": "ended"})
+    assert await begin_end(redis, "RM_1", "1", "created", "active") is None
+    assert await redis.hgetall(keys.room("r1")) == {"sid": "RM_1", "state": "ended"}
+    await redis.delete(keys.room("r1"))
+    assert await begin_end(redis, "RM_1", "1", "created", "active") is None
+    assert await redis.exists(keys.room("r1")) == 0
+
+
 # -- worker/rooms/start_create.lua -------------------------------------------------------------
 
 
@@ -317,7 +367,7 @@ async def claim_due(redis: Redis, now: int, limit: int = 10, lease: int = 1000) 
 
 async def test_claim_takes_due_members_under_a_lease(redis: Redis) -> None:
     await redis.zadd("s:due", {"a": 100, "b": 200, "later": 5_000})
-    assert await claim_due(redis, now=300) == ["a", "tok:1", "b", "tok:2"]
+    assert await claim_due(redis, now=300) == ["a", "tok:1", "100", "b", "tok:2", "200"]
     assert await redis.zscore("s:due", "a") == 1300
     assert await redis.zscore("s:due", "b") == 1300
     assert await redis.zscore("s:due", "later") == 5000
@@ -332,7 +382,7 @@ async def test_claim_nothing_due_returns_nothing(redis: Redis) -> None:
 
 async def test_claim_respects_the_limit_oldest_first(redis: Redis) -> None:
     await redis.zadd("s:due", {"a": 1, "b": 2, "c": 3})
-    assert await claim_due(redis, now=10, limit=2) == ["a", "tok:1", "b", "tok:2"]
+    assert await claim_due(redis, now=10, limit=2) == ["a", "tok:1", "1", "b", "tok:2", "2"]
     assert await redis.zscore("s:due", "c") == 3
 
 
@@ -340,7 +390,15 @@ async def test_claim_leased_member_is_hidden_until_its_lease_ends(redis: Redis) 
     await redis.zadd("s:due", {"a": 100})
     await claim_due(redis, now=100, lease=1000)
     assert await claim_due(redis, now=1099) == []
-    assert await claim_due(redis, now=1100) == ["a", "tok:1"]  # the holder died: due again
+    # The holder died: due again, and the score it had is the lease's end.
+    assert await claim_due(redis, now=1100) == ["a", "tok:1", "1100"]
+
+
+async def test_claim_ahead_takes_members_due_by_then_with_their_due_times(redis: Redis) -> None:
+    # A consumer claiming 1 s ahead (at_ms = now + 1000) learns when each member falls due.
+    await redis.zadd("s:due", {"soon": 1_200, "later": 2_500})
+    assert await claim_due(redis, now=2_000, lease=1000) == ["soon", "tok:1", "1200"]
+    assert await redis.zscore("s:due", "soon") == 3000
 
 
 # -- worker/queue/release.lua ------------------------------------------------------------------

@@ -42,6 +42,12 @@ from worker.webhooks.engine import Dispatcher
 log = get_logger("roomkeeper.worker")
 
 HEARTBEAT_S = 5.0
+# Timers claimed up to this far ahead of their deadline, at most TIMERS_HELD of them held (waiting
+# for their deadline or firing), at most TIMERS_RUNNING firing at once. A worker killed while
+# holding them leaves them to the lease's end, as it does the ones it was firing.
+TIMERS_LOOKAHEAD_MS = 1000
+TIMERS_HELD = 1024
+TIMERS_RUNNING = 256
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -68,7 +74,11 @@ async def startup(ctx: dict[str, Any]) -> None:
                 lambda c: on_timer(deps, c),
                 waiter=waiters[0],
                 stop=stop,
-                concurrency=64,
+                # Timers due within the next second are claimed ahead and each fires on a local
+                # timer at its deadline: a due timer does not wait for a wake-up and a claim.
+                concurrency=TIMERS_HELD,
+                running=TIMERS_RUNNING,
+                lookahead_ms=TIMERS_LOOKAHEAD_MS,
                 idle_max=1.0,
                 grace=grace,
             )

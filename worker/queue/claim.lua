@@ -7,19 +7,22 @@
 -- ARGV[2] limit         at most this many members
 -- ARGV[3] lease_ms      how long the claim holds
 -- ARGV[4] token_prefix  unique per call; each member's token is this plus its position
--- Returns {member, token, member, token, ...} (empty when nothing is due).
+-- Returns {member, token, due_ms, member, token, due_ms, ...} (empty when nothing is due); due_ms
+-- is the score the member had, when it fell (or falls) due.
 local due, leases = KEYS[1], KEYS[2]
 local now_ms, limit, lease_ms, token_prefix =
   tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
-local members = redis.call('ZRANGEBYSCORE', due, '-inf', now_ms, 'LIMIT', 0, limit)
+local found = redis.call('ZRANGEBYSCORE', due, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, limit)
 local out = {}
 local until_ms = now_ms + lease_ms
-for i, m in ipairs(members) do
-  local token = token_prefix .. i
+for i = 1, #found, 2 do
+  local m = found[i]
+  local token = token_prefix .. ((i + 1) / 2)
   redis.call('ZADD', due, until_ms, m)
   redis.call('HSET', leases, m, token)
   out[#out + 1] = m
   out[#out + 1] = token
+  out[#out + 1] = found[i + 1]
 end
 return out

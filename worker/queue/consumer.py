@@ -2,13 +2,16 @@
 
 Used for timers, LiveKit's inbound events and webhook deliveries. It sleeps on the schedule's wake
 list until the next member falls due (or a producer wakes it), so work starts within milliseconds
-instead of a poll interval.
+instead of a poll interval. A consumer with a look-ahead (timers) claims members shortly before
+they fall due and starts each at its due time on a local timer, so the wake-up, the claim's round
+trip and a busy event loop's queue are behind it before the deadline comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from redis.asyncio import Redis
@@ -68,25 +71,33 @@ async def run_consumer(
     grace: float = 10.0,
     priority: Priority | None = None,
     urgent: bool = False,
+    lookahead_ms: int = 0,
+    running: int | None = None,
 ) -> None:
     """Work `schedule` until `stop` is set; then let running claims finish within `grace` s.
 
     With `priority`, this consumer's claims are urgent work (`urgent`), or it steps aside for
-    urgent work before each claim.
+    urgent work before each claim. With `lookahead_ms`, members due that much ahead are claimed
+    (up to `concurrency` held) and each is handled at its due time, never before; at most
+    `running` handlers run at once.
     """
     tasks: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(running or concurrency)
 
     async def guarded(claim: Claim) -> None:
         try:
-            if priority is not None and urgent:
-                with priority.urgent():
+            await _until_ms(claim.due_ms)
+            async with slots:
+                if priority is not None and urgent:
+                    with priority.urgent():
+                        await handler(claim)
+                else:
                     await handler(claim)
-            else:
-                await handler(claim)
         except asyncio.CancelledError:
-            # Hand the member straight back rather than leaving it to the lease's expiry.
+            # Hand the member straight back rather than leaving it to the lease's expiry (due
+            # when it was due: a member claimed ahead is not handed out early).
             with contextlib.suppress(Exception):
-                await asyncio.shield(schedule.release(claim, now_ms()))
+                await asyncio.shield(schedule.release(claim, max(now_ms(), claim.due_ms)))
             raise
         except RedisConnectionError as exc:
             # The lease runs out and the member is retried: nothing is lost.
@@ -101,7 +112,7 @@ async def run_consumer(
             await priority.step_aside()
         if free > 0:
             try:
-                claims = await schedule.claim(free)
+                claims = await schedule.claim(free, now_ms() + lookahead_ms)
             except RedisConnectionError as exc:
                 log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
                 await _pause(stop, 1.0)
@@ -121,7 +132,8 @@ async def run_consumer(
             continue
         try:
             nxt = await schedule.next_due_ms()
-            timeout = idle_max if nxt is None else min(idle_max, (nxt - now_ms()) / 1000)
+            ahead = None if nxt is None else (nxt - lookahead_ms - now_ms()) / 1000
+            timeout = idle_max if ahead is None else min(idle_max, ahead)
             if timeout > 0:
                 await _until_stopped(schedule.wait(waiter, timeout), stop)
         except RedisConnectionError as exc:
@@ -155,6 +167,18 @@ async def _until_stopped(wait: Awaitable[None], stop: asyncio.Event) -> None:
     failure = None if waiting.cancelled() else waiting.exception()
     if failure is not None:
         raise failure  # Redis errors reach the loop's handlers as before
+
+
+async def _until_ms(due_ms: int) -> None:
+    """Sleep until the wall clock reaches `due_ms`: never before it, whatever the loop's own
+    (monotonic) clock says, so a second short sleep covers any difference."""
+    for _ in range(3):
+        left = due_ms / 1000 - time.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(left + 0.0005)
+    # The wall clock was stepped back meanwhile: due at the new clock's reading of the time.
+    await asyncio.sleep(max(0.0, due_ms / 1000 - time.time()))
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -38,6 +38,7 @@ class Claim:
 
     member: str
     token: str
+    due_ms: int = 0  # when it fell (or, claimed ahead, falls) due
 
 
 class Schedule:
@@ -93,14 +94,17 @@ class Schedule:
         pipe.ltrim(self.wake_key, -_WAKE_KEEP, -1)
 
     async def claim(self, limit: int, at_ms: int | None = None) -> list[Claim]:
-        """Take up to `limit` due members under a fresh lease of `lease_ms`."""
+        """Take up to `limit` members due by `at_ms` (default now) under a fresh lease of
+        `lease_ms` from then."""
         prefix = secrets.token_hex(6) + ":"
         now = now_ms() if at_ms is None else at_ms
         raw = await self._claim(
             keys=[self.due_key, self.lease_key], args=[now, limit, self.lease_ms, prefix]
         )
         items = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
-        return [Claim(items[i], items[i + 1]) for i in range(0, len(items), 2)]
+        return [
+            Claim(items[i], items[i + 1], int(float(items[i + 2]))) for i in range(0, len(items), 3)
+        ]
 
     async def release(self, claim: Claim, next_ms: int | None = None) -> bool:
         """Give a member back: due at `next_ms`, or now while its list has items, else gone."""

@@ -57,6 +57,14 @@ async def end_room(
     )
     if previous is None:
         return "not_active"
+    await _delete_and_finalize(deps, room_id, sid, reason, previous, record)
+    return "ended"
+
+
+async def _delete_and_finalize(
+    deps: Deps, room_id: str, sid: str, reason: EndReason, previous: str, record: dict[str, str]
+) -> None:
+    """The rest of an end, the session in `ending` (moved there from `previous`)."""
     await stop_session_recording(deps, RoomSession.from_hash(room_id, record))
     try:
         await deps.livekit.delete_room(room_id)
@@ -66,7 +74,6 @@ async def end_room(
             await deps.store.transition(room_id, sid, to=previous, from_states=("ending",))
         raise
     await finalize(deps, room_id, sid, reason)
-    return "ended"
 
 
 async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> bool:
@@ -151,20 +158,38 @@ async def on_timer(deps: Deps, claim: Claim) -> None:
 
 
 async def _fire(deps: Deps, timer: Timer) -> None:
+    if timer.kind in _ENDS:
+        await _end_by_timer(deps, timer, _ENDS[timer.kind])
+        return
     record = await deps.store.room(timer.room_id)
     session = RoomSession.from_hash(timer.room_id, record)
     if session.sid != timer.sid or not session.live:
         return  # the session ended or was replaced: nothing to do
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
-    if timer.kind == "empty":
-        if session.joined == 0:
-            await end_room(deps, timer.room_id, "empty_timeout", sid=timer.sid, record=record)
-    elif timer.kind == "duration":
-        await end_room(deps, timer.room_id, "room_duration", sid=timer.sid, record=record)
-    elif timer.kind.startswith("warn:"):
+    if timer.kind.startswith("warn:"):
         await _warn(deps, timer, session)
     elif timer.kind.startswith(f"{RECORD_TIMER}:"):
         await start_auto(deps, timer, session)
+
+
+_ENDS: dict[str, EndReason] = {"empty": "empty_timeout", "duration": "room_duration"}
+
+
+async def _end_by_timer(deps: Deps, timer: Timer, reason: EndReason) -> None:
+    """An empty or duration timer's end: its checks and the move to `ending` are one round trip
+    before DeleteRoom, so the room leaves LiveKit as soon after its deadline as can be."""
+    record = await deps.store.begin_end(
+        timer.room_id,
+        timer.sid,
+        reason=reason,
+        from_states=LIVE_STATES,
+        unjoined=timer.kind == "empty",  # somebody joined: the room is not empty, it stays
+    )
+    if record is None:
+        return  # the session ended, was replaced or was joined: nothing to do
+    TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
+    previous = record.get("state", "")
+    await _delete_and_finalize(deps, timer.room_id, timer.sid, reason, previous, record)
 
 
 async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:
