@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,9 @@ from livekit import api
 T = TypeVar("T")
 
 _TRANSIENT_CODES = frozenset({"unavailable", "internal", "resource_exhausted", "deadline_exceeded"})
+# How long one signed token (per set of grants) is reused; the SDK's tokens are valid for 6 h.
+# Signing a JWT for every call was a tenth of the CPU of a timer's end.
+TOKEN_REUSE_S = 600.0
 
 
 class LiveKitError(Exception):
@@ -65,6 +69,28 @@ def room_dict(room: api.Room) -> dict[str, Any]:
     }
 
 
+def reuse_tokens(service: Any, reuse_s: float = TOKEN_REUSE_S) -> None:
+    """Make an SDK service sign one token per set of grants every `reuse_s`, not one per call.
+
+    Only grants that name no room are kept (the calls roomkeeper makes per room, CreateRoom and
+    DeleteRoom, need none), so the cache stays as small as the set of calls.
+    """
+    sign = service._auth_header
+    signed: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def auth_header(grants: Any, sip: Any = None) -> dict[str, str]:
+        if getattr(grants, "room", ""):
+            return dict(sign(grants, sip))
+        key = repr((grants, sip))
+        now = time.monotonic()
+        hit = signed.get(key)
+        if hit is None or now - hit[0] >= reuse_s:
+            hit = signed[key] = (now, sign(grants, sip))
+        return dict(hit[1])  # the SDK copies it too; nobody changes the one kept
+
+    service._auth_header = auth_header
+
+
 def classify(exc: BaseException) -> LiveKitError:
     """Sort an SDK or transport error into unavailable (transient) or rejected (permanent)."""
     if isinstance(exc, api.ServerError):
@@ -97,6 +123,8 @@ class LiveKit:
         self._before_call = before_call
         self._session = aiohttp.ClientSession()
         self._api = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
+        for service in (self._api.room, self._api.egress):
+            reuse_tokens(service)
 
     async def aclose(self) -> None:
         """Close the HTTP session (the SDK never closes a session it was given)."""
