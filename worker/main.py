@@ -1,8 +1,9 @@
 """The worker process: arq runs the create jobs; consumers work the durable schedules.
 
-`WorkerSettings` is arq's way in. Startup opens `Deps` and starts the consumers (timers, LiveKit's
-inbound events, webhook deliveries, scheduled rooms falling due); shutdown lets running work
-finish within the grace period and leaves the rest on its schedule or queue for other workers.
+`WorkerSettings` is arq's way in. Startup opens `Deps` and starts the consumers (timers, on a
+thread and loop of their own; LiveKit's inbound events, webhook deliveries, scheduled rooms
+falling due); shutdown lets running work finish within the grace period and leaves the rest on
+its schedule or queue for other workers.
 """
 
 from __future__ import annotations
@@ -32,22 +33,16 @@ from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
 from worker.rooms import jobs, livekit_events
-from worker.rooms.ending import on_timer
 from worker.rooms.firing import run_firing
 from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
+from worker.timer_thread import TimerThread
 from worker.webhooks.attempt import make_session
 from worker.webhooks.engine import Dispatcher
 
 log = get_logger("roomkeeper.worker")
 
 HEARTBEAT_S = 5.0
-# Timers claimed up to this far ahead of their deadline, at most TIMERS_HELD of them held (waiting
-# for their deadline or firing), at most TIMERS_RUNNING firing at once. A worker killed while
-# holding them leaves them to the lease's end, as it does the ones it was firing.
-TIMERS_LOOKAHEAD_MS = 1000
-TIMERS_HELD = 1024
-TIMERS_RUNNING = 256
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -64,25 +59,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
         await pipe.execute()
+    # Timers first, on their own thread: a due timer does not wait behind this loop's work.
+    timers = TimerThread(settings)
+    await timers.start()
+    ctx["timer_thread"] = timers
     waiters = [redis_client(settings) for _ in range(4)]
     ctx["waiters"] = waiters
     grace = settings.shutdown_grace
     ctx["consumers"] = [
-        asyncio.create_task(
-            run_consumer(
-                deps.timers,
-                lambda c: on_timer(deps, c),
-                waiter=waiters[0],
-                stop=stop,
-                # Timers due within the next second are claimed ahead and each fires on a local
-                # timer at its deadline: a due timer does not wait for a wake-up and a claim.
-                concurrency=TIMERS_HELD,
-                running=TIMERS_RUNNING,
-                lookahead_ms=TIMERS_LOOKAHEAD_MS,
-                idle_max=1.0,
-                grace=grace,
-            )
-        ),
         asyncio.create_task(
             run_consumer(
                 deps.inbound,
@@ -119,6 +103,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if stop is not None:
         stop.set()
         await asyncio.gather(*ctx.get("consumers", []), return_exceptions=True)
+    timers: TimerThread | None = ctx.get("timer_thread")
+    if timers is not None:
+        await timers.stop()
     for waiter in ctx.get("waiters", []):
         with contextlib.suppress(Exception):
             await waiter.aclose()

@@ -1,0 +1,86 @@
+"""The room timers' own thread and event loop, so a due timer never waits behind the main loop.
+
+One worker process runs its deliveries, LiveKit's inbound events and the create jobs on one event
+loop; at thousands of rooms its queue of ready steps is long, and a timer's steps would wait their
+turn in it. The timer consumer runs here instead, with its own loop, Redis and LiveKit clients
+(its own `Deps`): between two of its steps it waits for the interpreter at most a switch interval
+(5 ms), not for the main loop's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+from worker.connections import redis_client
+from worker.deps import open_deps
+from worker.logs import get_logger
+from worker.loop import run as run_loop
+from worker.queue.consumer import run_consumer
+from worker.rooms.ending import on_timer
+from worker.settings import Settings
+
+log = get_logger("roomkeeper.timers")
+
+# Timers claimed up to this far ahead of their deadline, at most HELD of them held (waiting for
+# their deadline or firing), at most RUNNING firing at once. A worker killed while holding them
+# leaves them to the lease's end, as it does the ones it was firing.
+LOOKAHEAD_MS = 1000
+HELD = 1024
+RUNNING = 256
+
+
+class TimerThread:
+    """The timer consumer on a thread of its own; `start` it, `stop` it from the main loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="roomkeeper-timers", daemon=True)
+
+    async def start(self) -> None:
+        """Start the thread; returns once its clients are open (or raises why they are not)."""
+        self._thread.start()
+        await asyncio.wrap_future(self._started)
+
+    async def stop(self) -> None:
+        """Stop taking timers; the ones firing get the shutdown grace; wait for the thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            run_loop(self._main(), self.settings.event_loop)
+        except BaseException as exc:
+            if not self._started.done():
+                self._started.set_exception(exc)
+            else:
+                log.exception("timer thread failed")
+
+    async def _main(self) -> None:
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        deps = await open_deps(settings)
+        waiter = redis_client(settings)
+        try:
+            self._started.set_result(None)
+            await run_consumer(
+                deps.timers,
+                lambda c: on_timer(deps, c),
+                waiter=waiter,
+                stop=self._stop,
+                concurrency=HELD,
+                running=RUNNING,
+                lookahead_ms=LOOKAHEAD_MS,
+                idle_max=1.0,
+                grace=settings.shutdown_grace,
+            )
+        finally:
+            await waiter.aclose()
+            await deps.aclose()
