@@ -11,8 +11,8 @@ from aiohttp import web
 from handlers.models import RecordIdRequest, RecordingsRequest
 from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
-from worker import keys
 from worker.rooms.recording_log import recording, recording_view, recordings
+from worker.rooms.session import PastSession
 
 NOT_HERE = (
     "not supported here: recordings are files in your egress storage (their file_path); "
@@ -52,17 +52,19 @@ async def info(request: web.Request, body: RecordIdRequest) -> web.Response:
     record = await recording(deps.redis, body.record_id)
     if not record:
         return failure(StatusCode.NOT_FOUND, "recording not found")
-    sid = record.get("sid", "")
-    past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
-    session = past or await deps.store.room(record.get("room_id", ""))
+    sid, room_id = record.get("sid", ""), record.get("room_id", "")
+    past = await deps.store.past_session(sid)
+    if past is None:  # its session has not ended (or was never filed): the room's current one
+        current = await deps.store.session(room_id)
+        past = PastSession.of(current, ended=current.ended, reason=current.end_reason)
     room_info = {
-        "room_title": session.get("room_title", session.get("title", "")),
-        "room_id": record.get("room_id", ""),
+        "room_title": past.room_title,
+        "room_id": room_id,
         "room_sid": sid,
-        "joined_participants": int(session.get("joined_participants", session.get("joined", 0))),
+        "joined_participants": past.joined_participants,
         "webhook_url": record.get("webhook_url", ""),
-        "created": int(float(session.get("created", 0))),
-        "ended": int(float(session.get("ended", 0))),
+        "created": past.created,
+        "ended": past.ended,
     }
     return ok(recording_info=recording_view(body.record_id, record), room_info=room_info)
 

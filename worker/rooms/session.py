@@ -74,6 +74,7 @@ class RoomSession:
     participants: int = 0
     joined: int = 0  # participants who ever joined this session
     end_reason: str = ""
+    ended: int = 0  # when the session ended, unix s (0 while it has not)
     recording_claimed: bool = False  # its one auto recording was claimed by an admin's join
     egress_id: str = ""  # the auto recording's egress, once started
     is_recording: bool = False
@@ -98,6 +99,7 @@ class RoomSession:
             participants=_int(record.get("participants")),
             joined=_int(record.get("joined")),
             end_reason=record.get("end_reason", ""),
+            ended=_int(record.get("ended")),
             recording_claimed=bool(record.get("rec_claim")),
             egress_id=record.get("egress", ""),
             is_recording=record.get("is_recording") == "1",
@@ -210,6 +212,7 @@ class CreateJob:
     last_error: str = ""
     sid: str = ""  # the session a complete job made
     due_ms: int = 0  # a scheduled room's time (start_at - lead), for its lateness; 0 = none
+    start_at: int = 0  # a scheduled job's start time, unix s; 0 = created at once
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -226,6 +229,7 @@ class CreateJob:
             last_error=record.get("last_error", ""),
             sid=record.get("sid", ""),
             due_ms=_int(record.get("due_ms")),
+            start_at=_int(record.get("start_at")),
         )
 
     def to_mapping(self) -> Fields:
@@ -235,7 +239,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error", "sid", "due_ms"):
+        for name in ("event_id", "msg", "last_error", "sid", "due_ms", "start_at"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:
