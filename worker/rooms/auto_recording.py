@@ -146,7 +146,7 @@ async def _adopt(deps: Deps, timer: Timer, session: RoomSession, egress_id: str)
             await pipe.execute()
         except WatchError:
             # The session changed meanwhile (a join): it still is ours if its sid is.
-            if (await deps.store.room(timer.room_id)).get("sid") == timer.sid:
+            if (await deps.store.session(timer.room_id)).sid == timer.sid:
                 async with deps.redis.pipeline(transaction=True) as again:
                     deps.store.recording_cmds(again, timer.room_id, egress_id)
                     await again.execute()

@@ -106,6 +106,11 @@ class Store:
         """A room's current session (no state when roomkeeper never had it)."""
         return RoomSession.from_hash(room_id, await self.room(room_id))
 
+    @staticmethod
+    def session_cmd(pipe: Any, room_id: str) -> None:
+        """Add the read of a room's session to a pipeline (its answer: `RoomSession.from_hash`)."""
+        pipe.hgetall(keys.room(room_id))
+
     async def sessions(self, room_ids: list[str]) -> list[RoomSession]:
         """Several rooms' current sessions in one round trip."""
         records = await self._hashes([keys.room(r) for r in room_ids])
