@@ -14,10 +14,9 @@ from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
 from worker.rooms.limits import CreateLimits
-from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateRoomRequest
 from worker.rooms.scheduled import Scheduled
-from worker.rooms.session import CreateJob, JobState
+from worker.rooms.session import CreateJob, JobState, completed_room_info
 from worker.rooms.submit import submit_or_schedule
 from worker.settings import Settings
 
@@ -31,6 +30,20 @@ def create_limits(settings: Settings) -> CreateLimits:
         allowed_cidrs=settings.webhook_allowed_cidrs,
         max_schedule_ahead=settings.schedule_max_ahead,
     )
+
+
+def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A room as `room_info`/`roomInfo` in API answers (`creation_time` a number)."""
+    return {
+        "sid": info.get("sid", ""),
+        "name": info.get("name", ""),
+        "max_participants": int(info.get("max_participants", 0)),
+        "empty_timeout": int(info.get("empty_timeout", 0)),
+        "creation_time": int(info.get("creation_time", 0)),
+        "turn_password": info.get("turn_password", ""),
+        "enabled_codecs": info.get("enabled_codecs", []),
+        "metadata": info.get("metadata", ""),
+    }
 
 
 def created_room_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from worker.rooms.session import (
     PastSession,
     RoomSession,
     RoomState,
+    completed_room_info,
 )
 
-__all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store", "api_room_info"]
+__all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
 
 # What `job/status` reads of a job (`Store.job_statuses`): all but its request.
 STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
@@ -360,33 +361,3 @@ class Store:
     async def queued_jobs(self) -> int:
         """Creates accepted but not yet started (for back-pressure and the queue-depth metric)."""
         return int(await self.redis.zcard(keys.QUEUED_JOBS))
-
-
-def room_info_of(record: dict[str, str]) -> dict[str, Any]:
-    """The LiveKit room info a session record holds."""
-    info: dict[str, Any] = json.loads(record.get("info") or "{}")
-    return info
-
-
-def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
-    """A room as `room_info`/`roomInfo` in API answers (`creation_time` a number)."""
-    return {
-        "sid": info.get("sid", ""),
-        "name": info.get("name", ""),
-        "max_participants": int(info.get("max_participants", 0)),
-        "empty_timeout": int(info.get("empty_timeout", 0)),
-        "creation_time": int(info.get("creation_time", 0)),
-        "turn_password": info.get("turn_password", ""),
-        "enabled_codecs": info.get("enabled_codecs", []),
-        "metadata": info.get("metadata", ""),
-    }
-
-
-def completed_room_info(job: CreateJob, session: RoomSession) -> dict[str, Any]:
-    """A complete job's room: its session's info while that session is the room's current one;
-    once a newer create has replaced it, only the sid and name the job kept."""
-    if job.sid and session.sid == job.sid:
-        return session.info
-    if job.room_info:  # a job completed before jobs kept only the sid
-        return job.room_info
-    return {"sid": job.sid, "name": job.room_id}

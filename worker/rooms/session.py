@@ -250,3 +250,13 @@ class CreateJob:
     def over(self) -> bool:
         """Complete or failed (or gone): nothing left to do."""
         return self.state in (None, JobState.COMPLETE, JobState.FAILED)
+
+
+def completed_room_info(job: CreateJob, session: RoomSession) -> dict[str, Any]:
+    """A complete job's room: its session's info while that session is the room's current one;
+    once a newer create has replaced it, only the sid and name the job kept."""
+    if job.sid and session.sid == job.sid:
+        return session.info
+    if job.room_info:  # a job completed before jobs kept only the sid
+        return job.room_info
+    return {"sid": job.sid, "name": job.room_id}
