@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("worker", "handlers", "emulator", "roomkeeper")
 # The keys of a room's session records: read and written through `worker.rooms.records.Store`.
 ROOM_RECORD_KEYS = {"room", "past_room", "past_by_room"}
+# Modules that still build them outside the Store, each with its reason; the list may only shrink.
+ROOM_KEYS_ELSEWHERE: dict[str, str] = {
+    "worker.rooms.ending": "finalize WATCHes and reads the whole session itself",
+}
 MAX_LINES = 400
 # Over the bound today, each with its reason; the list may only shrink.
 TOO_LONG: dict[str, str] = {}
@@ -97,10 +101,10 @@ def _where(path: Path, node: ast.AST) -> str:
     return f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
 
 
-def test_only_worker_rooms_builds_a_rooms_session_keys() -> None:
+def test_only_the_store_builds_a_rooms_session_keys() -> None:
     found = []
     for name, path in modules().items():
-        if name.startswith("worker.rooms"):
+        if name == "worker.rooms.records" or name in ROOM_KEYS_ELSEWHERE:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from worker import keys
 from worker.rooms.records import Store
@@ -162,3 +164,28 @@ async def test_a_delivery_is_written_reopened_and_read_through_its_owner(redis: 
     assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "1", "dead": "0"}
     assert await redis.exists(keys.gone("q1")) == 0
     assert await redis.zscore(keys.deliveries_in_state("pending"), "dlv_1") == 0
+
+
+async def test_a_sessions_head_is_its_state_job_sid_and_room_only(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session()
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        store.head_cmd(pipe, "r1")
+        store.head_cmd(pipe, "nope")
+        rows = await pipe.execute()
+    head, none = (store.head(r, row) for r, row in zip(("r1", "nope"), rows, strict=True))
+    assert head == RoomSession(
+        "r1", state=session.state, job_id="j1", sid="RM_1", info=session.info
+    )
+    assert none == RoomSession("nope")
+    async with redis.pipeline(transaction=True) as pipe:
+        assert await store.watch_head(pipe, "r1") == head
+        await redis.hset(keys.room("r1"), "participants", 1)  # the session changes meanwhile
+        pipe.multi()
+        store.failed_cmds(pipe, "r1")
+        with pytest.raises(WatchError):
+            await pipe.execute()
+    assert (await store.session("r1")).state == RoomState.CREATED

@@ -135,8 +135,7 @@ async def _adopt(deps: Deps, timer: Timer, session: RoomSession, egress_id: str)
     ttl = int(deps.settings.past_rooms_retention_days * 86400)
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
-            await pipe.watch(keys.room(timer.room_id))
-            if await pipe.hget(keys.room(timer.room_id), "sid") != timer.sid:
+            if (await deps.store.watch_head(pipe, timer.room_id)).sid != timer.sid:
                 await pipe.reset()
                 return
             pipe.multi()

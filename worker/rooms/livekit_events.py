@@ -191,7 +191,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(keys.room(room_id), done)
+                await pipe.watch(*deps.store.session_keys([room_id]), done)
                 # Read on another connection: WATCH is already armed, so any change after this
                 # read still aborts the EXEC below; one round trip for both reads.
                 async with deps.redis.pipeline(transaction=False) as reader:

@@ -31,6 +31,9 @@ from worker.rooms.session import (
 
 __all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
 
+# What the create path and the event appliers check of a room's session, for many rooms at a
+# time: not the whole hash (a live room's metadata may be large).
+HEAD_FIELDS = ("state", "job_id", "sid", "info")
 # What `job/status` reads of a job (`Store.job_statuses`): all but its request.
 STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
 
@@ -56,6 +59,7 @@ class Store:
         self.job_ttl_s = job_ttl_s
         self._claim_create = lua.script(redis, "worker.rooms", "claim_create")
         self._transition = lua.script(redis, "worker.rooms", "transition")
+        self._start_create = lua.script(redis, "worker.rooms", "start_create")
 
     def claim_create_cmd(
         self,
@@ -111,6 +115,28 @@ class Store:
     def session_cmd(pipe: Any, room_id: str) -> None:
         """Add the read of a room's session to a pipeline (its answer: `RoomSession.from_hash`)."""
         pipe.hgetall(keys.room(room_id))
+
+    @staticmethod
+    def head_cmd(pipe: Any, room_id: str) -> None:
+        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline."""
+        pipe.hmget(keys.room(room_id), *HEAD_FIELDS)
+
+    @staticmethod
+    def head(room_id: str, row: list[str | None]) -> RoomSession:
+        """The session a `head_cmd` read: only its state, job_id, sid and info are set."""
+        fields = {k: v for k, v in zip(HEAD_FIELDS, row, strict=True) if v is not None}
+        return RoomSession.from_hash(room_id, fields)
+
+    async def watch_head(self, pipe: Any, room_id: str) -> RoomSession:
+        """WATCH a room's session on `pipe`, then read its head there (a later EXEC on `pipe`
+        fails if the session changes in between)."""
+        await pipe.watch(keys.room(room_id))
+        return self.head(room_id, await pipe.hmget(keys.room(room_id), *HEAD_FIELDS))
+
+    @staticmethod
+    def session_keys(room_ids: list[str]) -> list[str]:
+        """The keys to WATCH for a transaction guarded by these rooms' sessions."""
+        return [keys.room(r) for r in room_ids]
 
     async def sessions(self, room_ids: list[str]) -> list[RoomSession]:
         """Several rooms' current sessions in one round trip."""
@@ -305,6 +331,13 @@ class Store:
         """A room's current session ({} when roomkeeper never had it)."""
         record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
         return record
+
+    async def start_create(self, job_id: str, room_id: str) -> bool:
+        """Mark the job in progress and its queued session `creating`; False if the job is over."""
+        started = await self._start_create(
+            keys=[keys.job(job_id), keys.room(room_id)], args=[job_id]
+        )
+        return bool(started)
 
     async def transition(
         self,
