@@ -14,9 +14,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.deps import Deps
-from worker.queue.schedule import Schedule
 from worker.rooms.scheduled import list_scheduled
-from worker.rooms.timers import SCHEDULE_NAME as TIMERS
 from worker.rooms.timers import room_timers
 
 PAGE = 50
@@ -40,7 +38,6 @@ async def active_rooms(deps: Deps, offset: int = 0, limit: int = PAGE) -> tuple[
     total = int(await redis.zcard(keys.ACTIVE_ROOMS))
     ids = await redis.zrevrange(keys.ACTIVE_ROOMS, offset, offset + limit - 1)
     sessions = await deps.store.sessions(ids)
-    timers = Schedule(redis, TIMERS)
     wanted: list[tuple[int, str, str]] = []
     for i, session in enumerate(sessions):
         if not session.sid:
@@ -54,7 +51,7 @@ async def active_rooms(deps: Deps, offset: int = 0, limit: int = PAGE) -> tuple[
             warnings=deps.settings.session_ending_warnings,
         ):
             wanted.append((i, t.kind, t.member))
-    scores = await redis.zmscore(timers.due_key, [m for _, _, m in wanted]) if wanted else []
+    scores = await redis.zmscore(deps.timers.due_key, [m for _, _, m in wanted]) if wanted else []
     rows = [
         RoomRow(s.room_id, s.title, s.state or "?", s.participants, float(s.created))
         for s in sessions
