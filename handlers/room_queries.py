@@ -13,7 +13,7 @@ from handlers.replies import ApiError, StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
 from worker.deps import Deps
 from worker.livekit import LiveKitError
-from worker.rooms.scheduled import list_scheduled, schedule_of
+from worker.rooms.scheduled import list_scheduled, scheduled_start
 from worker.rooms.session import PastSession, RoomSession, RoomState
 
 # ListParticipants calls in flight at once when listing every active room.
@@ -75,9 +75,8 @@ async def is_room_active(request: web.Request, body: RoomIdRequest) -> web.Respo
     deps = request.app[DEPS]
     if (await deps.store.session(room_id)).live:
         return ok("room is active", is_active=True)
-    planned = await schedule_of(deps, room_id)
-    if planned.get("start_at"):
-        start_at = int(planned["start_at"])
+    start_at = await scheduled_start(deps, room_id)
+    if start_at is not None:
         return failure(
             StatusCode.ROOM_NOT_ACTIVE, "room is scheduled", is_active=False, start_at=start_at
         )
