@@ -11,8 +11,7 @@ from aiohttp import web
 from handlers.models import RecordIdRequest, RecordingsRequest
 from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
-from worker.rooms.recording_log import recording, recording_view, recordings
-from worker.rooms.session import PastSession
+from worker.rooms.recording_log import described, recordings
 
 NOT_HERE = (
     "not supported here: recordings are files in your egress storage (their file_path); "
@@ -49,24 +48,11 @@ async def info(request: web.Request, body: RecordIdRequest) -> web.Response:
     """One recording and the session it belongs to."""
     deps = request.app[DEPS]
     request[LOG_FIELDS] = {"record_id": body.record_id}
-    record = await recording(deps.redis, body.record_id)
-    if not record:
+    found = await described(deps.store, body.record_id)
+    if found is None:
         return failure(StatusCode.NOT_FOUND, "recording not found")
-    sid, room_id = record.get("sid", ""), record.get("room_id", "")
-    past = await deps.store.past_session(sid)
-    if past is None:  # its session has not ended (or was never filed): the room's current one
-        current = await deps.store.session(room_id)
-        past = PastSession.of(current, ended=current.ended, reason=current.end_reason)
-    room_info = {
-        "room_title": past.room_title,
-        "room_id": room_id,
-        "room_sid": sid,
-        "joined_participants": past.joined_participants,
-        "webhook_url": record.get("webhook_url", ""),
-        "created": past.created,
-        "ended": past.ended,
-    }
-    return ok(recording_info=recording_view(body.record_id, record), room_info=room_info)
+    recording_info, room_info = found
+    return ok(recording_info=recording_info, room_info=room_info)
 
 
 async def not_supported(request: web.Request, body: RecordIdRequest) -> web.Response:

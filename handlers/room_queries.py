@@ -14,7 +14,7 @@ from handlers.state import DEPS, LOG_FIELDS
 from worker.deps import Deps
 from worker.livekit import LiveKitError
 from worker.rooms.scheduled import list_scheduled, scheduled_start
-from worker.rooms.session import PastSession, RoomSession, RoomState
+from worker.rooms.session import RoomSession, RoomState
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16
@@ -36,19 +36,6 @@ def active_room_info(session: RoomSession) -> dict[str, Any]:
         "parent_room_id": "",
         "creation_time": session.created,
         "metadata": info.get("metadata", ""),
-    }
-
-
-def past_room_info(past: PastSession) -> dict[str, Any]:
-    """plugNmeet's `PastRoomInfo` of an ended session."""
-    return {
-        "room_title": past.room_title,
-        "room_id": past.room_id,
-        "room_sid": past.room_sid,
-        "joined_participants": past.joined_participants,
-        "webhook_url": past.webhook_url,
-        "created": past.created,
-        "ended": past.ended,
     }
 
 
@@ -122,7 +109,7 @@ async def fetch_past_rooms(request: web.Request, body: PastRoomsRequest) -> web.
         newest_first=order_by == "DESC",
         retention_s=deps.settings.past_rooms_retention_days * 86400,
     )
-    rooms = [past_room_info(p) for p in sessions]
+    rooms = [past.view() for past in sessions]
     result = {
         "total_rooms": total,
         "from": start,

@@ -182,6 +182,18 @@ class PastSession:
             webhook_events=record.get("webhook_events", ""),
         )
 
+    def view(self) -> dict[str, Any]:
+        """plugNmeet's `PastRoomInfo` of it."""
+        return {
+            "room_title": self.room_title,
+            "room_id": self.room_id,
+            "room_sid": self.room_sid,
+            "joined_participants": self.joined_participants,
+            "webhook_url": self.webhook_url,
+            "created": self.created,
+            "ended": self.ended,
+        }
+
     def to_mapping(self) -> Fields:
         """Its hash fields."""
         return {
