@@ -17,13 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 from livekit import api
 from redis.exceptions import WatchError
 
-from worker import keys
 from worker.deps import Deps
 from worker.livekit import LiveKitError, LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
 from worker.rooms.once import emit_once
-from worker.rooms.recordings import owner_fields
+from worker.rooms.recordings import auto_recording_cmds
 from worker.rooms.session import RoomSession
 from worker.rooms.timers import Timer, arm
 from worker.settings import Settings
@@ -140,8 +139,7 @@ async def _adopt(deps: Deps, timer: Timer, session: RoomSession, egress_id: str)
                 return
             pipe.multi()
             deps.store.recording_cmds(pipe, timer.room_id, egress_id)
-            pipe.hset(keys.egress(egress_id), mapping={**owner_fields(session), "auto": 1})
-            pipe.expire(keys.egress(egress_id), ttl)
+            auto_recording_cmds(pipe, egress_id, session, ttl)
             await pipe.execute()
         except WatchError:
             # The session changed meanwhile (a join): it still is ours if its sid is.

@@ -73,6 +73,12 @@ def owner_fields(session: RoomSession) -> dict[str, Any]:
     }
 
 
+def auto_recording_cmds(pipe: Any, egress_id: str, session: RoomSession, ttl: int) -> None:
+    """The egress record of a session's auto recording, written before its first event."""
+    pipe.hset(keys.egress(egress_id), mapping={**owner_fields(session), "auto": 1})
+    pipe.expire(keys.egress(egress_id), ttl)
+
+
 async def _owner(deps: Deps, event: api.WebhookEvent) -> _Owner | Literal[False] | None:
     """Whose egress this is; None = not ours, False = its room is still being created."""
     info = event.egress_info
