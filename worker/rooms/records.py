@@ -328,7 +328,10 @@ class Store:
             return records
 
     async def room(self, room_id: str) -> dict[str, str]:
-        """A room's current session ({} when roomkeeper never had it)."""
+        """A room's current session as its raw hash ({} when roomkeeper never had it).
+
+        Read `session` instead; only `worker.rooms.ending` still takes the raw hash.
+        """
         record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
         return record
 
