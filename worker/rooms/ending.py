@@ -12,7 +12,7 @@ from typing import Literal
 
 from redis.exceptions import WatchError
 
-from worker import keys
+from worker import keys, lua
 from worker.deps import Deps
 from worker.livekit import LiveKitError
 from worker.logs import get_logger
@@ -178,13 +178,12 @@ _ENDS: dict[str, EndReason] = {"empty": "empty_timeout", "duration": "room_durat
 async def _end_by_timer(deps: Deps, timer: Timer, reason: EndReason) -> None:
     """An empty or duration timer's end: its checks and the move to `ending` are one round trip
     before DeleteRoom, so the room leaves LiveKit as soon after its deadline as can be."""
-    record = await deps.store.begin_end(
-        timer.room_id,
-        timer.sid,
-        reason=reason,
-        from_states=LIVE_STATES,
-        unjoined=timer.kind == "empty",  # somebody joined: the room is not empty, it stays
+    raw = await lua.script(deps.redis, "worker.rooms", "begin_end")(
+        keys=deps.store.session_keys([timer.room_id]),
+        # Somebody joined: the room is not empty, it stays.
+        args=[timer.sid, time.time(), reason, "1" if timer.kind == "empty" else "", *LIVE_STATES],
     )
+    record = dict(zip(raw[::2], raw[1::2], strict=True)) if raw else None
     if record is None:
         return  # the session ended, was replaced or was joined: nothing to do
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))

@@ -59,7 +59,6 @@ class Store:
         self.job_ttl_s = job_ttl_s
         self._claim_create = lua.script(redis, "worker.rooms", "claim_create")
         self._transition = lua.script(redis, "worker.rooms", "transition")
-        self._begin_end = lua.script(redis, "worker.rooms", "begin_end")
         self._start_create = lua.script(redis, "worker.rooms", "start_create")
 
     def claim_create_cmd(
@@ -357,26 +356,6 @@ class Store:
             keys=[keys.room(room_id)], args=[sid, to, time.time(), reason, *from_states]
         )
         return str(previous) if previous else None
-
-    async def begin_end(
-        self,
-        room_id: str,
-        sid: str,
-        *,
-        reason: str,
-        from_states: tuple[str, ...],
-        unjoined: bool,
-    ) -> dict[str, str] | None:
-        """Move session `sid` to `ending` if it is in one of `from_states` (and, `unjoined`, nobody
-        ever joined it); the session's record as it was, or None when it did not match."""
-        raw = await self._begin_end(
-            keys=[keys.room(room_id)],
-            args=[sid, time.time(), reason, "1" if unjoined else "", *from_states],
-        )
-        if not raw:
-            return None
-        items = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
-        return dict(zip(items[::2], items[1::2], strict=True))
 
     async def active_room_ids(self) -> list[str]:
         """Rooms with a live session, oldest first."""
