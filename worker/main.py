@@ -60,9 +60,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
         await pipe.execute()
     # Timers first, on their own thread: a due timer does not wait behind this loop's work.
-    timers = TimerThread(settings)
+    timers = ctx["timer_thread"] = TimerThread(settings)  # recorded first: shutdown stops it
     await timers.start()
-    ctx["timer_thread"] = timers
     waiters = [redis_client(settings) for _ in range(4)]
     ctx["waiters"] = waiters
     grace = settings.shutdown_grace

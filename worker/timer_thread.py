@@ -29,6 +29,7 @@ log = get_logger("roomkeeper.timers")
 LOOKAHEAD_MS = 1000
 HELD = 1024
 RUNNING = 256
+PARENT_CHECK_S = 0.25
 
 
 class TimerThread:
@@ -39,17 +40,22 @@ class TimerThread:
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._parent: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()  # `stop` was called, maybe before the loop existed
         self._thread = threading.Thread(target=self._run, name="roomkeeper-timers", daemon=True)
 
     async def start(self) -> None:
         """Start the thread; returns once its clients are open (or raises why they are not)."""
+        self._parent = asyncio.get_running_loop()
         self._thread.start()
         await asyncio.wrap_future(self._started)
 
     async def stop(self) -> None:
         """Stop taking timers; the ones firing get the shutdown grace; wait for the thread."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._stopping.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join)
 
@@ -68,6 +74,7 @@ class TimerThread:
         self._stop = asyncio.Event()
         deps = await open_deps(settings)
         waiter = redis_client(settings)
+        watch = asyncio.create_task(self._watch_parent())
         try:
             self._started.set_result(None)
             await run_consumer(
@@ -82,5 +89,17 @@ class TimerThread:
                 grace=settings.shutdown_grace,
             )
         finally:
+            watch.cancel()
             await waiter.aclose()
             await deps.aclose()
+
+    async def _watch_parent(self) -> None:
+        """Stop when `stop` was called early or the loop that started the thread is gone (its
+        process went on without a shutdown): the timers are not left to a thread nobody runs."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            parent = self._parent
+            if self._stopping.is_set() or parent is None or not parent.is_running():
+                self._stop.set()
+                return
+            await asyncio.sleep(PARENT_CHECK_S)
