@@ -63,9 +63,9 @@ class TimerThread:
         try:
             run_loop(self._main(), self.settings.event_loop)
         except BaseException as exc:
-            if not self._started.done():
+            try:
                 self._started.set_exception(exc)
-            else:
+            except concurrent.futures.InvalidStateError:  # started, or nobody waits any more
                 log.exception("timer thread failed")
 
     async def _main(self) -> None:
@@ -76,7 +76,10 @@ class TimerThread:
         waiter = redis_client(settings)
         watch = asyncio.create_task(self._watch_parent())
         try:
-            self._started.set_result(None)
+            try:
+                self._started.set_result(None)
+            except concurrent.futures.InvalidStateError:
+                return  # the startup waiting for this was cut short: no worker to serve
             await run_consumer(
                 deps.timers,
                 lambda c: on_timer(deps, c),
