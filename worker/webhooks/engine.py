@@ -57,6 +57,7 @@ from worker.webhooks.hosts import Held, HostGuard
 from worker.webhooks.pruning import Pruner, retention_s
 from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
+from worker.webhooks.stored import pack_body, unpack_body
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -135,7 +136,7 @@ class Outbox:
             return []
         ttl = record_ttl_s(self.settings)
         schedule = self.settings.webhook_retry_schedule
-        pipe.set(keys.event_body(event_id), body, ex=ttl)
+        pipe.set(keys.event_body(event_id), pack_body(body), ex=ttl)
         first_at = now_ms() + int(jittered(schedule[0], self.settings.webhook_jitter) * 1000)
         ids = []
         for url in urls:
@@ -300,7 +301,7 @@ class Dispatcher:
         if isinstance(admission, Held):
             return admission
         attempt += 1
-        raw = head.body.encode()
+        raw = unpack_body(head.body)
         stamp = int(time.time())
         headers = self.signer.headers(body=raw, msg_id=record["event_id"], now=stamp)
         began = time.time()
