@@ -121,7 +121,8 @@ def delivery(delivery_id: str) -> str:
 
 
 def delivery_attempts(delivery_id: str) -> str:
-    """List: JSON attempt records of one delivery, oldest first."""
+    """List: JSON attempt records of one delivery, oldest first, as versions before the log was
+    folded into the record (its `log` field) kept them: still read and removed, never written."""
     return f"{PREFIX}dlv:{delivery_id}:att"
 
 

@@ -42,7 +42,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -67,11 +67,6 @@ STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
 # A lease outlives the longest attempt by this much, so only a dead consumer loses one.
 LEASE_MARGIN_S = 5.0
-
-
-def queue_id(room_id: str, url: str) -> str:
-    """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
-    return f"{room_id}|{url_hash(url)}"
 
 
 def new_delivery_id() -> str:
@@ -231,16 +226,14 @@ class Dispatcher:
         still holds, the next head or None when the queue is empty, then released)."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
-        state = reason = logged = attempts = ""
+        state = reason = logged = ""
         if step is not None:
             state, reason = final_state(step.outcome)
             if step.result is not None:
                 logged = entry(step.result, step.began)
-            attempts = "" if step.attempt is None else str(step.attempt)
         raw = await self._advance_script(
             keys=[
                 keys.delivery(did),
-                keys.delivery_attempts(did),
                 keys.DELIVERY_COUNTS,
                 keys.deliveries_in_state("pending"),
                 keys.deliveries_in_state("dead"),
@@ -252,7 +245,7 @@ class Dispatcher:
             args=[
                 did,
                 logged,
-                attempts,
+                "",  # a finished record keeps no attempt count
                 state,
                 reason,
                 f"{time.time():.6f}",
@@ -337,7 +330,6 @@ class Dispatcher:
         moved = await self._settle_script(
             keys=[
                 keys.delivery(did),
-                keys.delivery_attempts(did),
                 keys.DELIVERY_COUNTS,
                 keys.deliveries_in_state("pending"),
                 keys.deliveries_in_state("dead"),

@@ -65,12 +65,13 @@ async def list_deliveries(
                     break
         high = f"({ids[-1]}"
     page = found[:limit]
+    # A record from before the attempt log was folded in keeps its attempts in a list.
     async with redis.pipeline(transaction=False) as pipe:
         for did, _ in page:
             pipe.lrange(keys.delivery_attempts(did), 0, -1)
-        logs = await pipe.execute()
+        older = await pipe.execute()
     views = [
-        Delivery.from_hash(did, rec).view(att) for (did, rec), att in zip(page, logs, strict=True)
+        Delivery.from_hash(did, rec).view(old) for (did, rec), old in zip(page, older, strict=True)
     ]
     if len(found) > limit:
         next_cursor: str | None = page[-1][0]
