@@ -11,14 +11,18 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from worker import keys, lua
+from worker.webhooks.delivery import body_fields
+from worker.webhooks.stored import pack_body
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(ROOT.glob("worker/**/*.lua"))
@@ -76,8 +80,9 @@ def test_loader_reads_each_file_once() -> None:
 
 
 @pytest.mark.slow
-def test_every_lua_script_ships_in_the_wheel(tmp_path: Path) -> None:
-    """An installed roomkeeper (not only this checkout) has its scripts: they are package data."""
+def test_every_lua_script_and_body_dictionary_ships_in_the_wheel(tmp_path: Path) -> None:
+    """An installed roomkeeper (not only this checkout) has its scripts and the dictionary its
+    stored bodies are packed with: they are package data."""
     # Built from a copy, so the build leaves nothing in the checkout.
     src = tmp_path / "src"
     for package in ("worker", "handlers", "emulator", "roomkeeper"):
@@ -92,8 +97,10 @@ def test_every_lua_script_ships_in_the_wheel(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("roomkeeper-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        shipped = {n for n in zf.namelist() if n.endswith(".lua")}
-    assert shipped == {str(p.relative_to(ROOT)) for p in SCRIPTS}
+        shipped = {n for n in zf.namelist() if n.endswith((".lua", ".zdict"))}
+    dictionaries = sorted(ROOT.glob("worker/**/*.zdict"))
+    assert dictionaries
+    assert shipped == {str(p.relative_to(ROOT)) for p in [*SCRIPTS, *dictionaries]}
 
 
 # -- worker/rooms/claim_create.lua -------------------------------------------------------------
@@ -513,6 +520,20 @@ async def test_peek_pending_head_returns_its_body_and_marks_it_in_flight(redis: 
     assert (did, gone, body) == ("d1", 0, '{"event":"x"}')
     assert as_dict(record) == {"state": "pending", "event_id": "e1"}  # read before the mark
     assert await redis.hget(keys.delivery("d1"), "inflight") == "12.5"
+
+
+async def test_peek_joins_a_body_kept_in_its_record_in_order(redis: Redis) -> None:
+    await pending_head(redis)
+    note = "".join(uuid.uuid4().hex for _ in range(8))  # hardly compressible
+    packed = pack_body(orjson.dumps({"event": "room_started", "note": note}))
+    pieces = body_fields(packed)
+    assert len(pieces) > 2 and all(len(v) <= 64 for v in pieces.values())
+    # Stored out of order (a hash in the hashtable encoding keeps no order): joined by index.
+    await redis.hset(keys.delivery("d1"), mapping=dict(reversed(pieces.items())))
+    await redis.set(keys.event_body("e1"), "not this one")
+    did, record, gone, body = await peek(redis)
+    assert (did, gone, body) == ("d1", 0, packed)
+    assert as_dict(record) == {"state": "pending", "event_id": "e1"}  # no pieces in it
 
 
 async def test_peek_finished_head_returns_its_record_only(redis: Redis) -> None:

@@ -78,15 +78,24 @@ if not did then
   return {settled, 0}
 end
 local rkey = record_prefix .. did
-local rec = redis.call('HGETALL', rkey)
-local next_state, event_id
-for i = 1, #rec, 2 do
-  if rec[i] == 'state' then next_state = rec[i + 1] end
-  if rec[i] == 'event_id' then event_id = rec[i + 1] end
+local all = redis.call('HGETALL', rkey)
+local rec, pieces, next_state, event_id = {}, {}, nil, nil
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  local piece = string.match(field, '^b(%d+)$')
+  if piece then
+    pieces[tonumber(piece) + 1] = value
+  else
+    rec[#rec + 1] = field
+    rec[#rec + 1] = value
+    if field == 'state' then next_state = value end
+    if field == 'event_id' then event_id = value end
+  end
 end
 if next_state ~= 'pending' then return {settled, 1, did, rec} end
 if redis.call('EXISTS', gone) == 1 then return {settled, 1, did, rec, 1} end
-local body = redis.call('GET', body_prefix .. event_id)
+local body
+if #pieces > 0 then body = table.concat(pieces) else body = redis.call('GET', body_prefix .. event_id) end
 if not body then return {settled, 1, did, rec, 0} end
 redis.call('HSET', rkey, 'inflight', now)
 return {settled, 1, did, rec, 0, body}

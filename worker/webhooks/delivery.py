@@ -3,7 +3,9 @@
 A delivery is a hash (`keys.delivery`) indexed by time, by room and by state, counted per state,
 its attempt log folded in as its `log` field (`worker.webhooks.stored`). Created by the outbox,
 moved on by `peek.lua` / `settle.lua` / `advance.lua` (the attempt's atomic steps), reopened by a
-redelivery and removed by `prune.lua`; every other write is a function here. Once delivered or
+redelivery and removed by `prune.lua`; every other write is a function here. The body of an event
+with one target is kept in its delivery's record too (`body_fields`), not in a key of its own; an
+event sent to two URLs keeps one body key both records share (`keys.event_body`). Once delivered or
 dead it keeps only what the deliveries API shows (its `queue` and attempt count are dropped: the
 queue follows from the room and URL, and a redelivery counts attempts from zero).
 """
@@ -38,6 +40,17 @@ def url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+# Redis keeps a hash in its compact encoding only while every value is at most 64 bytes
+# (`hash-max-listpack-value`), so a body kept in its record goes in pieces of that size.
+BODY_PIECE = 64
+
+
+def body_fields(packed: str) -> dict[str, str]:
+    """A packed body as fields of its record: `b0`, `b1`, … (`peek.lua` joins them again)."""
+    starts = range(0, len(packed), BODY_PIECE)
+    return {f"b{i}": packed[at : at + BODY_PIECE] for i, at in enumerate(starts)}
+
+
 def queue_id(room_id: str, url: str) -> str:
     """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
     return f"{room_id}|{url_hash(url)}"
@@ -66,6 +79,7 @@ class Delivery:
     inflight: float | None = None  # when the attempt under way began
     held: str = ""  # why its host's breaker or rate holds it back (pending only)
     log: str = ""  # the attempt log, one line per attempt (see `worker.webhooks.stored`)
+    body_inline: bool = False  # its body is in its record (else in the event's body key)
 
     @classmethod
     def from_hash(cls, delivery_id: str, record: Mapping[str, str]) -> Delivery:
@@ -88,6 +102,7 @@ class Delivery:
             inflight=_float(record.get("inflight")),
             held=record.get("held", ""),
             log=record.get("log", ""),
+            body_inline="b0" in record,
         )
 
     def to_mapping(self) -> dict[str, str | int | float]:
@@ -127,10 +142,14 @@ class Delivery:
         return out
 
 
-def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
-    """A new pending delivery: its record, its index entries, its count."""
+def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int, body: str | None = None) -> None:
+    """A new pending delivery: its record (with the packed `body` of an event it alone
+    delivers), its index entries, its count."""
     did = delivery.delivery_id
-    pipe.hset(keys.delivery(did), mapping=delivery.to_mapping())
+    mapping = delivery.to_mapping()
+    if body is not None:
+        mapping |= body_fields(body)
+    pipe.hset(keys.delivery(did), mapping=mapping)
     pipe.expire(keys.delivery(did), ttl_s)
     pipe.zadd(keys.DELIVERIES, {did: 0})
     pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})

@@ -1,6 +1,7 @@
 """The webhook delivery engine: durable, ordered per (room, URL), retried, dead-lettered.
 
-Emitting an event writes its body once and one delivery record per target URL, and appends each
+Emitting an event writes its body once (in its delivery's record when it has one target URL, else
+in a key both records share) and one delivery record per target URL, and appends each
 delivery to the FIFO of its (room, URL) queue on the `dq` schedule, all inside the caller's
 transaction, so an event exists exactly when the state change that caused it does. The consumer
 side works one queue at a time per lease: the head delivery is attempted; delivered or dead pops
@@ -131,14 +132,18 @@ class Outbox:
             return []
         ttl = record_ttl_s(self.settings)
         schedule = self.settings.webhook_retry_schedule
-        pipe.set(keys.event_body(event_id), pack_body(body), ex=ttl)
+        packed = pack_body(body)
+        # One target: the body goes in its record, one key fewer for the retention period.
+        inline = packed if len(urls) == 1 else None
+        if inline is None:
+            pipe.set(keys.event_body(event_id), packed, ex=ttl)
         first_at = now_ms() + int(jittered(schedule[0], self.settings.webhook_jitter) * 1000)
         ids = []
         for url in urls:
             did = new_delivery_id()
             qid = queue_id(room_id, url)
             delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
-            new_cmds(pipe, delivery, ttl)
+            new_cmds(pipe, delivery, ttl, body=inline)
             self.schedule.push(pipe, qid, did, first_at, wake=False)
             ids.append(did)
         if wake:

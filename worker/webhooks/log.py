@@ -131,7 +131,7 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_t
             pipe.hdel(keys.delivery(did), "next_at")
             await pipe.execute()
             return QUEUED
-        if not await pipe.exists(keys.event_body(delivery.event_id)):
+        if not delivery.body_inline and not await pipe.exists(keys.event_body(delivery.event_id)):
             return NOT_FOUND
         pipe.multi()
         reopen_cmds(pipe, delivery, ttl)
