@@ -158,7 +158,8 @@ SCHEDULED_BY_START = f"{PREFIX}scheduled:by_start"
 
 
 def deliveries_by_url(url_hash: str) -> str:
-    """Zset (score 0) of the delivery ids to one URL (by the URL's hash), for replay by URL."""
+    """Zset (score 0) of the delivery ids to one URL (by the URL's hash), as versions before
+    replay by URL read the state indexes kept it: still pruned, never written."""
     return f"{PREFIX}dlvs:url:{url_hash}"
 
 

@@ -153,7 +153,6 @@ def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int, body: str | None = None)
     pipe.expire(keys.delivery(did), ttl_s)
     pipe.zadd(keys.DELIVERIES, {did: 0})
     pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
-    pipe.zadd(keys.deliveries_by_url(url_hash(delivery.url)), {did: 0})
     pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
     pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
 
