@@ -77,8 +77,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers: the heavy modules (tests/conftest.py's HEAVY) run one after another on one of
+# them, everything else shares the other; most of the rest waits on real time, not the CPU.
 pytest: install php-cli nodejs js-sdk chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from bench.common import Emulator, cpu_s, helper_server, report, roomkeeper, wait_until
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.support.servers import RedisServer
+from worker.rooms.records import Store
 from worker.webhooks.signing import body_hmac
 
 CONCURRENCY = 32
@@ -189,7 +190,9 @@ async def main(args: argparse.Namespace) -> None:
                 120,
                 "room_created for every room",
             )
-            sids = {f"in-{i}": await redis.hget(f"rk:room:in-{i}", "sid") for i in range(n_rooms)}
+            names = [f"in-{i}" for i in range(n_rooms)]
+            sessions = await Store(redis, job_ttl_s=60).sessions(names)
+            sids = {s.room_id: s.sid for s in sessions}
             ours_file = tmp / "ours.jsonl"
             ours_file.write_text("\n".join(json.dumps(x) for x in signed_events(sids, events)))
             cpu0 = (cpu_s(procs.api), cpu_s(procs[0]))

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from bench.common import Emulator, percentile, report, roomkeeper, wait_until
 from tests.support.api import API_KEY, API_SECRET, minimal_request
 from tests.support.servers import RedisServer
+from worker import keys
 from worker.webhooks.signing import body_hmac
 
 LEAD = 300
@@ -135,7 +136,7 @@ async def phase_roomkeeper(n: int, due_count: int, rate: float) -> dict[str, Any
             far_rooms = [room(i, "far", t) for i, t in enumerate(spread)]
             took = await bulk(s, url, far_rooms, "scheduled", per_call)
             after = int((await redis.info("memory"))["used_memory"])
-            scheduled = int(await redis.zcard("rk:scheduled:by_start"))
+            scheduled = int(await redis.zcard(keys.SCHEDULED_BY_START))
             full_sync = await sync_creates(s, url, "b")
 
             # Due D rooms over one window that opens once they are all accepted.

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from bench.common import Emulator, percentile, report, roomkeeper, rss_mib, wait_until
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
 from tests.support.servers import RedisServer, free_port
+from worker.rooms.records import Store
 from worker.webhooks.signing import body_hmac
 
 CONCURRENCY = 64  # the baseline's LiveKit calls in flight
@@ -119,12 +120,13 @@ async def _deletes(emu: Emulator, n: int) -> bool:
 
 
 async def _deadlines(redis: Redis, n: int) -> dict[str, float]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for i in range(n):
-            pipe.hmget(f"rk:room:t{i}", "created_ms", "empty_timeout")
-        rows = await pipe.execute()
+    sessions = await Store(redis, job_ttl_s=60).sessions([f"t{i}" for i in range(n)])
     # LiveKit's creation_time_ms: the real deadline, so an early end shows as negative lateness.
-    found = {f"t{i}": float(c) / 1000 + float(e) for i, (c, e) in enumerate(rows) if c and e}
+    found = {
+        s.room_id: s.created_ms / 1000 + s.empty_timeout
+        for s in sessions
+        if s.created_ms and s.empty_timeout
+    }
     return found if len(found) == n else {}
 
 

@@ -21,7 +21,6 @@ room is reported `accepted: true, msg: "valid (dry run: nothing was claimed)"`, 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -31,9 +30,10 @@ from handlers.replies import ApiError, StatusCode, ok
 from handlers.rooms import create_limits, created_room_info
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
-from worker.rooms.records import CreateClaim, completed_room_info
+from worker.rooms.records import CreateClaim
 from worker.rooms.request import UNITS, CreateRoom, CreateRoomRequest
 from worker.rooms.scheduled import Scheduled, is_scheduled
+from worker.rooms.session import CreateJob, JobState
 from worker.rooms.submit import submit_or_schedule
 from worker.wire import WireInvalid, validate
 
@@ -155,62 +155,30 @@ async def create_bulk(request: web.Request, body: BulkRequest) -> web.Response:
     return ok(msg, http_status=202, results=results)
 
 
-STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
-
-
-async def _job_records(redis: Any, job_ids: list[str]) -> list[dict[str, str]]:
-    """The fields `job/status` shows, for many jobs in one round trip.
-
-    Not `Store.jobs`: HGETALL would also carry each job's request back, several times the
-    bytes, and a CLI following a big bulk asks for a thousand jobs every half second.
-    """
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hmget(keys.job(job_id), *STATUS_FIELDS)
-        rows = await pipe.execute()
-    records = [
-        {k: v for k, v in zip(STATUS_FIELDS, row, strict=True) if v is not None} for row in rows
-    ]
-    # A complete job keeps only its session's sid; the session has the room (one more trip).
-    done = [r for r in records if r.get("state") == "complete"]
-    if done:
-        async with redis.pipeline(transaction=False) as pipe:
-            for record in done:
-                pipe.hmget(keys.room(record.get("room_id", "")), "sid", "info")
-            sessions = await pipe.execute()
-        for record, (sid, info) in zip(done, sessions, strict=True):
-            session = {"sid": sid, "info": info} if sid and info else {}
-            record["room_info"] = json.dumps(completed_room_info(record, session))
-    return records
-
-
-def _job_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
-    """One job as `job/status` reports it."""
-    state = record.get("state")
-    if not state:
+def _job_view(job: CreateJob, room_info: dict[str, Any]) -> dict[str, Any]:
+    """One job as `job/status` reports it (`room_info`: the room a complete job made)."""
+    if job.state is None:
         return {
-            "job_id": job_id,
+            "job_id": job.job_id,
             "room_id": "",
             "state": "not_found",
             "msg": "no such job (unknown, or its record expired)",
         }
-    view: dict[str, Any] = {"job_id": job_id, "room_id": record.get("room_id", ""), "state": state}
-    if record.get("start_at"):
-        view["start_at"] = int(record["start_at"])
-    if state == "complete":
-        view["room_info"] = created_room_info(json.loads(record.get("room_info") or "{}"))
-        if record.get("msg"):  # a schedule that found its room live: `room already exists`
-            view["msg"] = record["msg"]
-    elif state in ("failed", "cancelled"):
-        view["msg"] = record.get("msg") or "can't create room"
-    elif record.get("last_error"):
-        view["msg"] = f"retrying after: {record['last_error']}"
+    view: dict[str, Any] = {"job_id": job.job_id, "room_id": job.room_id, "state": job.state.value}
+    if job.start_at:
+        view["start_at"] = job.start_at
+    if job.state == JobState.COMPLETE:
+        view["room_info"] = created_room_info(room_info)
+        if job.msg:  # a schedule that found its room live: `room already exists`
+            view["msg"] = job.msg
+    elif job.state in (JobState.FAILED, JobState.CANCELLED):
+        view["msg"] = job.msg or "can't create room"
+    elif job.last_error:
+        view["msg"] = f"retrying after: {job.last_error}"
     return view
 
 
 async def job_status(request: web.Request, body: JobStatusRequest) -> web.Response:
     """The state of up to `bulk_max_rooms` create jobs, in request order."""
-    job_ids = body.job_ids
-    records = await _job_records(request.app[DEPS].redis, job_ids)
-    jobs = [_job_view(j, r) for j, r in zip(job_ids, records, strict=True)]
-    return ok(jobs=jobs)
+    statuses = await request.app[DEPS].store.job_statuses(body.job_ids)
+    return ok(jobs=[_job_view(job, room_info) for job, room_info in statuses])

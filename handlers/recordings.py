@@ -11,8 +11,7 @@ from aiohttp import web
 from handlers.models import RecordIdRequest, RecordingsRequest
 from handlers.replies import StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
-from worker import keys
-from worker.rooms.recording_log import recording, recording_view, recordings
+from worker.rooms.recording_log import described, recordings
 
 NOT_HERE = (
     "not supported here: recordings are files in your egress storage (their file_path); "
@@ -49,22 +48,11 @@ async def info(request: web.Request, body: RecordIdRequest) -> web.Response:
     """One recording and the session it belongs to."""
     deps = request.app[DEPS]
     request[LOG_FIELDS] = {"record_id": body.record_id}
-    record = await recording(deps.redis, body.record_id)
-    if not record:
+    found = await described(deps.store, body.record_id)
+    if found is None:
         return failure(StatusCode.NOT_FOUND, "recording not found")
-    sid = record.get("sid", "")
-    past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
-    session = past or await deps.store.room(record.get("room_id", ""))
-    room_info = {
-        "room_title": session.get("room_title", session.get("title", "")),
-        "room_id": record.get("room_id", ""),
-        "room_sid": sid,
-        "joined_participants": int(session.get("joined_participants", session.get("joined", 0))),
-        "webhook_url": record.get("webhook_url", ""),
-        "created": int(float(session.get("created", 0))),
-        "ended": int(float(session.get("ended", 0))),
-    }
-    return ok(recording_info=recording_view(body.record_id, record), room_info=room_info)
+    recording_info, room_info = found
+    return ok(recording_info=recording_info, room_info=room_info)
 
 
 async def not_supported(request: web.Request, body: RecordIdRequest) -> web.Response:

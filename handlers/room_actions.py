@@ -12,7 +12,6 @@ from handlers.replies import ApiError, StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
 from worker.livekit import LiveKitError
 from worker.rooms.ending import end_room
-from worker.rooms.records import LIVE_STATES
 from worker.rooms.scheduled import cancel
 
 
@@ -46,8 +45,7 @@ async def join_token(request: web.Request, body: JoinTokenRequest) -> web.Respon
     user = body.user_info
     name, user_id, is_admin, is_hidden = user.name, user.user_id, user.is_admin, user.is_hidden
     user_metadata = user.user_metadata
-    record = await deps.store.room(room_id)
-    if record.get("state") not in LIVE_STATES:
+    if not (await deps.store.session(room_id)).live:
         return failure(StatusCode.ROOM_NOT_ACTIVE, "room is not active. create room first")
     metadata = {
         **(user_metadata or {}),

@@ -13,28 +13,28 @@ from handlers.replies import ApiError, StatusCode, failure, ok
 from handlers.state import DEPS, LOG_FIELDS
 from worker.deps import Deps
 from worker.livekit import LiveKitError
-from worker.rooms.records import LIVE_STATES, room_info_of
-from worker.rooms.scheduled import list_scheduled, schedule_of
+from worker.rooms.scheduled import list_scheduled, scheduled_start
+from worker.rooms.session import RoomSession, RoomState
 
 # ListParticipants calls in flight at once when listing every active room.
 PARTICIPANT_FETCHES = 16
 
 
-def active_room_info(record: dict[str, str]) -> dict[str, Any]:
-    """plugNmeet's `ActiveRoomInfo` from a session record."""
-    info = room_info_of(record)
+def active_room_info(session: RoomSession) -> dict[str, Any]:
+    """plugNmeet's `ActiveRoomInfo` of a session."""
+    info = session.info
     return {
-        "room_title": record.get("title", ""),
+        "room_title": session.title,
         "room_id": info.get("name", ""),
-        "sid": record.get("sid", ""),
-        "joined_participants": int(record.get("participants", 0)),
-        "is_running": record.get("state") == "active",
-        "is_recording": record.get("is_recording") == "1",
-        "is_active_rtmp": record.get("is_active_rtmp") == "1",
-        "webhook_url": record.get("webhook_url", ""),
+        "sid": session.sid,
+        "joined_participants": session.participants,
+        "is_running": session.state == RoomState.ACTIVE,
+        "is_recording": session.is_recording,
+        "is_active_rtmp": session.is_active_rtmp,
+        "webhook_url": session.webhook_url,
         "is_breakout_room": False,  # PHP v2 reads these two; roomkeeper has no breakout rooms
         "parent_room_id": "",
-        "creation_time": int(record.get("created", 0)),
+        "creation_time": session.created,
         "metadata": info.get("metadata", ""),
     }
 
@@ -46,13 +46,13 @@ async def _participants(deps: Deps, room_id: str) -> list[dict[str, Any]]:
         raise ApiError(StatusCode.INTERNAL_SERVER_ERROR, f"can't reach livekit: {exc}") from None
 
 
-async def _live_record(deps: Deps, room_id: str) -> dict[str, str]:
-    record = await deps.store.room(room_id)
-    if not record:
+async def _live_session(deps: Deps, room_id: str) -> RoomSession:
+    session = await deps.store.session(room_id)
+    if session.state is None:
         raise ApiError(StatusCode.ROOM_NOT_FOUND, "room not found")
-    if record.get("state") not in LIVE_STATES:
+    if not session.live:
         raise ApiError(StatusCode.ROOM_NOT_ACTIVE, "room is not active")
-    return record
+    return session
 
 
 async def is_room_active(request: web.Request, body: RoomIdRequest) -> web.Response:
@@ -60,12 +60,10 @@ async def is_room_active(request: web.Request, body: RoomIdRequest) -> web.Respo
     room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
     deps = request.app[DEPS]
-    record = await deps.store.room(room_id)
-    if record.get("state") in LIVE_STATES:
+    if (await deps.store.session(room_id)).live:
         return ok("room is active", is_active=True)
-    planned = await schedule_of(deps, room_id)
-    if planned.get("start_at"):
-        start_at = int(planned["start_at"])
+    start_at = await scheduled_start(deps, room_id)
+    if start_at is not None:
         return failure(
             StatusCode.ROOM_NOT_ACTIVE, "room is scheduled", is_active=False, start_at=start_at
         )
@@ -77,24 +75,24 @@ async def get_active_room_info(request: web.Request, body: RoomIdRequest) -> web
     deps = request.app[DEPS]
     room_id = body.room_id
     request[LOG_FIELDS] = {"room_id": room_id}
-    record = await _live_record(deps, room_id)
+    session = await _live_session(deps, room_id)
     participants = await _participants(deps, room_id)
-    return ok(room={"room_info": active_room_info(record), "participants_info": participants})
+    return ok(room={"room_info": active_room_info(session), "participants_info": participants})
 
 
 async def get_active_rooms_info(request: web.Request, body: NoRequest) -> web.Response:
     """Every live room with its participants."""
     deps = request.app[DEPS]
     room_ids = await deps.store.active_room_ids()
-    records = [r for r in await deps.store.rooms(room_ids) if r.get("state") in LIVE_STATES]
+    sessions = [s for s in await deps.store.sessions(room_ids) if s.live]
     gate = asyncio.Semaphore(PARTICIPANT_FETCHES)
 
-    async def entry(record: dict[str, str]) -> dict[str, Any]:
+    async def entry(session: RoomSession) -> dict[str, Any]:
         async with gate:
-            participants = await _participants(deps, room_info_of(record).get("name", ""))
-        return {"room_info": active_room_info(record), "participants_info": participants}
+            participants = await _participants(deps, session.info.get("name", ""))
+        return {"room_info": active_room_info(session), "participants_info": participants}
 
-    rooms = await asyncio.gather(*(entry(r) for r in records))
+    rooms = await asyncio.gather(*(entry(s) for s in sessions))
     if not rooms:
         return ok("no active room found", rooms=[])
     return ok(rooms=rooms)
@@ -104,25 +102,14 @@ async def fetch_past_rooms(request: web.Request, body: PastRoomsRequest) -> web.
     """Ended sessions, newest first by default; `from`/`limit` page through them."""
     deps = request.app[DEPS]
     room_ids, start, limit, order_by = body.room_ids, body.from_, body.limit, body.order_by
-    total, records = await deps.store.past_rooms(
+    total, sessions = await deps.store.past_rooms(
         room_ids,
         offset=start,
         limit=limit,
         newest_first=order_by == "DESC",
         retention_s=deps.settings.past_rooms_retention_days * 86400,
     )
-    rooms = [
-        {
-            "room_title": r.get("room_title", ""),
-            "room_id": r.get("room_id", ""),
-            "room_sid": r.get("room_sid", ""),
-            "joined_participants": int(r.get("joined_participants", 0)),
-            "webhook_url": r.get("webhook_url", ""),
-            "created": int(float(r.get("created", 0))),
-            "ended": int(float(r.get("ended", 0))),
-        }
-        for r in records
-    ]
+    rooms = [past.view() for past in sessions]
     result = {
         "total_rooms": total,
         "from": start,

@@ -14,9 +14,9 @@ from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
 from worker.rooms.limits import CreateLimits
-from worker.rooms.records import api_room_info, completed_room_info
 from worker.rooms.request import CreateRoomRequest
 from worker.rooms.scheduled import Scheduled
+from worker.rooms.session import CreateJob, JobState, completed_room_info
 from worker.rooms.submit import submit_or_schedule
 from worker.settings import Settings
 
@@ -30,6 +30,20 @@ def create_limits(settings: Settings) -> CreateLimits:
         allowed_cidrs=settings.webhook_allowed_cidrs,
         max_schedule_ahead=settings.schedule_max_ahead,
     )
+
+
+def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A room as `room_info`/`roomInfo` in API answers (`creation_time` a number)."""
+    return {
+        "sid": info.get("sid", ""),
+        "name": info.get("name", ""),
+        "max_participants": int(info.get("max_participants", 0)),
+        "empty_timeout": int(info.get("empty_timeout", 0)),
+        "creation_time": int(info.get("creation_time", 0)),
+        "turn_password": info.get("turn_password", ""),
+        "enabled_codecs": info.get("enabled_codecs", []),
+        "metadata": info.get("metadata", ""),
+    }
 
 
 def created_room_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +91,13 @@ def queued(job_id: str, **extra: Any) -> web.Response:
     return ok("queued", http_status=202, job_id=job_id, **extra)
 
 
-async def wait_for_job(deps: Deps, job_id: str, timeout: float) -> dict[str, str]:
+async def wait_for_job(deps: Deps, job_id: str, timeout: float) -> CreateJob:
     """Poll the job record until it is complete or failed, or `timeout` runs out."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
-        job = await deps.store.job(job_id)
-        if job.get("state") in ("complete", "failed") or time.monotonic() >= deadline:
+        job = await deps.store.create_job(job_id)
+        if job.state in (JobState.COMPLETE, JobState.FAILED) or time.monotonic() >= deadline:
             return job
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.05)
@@ -111,13 +125,12 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     if wants_async(request):
         return queued(claim.job_id)
     job = await wait_for_job(deps, claim.job_id, settings.create_wait)
-    state = job.get("state")
-    if state == "complete":
+    if job.state == JobState.COMPLETE:
         msg = "success" if claim.kind == "new" else "room already exists"
-        return room_reply(msg, completed_room_info(job, await deps.store.room(req.room_id)))
-    if state == "failed":
-        return failure(StatusCode.INTERNAL_SERVER_ERROR, job.get("msg") or "can't create room")
-    extra = {"retrying": job["last_error"]} if job.get("last_error") else {}
+        return room_reply(msg, completed_room_info(job, await deps.store.session(req.room_id)))
+    if job.state == JobState.FAILED:
+        return failure(StatusCode.INTERNAL_SERVER_ERROR, job.msg or "can't create room")
+    extra = {"retrying": job.last_error} if job.last_error else {}
     return queued(claim.job_id, **extra)
 
 

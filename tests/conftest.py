@@ -19,6 +19,29 @@ from tests.support.stack import Stack, make_settings, run_stack
 from worker.logs import configure_logging
 from worker.settings import Settings
 
+# Tests that saturate both cores on their own (bulks of thousands of rooms, several roomkeeper
+# processes, injected faults) or that count time against a rate: under `pytest -n 2 --dist
+# loadgroup` (`make test`) they run one after another on one worker while the other worker
+# takes the rest, so no two of them compete for the CPU.
+HEAVY = {
+    "test_bulk_throughput.py",
+    "test_cli_create_rooms.py",
+    "test_failover.py",
+    "test_faults.py",
+    "test_faults_api_kill.py",
+    "test_faults_livekit.py",
+    "test_faults_redis_full.py",
+    "test_sdk_e2e.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the HEAVY modules' tests in one xdist group (before xdist reads the groups)."""
+    for item in items:
+        if item.path.name in HEAVY:
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from emulator.server import Emulator
 from tests.support.api import Api, eventually, livekit_calls, minimal_request
 from tests.support.api import emulator as emulator_control
-from tests.support.procs import roomkeeper_env, worker_process
+from tests.support.procs import emulator_process, roomkeeper_env, worker_process
 from tests.support.servers import RedisServer
 from tests.support.stack import make_settings, run_api, run_worker
 from tests.test_bulk import arq_idle, bulk, settled
@@ -139,34 +139,36 @@ async def test_rooms_without_a_slot_before_the_deadline_move_to_a_fresh_job(
 
 @pytest.mark.slow
 async def test_livekit_calls_stay_under_the_rate_limit_across_worker_processes(
-    redis_server: RedisServer, emulator: Emulator, redis: Redis
+    redis_server: RedisServer, redis: Redis
 ) -> None:
     rps = 20
-    env = roomkeeper_env(
-        redis_server.url,
-        emulator.url,
-        ROOMKEEPER_LIVEKIT_MAX_RPS=str(rps),
-        ROOMKEEPER_CREATE_BATCH_SIZE="5",
-        ROOMKEEPER_WORKER_MAX_JOBS="2",  # so both workers get some of the 12 batches
-        # A short job: most rooms find no slot within its budget and are handed on.
-        ROOMKEEPER_JOB_TIMEOUT="3",
-        ROOMKEEPER_LIVEKIT_TIMEOUT="1",
-    )
-    settings = make_settings(redis_server.url, emulator.url)
-    async with (
-        worker_process(env, "worker-a") as worker_a,
-        worker_process(env, "worker-b") as worker_b,
-        run_api(settings) as url,
-    ):
-        api = Api(url)
-        try:
-            jobs = await bulk_to_the_end(api, redis, "rate", 60)
-        finally:
-            await api.close()
-        logs = worker_a.output(), worker_b.output()
+    # The emulator in its own process stamps each call as it arrives, whatever this loop does.
+    with emulator_process() as livekit_url:
+        env = roomkeeper_env(
+            redis_server.url,
+            livekit_url,
+            ROOMKEEPER_LIVEKIT_MAX_RPS=str(rps),
+            ROOMKEEPER_CREATE_BATCH_SIZE="5",
+            ROOMKEEPER_WORKER_MAX_JOBS="2",  # so both workers get some of the 12 batches
+            # A short job: most rooms find no slot within its budget and are handed on.
+            ROOMKEEPER_JOB_TIMEOUT="3",
+            ROOMKEEPER_LIVEKIT_TIMEOUT="1",
+        )
+        settings = make_settings(redis_server.url, livekit_url)
+        async with (
+            worker_process(env, "worker-a") as worker_a,
+            worker_process(env, "worker-b") as worker_b,
+            run_api(settings) as url,
+        ):
+            api = Api(url)
+            try:
+                jobs = await bulk_to_the_end(api, redis, "rate", 60)
+            finally:
+                await api.close()
+            logs = worker_a.output(), worker_b.output()
+        times = await arrivals(livekit_url)
 
     assert {j["state"] for j in jobs} == {"complete"}
-    times = await arrivals(emulator.url)
     assert len(times) == 60
     assert most_in_window(times, 1.0) <= rps + 1  # GCRA with a burst of one
     assert times[-1] - times[0] >= 59 / rps * 0.9

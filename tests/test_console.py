@@ -77,6 +77,7 @@ async def test_an_operator_sees_a_room_and_a_dead_delivery_and_redelivers_it(
     row = page.locator("tr", has_text="maths-101")
     await row.wait_for()
     assert "created" in await row.inner_text() or "active" in await row.inner_text()
+    assert await row.locator("code", has_text="empty").count() == 1  # its empty timer is due
 
     await page.goto(f"{stack.url}/console/deliveries?state=dead")
     dead = page.locator(f"tr#{did}")

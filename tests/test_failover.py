@@ -194,7 +194,7 @@ async def _diagnose(redis: Redis, receiver: Receiver, accepted: dict[str, str]) 
     return (
         f"job states {dict(states)}; {len(unfinished)} unfinished, e.g. {sample}; arq (job, "
         f"exists, in-progress pttl, queue score, result, retry): {arq}; queue size "
-        f"{await redis.zcard('rk:queue')}"
+        f"{await redis.zcard(keys.QUEUE_NAME)}"
     )
 
 

@@ -8,8 +8,16 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from worker import keys
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("worker", "handlers", "emulator", "roomkeeper")
+# The keys of a room's session records: read and written through `worker.rooms.records.Store`.
+ROOM_RECORD_KEYS = {"room", "past_room", "past_by_room"}
+# Modules that still build them outside the Store, each with its reason; the list may only shrink.
+ROOM_KEYS_ELSEWHERE: dict[str, str] = {
+    "worker.rooms.ending": "finalize WATCHes and reads the whole session itself",
+}
 MAX_LINES = 400
 # Over the bound today, each with its reason; the list may only shrink.
 TOO_LONG: dict[str, str] = {}
@@ -87,3 +95,45 @@ def test_modules_stay_small_and_say_what_they_own() -> None:
             doc = ast.get_docstring(tree)
             assert doc and doc.splitlines()[0].strip(), f"{rel}: no first docstring line"
     assert set(long) <= set(TOO_LONG), long
+
+
+def _where(path: Path, node: ast.AST) -> str:
+    return f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+
+
+def test_only_the_store_builds_a_rooms_session_keys() -> None:
+    found = []
+    for name, path in modules().items():
+        if name == "worker.rooms.records" or name in ROOM_KEYS_ELSEWHERE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ROOM_RECORD_KEYS
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "keys"
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "worker.keys"
+                and {a.name for a in node.names} & ROOM_RECORD_KEYS
+            ):
+                found.append(_where(path, node))
+    assert found == []
+
+
+def test_no_redis_key_is_spelled_outside_worker_keys() -> None:
+    found = []
+    for top in (*PACKAGES, "bench", "tests"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if path == ROOT / "worker" / "keys.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.JoinedStr) and node.values:
+                    node = node.values[0]
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and node.value.startswith(keys.PREFIX)
+                ):
+                    found.append(_where(path, node))
+    assert found == []

@@ -123,3 +123,24 @@ async def test_bearer_prefixed_tokens_are_accepted_too(
 
     assert status == 200
     await receiver.wait_for(lambda r: any(x.json["event"] == "participant_joined" for x in r))
+
+
+async def test_an_event_of_an_earlier_session_goes_to_that_sessions_webhook(
+    stack: Stack, room: dict, redis: Redis, receiver: Receiver
+) -> None:
+    await stack.api.post("/auth/room/endRoom", {"room_id": "hooked"})
+    again = await stack.api.create(minimal_request("hooked", webhook_url=receiver.at("/next")))
+    assert again["room_info"]["sid"] != room["sid"]
+    body = joined_event(room, "late", "EV_earlier00001")  # the ended session's sid
+
+    status = await post_webhook(stack.url, body, {"Authorization": token_for(body)})
+
+    assert status == 200
+    await receiver.wait_for(
+        lambda r: any(x.path == "/hook" and x.json["event"] == "participant_joined" for x in r)
+    )
+    late = next(e for e in receiver.events("/hook") if e["event"] == "participant_joined")
+    assert (late["room"]["sid"], late["participant"]["identity"]) == (room["sid"], "late")
+    await eventually(lambda: _drained(redis), what="inbound and delivery queues drained")
+    assert "participant_joined" not in [e["event"] for e in receiver.events("/next")]
+    assert await redis.hget(keys.room("hooked"), "participants") == "0"  # not the new session's

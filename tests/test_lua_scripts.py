@@ -970,9 +970,9 @@ async def observe(
         keys.host(HOST),
         keys.host_waiting(HOST),
         keys.HOSTS_OPEN,
-        "rk:dq:due",
-        "rk:dq:lease",
-        "rk:dq:wake",
+        keys.schedule_due(keys.DELIVERY_QUEUES),
+        keys.schedule_leases(keys.DELIVERY_QUEUES),
+        keys.schedule_wake(keys.DELIVERY_QUEUES),
     ]
     args = [kind, now, threshold, 1000, retry_after, 50, HOST, 1, 30_000]
     return int(await script(keys=k, args=args))
@@ -998,15 +998,17 @@ async def test_host_observe_an_answer_closes_it_and_wakes_the_waiting_queues(
     await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 9, "failures": 4})
     await redis.sadd(keys.HOSTS_OPEN, HOST)
     await redis.zadd(keys.host_waiting(HOST), {"q1": 1, "q2": 2})
-    await redis.zadd("rk:dq:due", {"q1": 99_999, "q2": 99_999})
-    await redis.hset("rk:dq:lease", "q2", "token")  # a consumer holds q2 under its lease
+    await redis.zadd(keys.schedule_due(keys.DELIVERY_QUEUES), {"q1": 99_999, "q2": 99_999})
+    await redis.hset(
+        keys.schedule_leases(keys.DELIVERY_QUEUES), "q2", "token"
+    )  # a consumer holds q2 under its lease
     assert await observe(redis, "ok", 500) == 2
     assert await redis.hget(keys.host(HOST), "state") == "closed"
     assert await redis.hget(keys.host(HOST), "failures") == "0"
-    assert await redis.zscore("rk:dq:due", "q1") == 500
-    assert await redis.zscore("rk:dq:due", "q2") == 99_999
+    assert await redis.zscore(keys.schedule_due(keys.DELIVERY_QUEUES), "q1") == 500
+    assert await redis.zscore(keys.schedule_due(keys.DELIVERY_QUEUES), "q2") == 99_999
     assert await redis.exists(keys.host_waiting(HOST), keys.HOSTS_OPEN) == 0
-    assert await redis.llen("rk:dq:wake") == 1
+    assert await redis.llen(keys.schedule_wake(keys.DELIVERY_QUEUES)) == 1
 
 
 async def test_host_observe_retry_after_halves_the_rate_for_a_while(redis: Redis) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from worker import keys
 from worker.rooms.records import Store
@@ -59,11 +61,14 @@ async def test_an_ended_session_is_filed_under_past_rooms(redis: Redis) -> None:
         store.ended_cmds(pipe, session, ended=1_700_000_100.5, reason="timer", ttl_s=60)
         await pipe.execute()
     ended = await store.session("r1")
-    assert (ended.state, ended.end_reason) == (RoomState.ENDED, "timer")
+    assert (ended.state, ended.end_reason, ended.ended) == (RoomState.ENDED, "timer", 1_700_000_100)
     assert await redis.zscore(keys.ACTIVE_ROOMS, "r1") is None
     past = PastSession.from_hash(await redis.hgetall(keys.past_room("RM_1")))
     assert past == PastSession.of(session, ended=1_700_000_100.5, reason="timer")
     assert past.joined_participants == 3
+    assert await store.past_session("RM_1") == past
+    assert await store.past_session("RM_unknown") is None
+    assert await store.past_session("") is None
     assert await redis.zscore(keys.past_by_room("r1"), "RM_1") == 1_700_000_100.5
 
 
@@ -95,6 +100,42 @@ async def test_a_job_moves_through_its_states(redis: Redis) -> None:
     assert 0 < await redis.ttl(keys.job("j1")) <= 60
 
 
+async def test_sessions_read_several_rooms_in_request_order(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    two = a_session(room_id="r2", sid="RM_2", state=RoomState.ACTIVE)
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, a_session(), sid_ttl_s=60)
+        store.created_cmds(pipe, two, sid_ttl_s=60)
+        await pipe.execute()
+    assert await store.sessions(["r2", "nope", "r1"]) == [two, RoomSession("nope"), a_session()]
+
+
+async def test_job_statuses_carry_a_complete_jobs_room_while_its_session_is_current(
+    redis: Redis,
+) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session()
+    queued = CreateJob("j2", room_id="r2", state=JobState.QUEUED, request={"room_id": "r2"})
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1"}', room_id="r1")
+        pipe.hset(keys.job("j2"), mapping=queued.to_mapping())
+        store.job_scheduled_cmds(pipe, "j3", "r3", 1_900_000_000, now=1_800_000_000)
+        await pipe.execute()
+    (done, done_room), (waiting, none), (later, _), (unknown, _) = await store.job_statuses(
+        ["j1", "j2", "j3", "jx"]
+    )
+    assert (done.state, done.sid, done_room) == (JobState.COMPLETE, "RM_1", session.info)
+    assert (waiting.state, waiting.request, none) == (JobState.QUEUED, {}, {})  # no request read
+    assert (later.state, later.start_at) == (JobState.SCHEDULED, 1_900_000_000)
+    assert unknown.state is None
+    async with redis.pipeline(transaction=True) as pipe:  # a newer create replaces the session
+        store.created_cmds(pipe, a_session(sid="RM_2", info={"sid": "RM_2"}), sid_ttl_s=60)
+        await pipe.execute()
+    ((_, replaced),) = await store.job_statuses(["j1"])
+    assert replaced == {"sid": "RM_1", "name": "r1"}
+
+
 async def test_unknown_records_and_states_read_as_no_state() -> None:
     assert RoomSession.from_hash("r1", {}).state is None
     assert RoomSession.from_hash("r1", {"state": "bogus"}).state is None
@@ -123,3 +164,28 @@ async def test_a_delivery_is_written_reopened_and_read_through_its_owner(redis: 
     assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "1", "dead": "0"}
     assert await redis.exists(keys.gone("q1")) == 0
     assert await redis.zscore(keys.deliveries_in_state("pending"), "dlv_1") == 0
+
+
+async def test_a_sessions_head_is_its_state_job_sid_and_room_only(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session()
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        store.head_cmd(pipe, "r1")
+        store.head_cmd(pipe, "nope")
+        rows = await pipe.execute()
+    head, none = (store.head(r, row) for r, row in zip(("r1", "nope"), rows, strict=True))
+    assert head == RoomSession(
+        "r1", state=session.state, job_id="j1", sid="RM_1", info=session.info
+    )
+    assert none == RoomSession("nope")
+    async with redis.pipeline(transaction=True) as pipe:
+        assert await store.watch_head(pipe, "r1") == head
+        await redis.hset(keys.room("r1"), "participants", 1)  # the session changes meanwhile
+        pipe.multi()
+        store.failed_cmds(pipe, "r1")
+        with pytest.raises(WatchError):
+            await pipe.execute()
+    assert (await store.session("r1")).state == RoomState.CREATED

@@ -110,6 +110,21 @@ async def _state(api: Api, job_id: str, state: str) -> dict[str, Any] | None:
     return job if job["state"] == state else None
 
 
+@pytest.mark.slow  # real-time waits or an injected fault
+async def test_a_schedule_whose_room_is_live_at_its_time_completes_with_that_room(
+    sched: Stack,
+) -> None:
+    reply = await schedule(sched.api, "clash", int(time.time()) + 2)
+    live = await sched.api.create(minimal_request("clash"))  # created now, before its time
+
+    done = await eventually(
+        lambda: _state(sched.api, reply["job_id"], "complete"), what="schedule's job complete"
+    )
+    assert done["msg"] == "room already exists"
+    assert done["room_info"]["sid"] == live["room_info"]["sid"]
+    assert len(await livekit_calls(sched.emulator.url, "CreateRoom")) == 1
+
+
 @pytest.mark.slow
 async def test_a_schedule_outlives_a_worker_killed_before_its_start(
     redis_server: RedisServer, redis: Redis

@@ -14,12 +14,8 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.deps import Deps
-from worker.queue.schedule import Schedule
 from worker.rooms.scheduled import list_scheduled
-from worker.rooms.session import RoomSession
-from worker.rooms.timers import SCHEDULE_NAME as TIMERS
 from worker.rooms.timers import room_timers
-from worker.settings import Settings
 
 PAGE = 50
 
@@ -36,20 +32,14 @@ class RoomRow:
     timers: list[tuple[str, float]] = field(default_factory=list)  # (kind, due unix s)
 
 
-async def active_rooms(
-    redis: Redis, settings: Settings, offset: int = 0, limit: int = PAGE
-) -> tuple[list[RoomRow], int]:
+async def active_rooms(deps: Deps, offset: int = 0, limit: int = PAGE) -> tuple[list[RoomRow], int]:
     """Active rooms, newest first, one page; and how many there are."""
+    redis = deps.redis
     total = int(await redis.zcard(keys.ACTIVE_ROOMS))
     ids = await redis.zrevrange(keys.ACTIVE_ROOMS, offset, offset + limit - 1)
-    async with redis.pipeline(transaction=False) as pipe:
-        for room_id in ids:
-            pipe.hgetall(keys.room(room_id))
-        records = await pipe.execute()
-    timers = Schedule(redis, TIMERS)
+    sessions = await deps.store.sessions(ids)
     wanted: list[tuple[int, str, str]] = []
-    for i, rec in enumerate(records):
-        session = RoomSession.from_hash(ids[i], rec)
+    for i, session in enumerate(sessions):
         if not session.sid:
             continue
         for t in room_timers(
@@ -58,19 +48,13 @@ async def active_rooms(
             creation_ms=session.created_ms or session.created * 1000,
             empty_timeout=session.empty_timeout,
             duration_min=session.duration,
-            warnings=settings.session_ending_warnings,
+            warnings=deps.settings.session_ending_warnings,
         ):
             wanted.append((i, t.kind, t.member))
-    scores = await redis.zmscore(timers.due_key, [m for _, _, m in wanted]) if wanted else []
+    scores = await redis.zmscore(deps.timers.due_key, [m for _, _, m in wanted]) if wanted else []
     rows = [
-        RoomRow(
-            room_id,
-            rec.get("title", ""),
-            rec.get("state", "?"),
-            int(rec.get("participants", 0)),
-            float(rec.get("created", 0)),
-        )
-        for room_id, rec in zip(ids, records, strict=True)
+        RoomRow(s.room_id, s.title, s.state or "?", s.participants, float(s.created))
+        for s in sessions
     ]
     for (i, kind, _), score in zip(wanted, scores, strict=True):
         if score is not None:

@@ -81,7 +81,7 @@ async def rooms(request: web.Request) -> web.Response:
     """Active rooms with state, participants and the timers still due."""
     deps = request.config_dict[DEPS]
     offset = _offset(request)
-    rows, total = await active_rooms(deps.redis, deps.settings, offset)
+    rows, total = await active_rooms(deps, offset)
     return render(
         request,
         "rooms.html",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET, eventually
-from tests.support.servers import Process, free_port, roomkeeper_cmd
+from tests.support.servers import Process, free_port, roomkeeper_cmd, wait_for_port
 
 
 def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, str]:
@@ -30,6 +31,26 @@ def roomkeeper_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, 
     }
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def emulator_process(*webhook_urls: str) -> Iterator[str]:
+    """The LiveKit emulator as its own process, listening before the block starts; yields its URL.
+
+    For tests that time what arrives at LiveKit: an emulator in the test's own event loop stamps
+    calls late, and bunched, whenever that loop is busy.
+    """
+    port = free_port()
+    args = [sys.executable, "-m", "emulator", "--port", str(port), "--api-key", LK_KEY,
+            "--api-secret", LK_SECRET]  # fmt: skip
+    for url in webhook_urls:
+        args += ["--webhook-url", url]
+    proc = Process(args, {}, "emulator").start()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
 
 
 async def wait_healthy(url: str, proc: Process, timeout: float = 20.0) -> None:

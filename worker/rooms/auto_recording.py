@@ -17,13 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 from livekit import api
 from redis.exceptions import WatchError
 
-from worker import keys
 from worker.deps import Deps
 from worker.livekit import LiveKitError, LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
 from worker.rooms.once import emit_once
-from worker.rooms.recordings import owner_fields
+from worker.rooms.recordings import auto_recording_cmds
 from worker.rooms.session import RoomSession
 from worker.rooms.timers import Timer, arm
 from worker.settings import Settings
@@ -135,18 +134,16 @@ async def _adopt(deps: Deps, timer: Timer, session: RoomSession, egress_id: str)
     ttl = int(deps.settings.past_rooms_retention_days * 86400)
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
-            await pipe.watch(keys.room(timer.room_id))
-            if await pipe.hget(keys.room(timer.room_id), "sid") != timer.sid:
+            if (await deps.store.watch_head(pipe, timer.room_id)).sid != timer.sid:
                 await pipe.reset()
                 return
             pipe.multi()
             deps.store.recording_cmds(pipe, timer.room_id, egress_id)
-            pipe.hset(keys.egress(egress_id), mapping={**owner_fields(session), "auto": 1})
-            pipe.expire(keys.egress(egress_id), ttl)
+            auto_recording_cmds(pipe, egress_id, session, ttl)
             await pipe.execute()
         except WatchError:
             # The session changed meanwhile (a join): it still is ours if its sid is.
-            if (await deps.store.room(timer.room_id)).get("sid") == timer.sid:
+            if (await deps.store.session(timer.room_id)).sid == timer.sid:
                 async with deps.redis.pipeline(transaction=True) as again:
                     deps.store.recording_cmds(again, timer.room_id, egress_id)
                     await again.execute()

@@ -20,14 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import keys, lua
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
 from worker.metrics import LIVEKIT_CALLS, SCHEDULE_LATENESS
 from worker.ratelimit import RateLimitBusy, budget
 from worker.rooms.created import GroupRecorder, Work, complete_job, fail
-from worker.rooms.records import LIVE_STATES
 from worker.rooms.request import CreateRoom
 
 log = get_logger("roomkeeper.create")
@@ -99,14 +97,16 @@ async def _load(deps: Deps, job_ids: list[str]) -> list[Work]:
     live = [w for w in (Work(j) for j in jobs) if not w.job.over and w.request]  # not gone or over
     async with deps.redis.pipeline(transaction=False) as pipe:
         for w in live:
-            pipe.hmget(keys.room(w.room_id), "state", "job_id", "info")
-        rooms = await pipe.execute()
+            deps.store.head_cmd(pipe, w.room_id)
+        rows = await pipe.execute()
     work: list[Work] = []
-    for w, (state, current, info) in zip(live, rooms, strict=True):
-        if current != w.job_id:
+    for w, row in zip(live, rows, strict=True):
+        session = deps.store.head(w.room_id, row)
+        if session.job_id != w.job_id:
             await fail(deps, w.job_id, w.room_id, "superseded by a newer create of this room")
-        elif state in LIVE_STATES:
-            await complete_job(deps, w.job_id, info or "{}", w.job.event_id)  # a crash's re-run
+        elif session.live:  # a crash's re-run
+            info_json = json.dumps(session.info, separators=(",", ":"))
+            await complete_job(deps, w.job_id, info_json, w.job.event_id)
         else:
             work.append(w)
     return work
@@ -137,7 +137,7 @@ async def _call(
         remaining = deadline - loop.time()
         if remaining <= 0:
             return RetryIn(w.job_id, 0.0)  # the job's time is up; a fresh job takes it on
-        if not await _start(deps, w.job_id, w.room_id):
+        if not await deps.store.start_create(w.job_id, w.room_id):
             return None  # finished by another run meanwhile
         request = w.request
         started = time.perf_counter()
@@ -172,13 +172,6 @@ async def _call(
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return info
-
-
-async def _start(deps: Deps, job_id: str, room_id: str) -> bool:
-    """Mark the job in progress and its queued session `creating`; False if the job is over."""
-    script = lua.script(deps.redis, "worker.rooms", "start_create")  # cheap: the call is EVALSHA
-    started = await script(keys=[keys.job(job_id), keys.room(room_id)], args=[job_id])
-    return bool(started)
 
 
 async def _retry_or_fail(deps: Deps, unavailable: list[tuple[Work, str]]) -> list[RetryIn]:

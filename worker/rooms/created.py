@@ -16,10 +16,8 @@ from typing import Any
 
 from redis.exceptions import WatchError
 
-from worker import keys
 from worker.deps import Deps
 from worker.logs import get_logger
-from worker.rooms.records import PENDING_STATES
 from worker.rooms.session import CreateJob, RoomSession, RoomState
 from worker.rooms.timers import arm, room_timers
 from worker.webhooks.bodies import notify_body, notify_room
@@ -65,10 +63,9 @@ async def fail(deps: Deps, job_id: str, room_id: str, msg: str) -> None:
     """End a job as failed (and its session, if it is still this job's pending one)."""
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
-            await pipe.watch(keys.room(room_id))
-            state, current = await pipe.hmget(keys.room(room_id), "state", "job_id")
+            session = await deps.store.watch_head(pipe, room_id)
             pipe.multi()
-            if current == job_id and state in PENDING_STATES:
+            if session.job_id == job_id and session.pending:
                 deps.store.failed_cmds(pipe, room_id)
             deps.store.job_failed_cmds(pipe, job_id, msg)
             await pipe.execute()
@@ -124,7 +121,7 @@ async def _record_created(deps: Deps, chunk: list[Created]) -> None:
 
 async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False) -> None:
     """One guarded transaction: sessions still pending on their job become `created`."""
-    room_keys = [keys.room(w.room_id) for w, _ in chunk]
+    room_keys = deps.store.session_keys([w.room_id for w, _ in chunk])
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
@@ -132,14 +129,15 @@ async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False
                 # Read on another connection: WATCH is already armed, so any change after this
                 # read still aborts the EXEC below; one round trip instead of one per room.
                 async with deps.redis.pipeline(transaction=False) as reader:
-                    for key in room_keys:
-                        reader.hmget(key, "state", "job_id")
-                    states = await reader.execute()
+                    for w, _ in chunk:
+                        deps.store.head_cmd(reader, w.room_id)
+                    rows = await reader.execute()
                 pipe.multi()
                 created = 0
-                for (w, info), (state, current) in zip(chunk, states, strict=True):
+                for (w, info), row in zip(chunk, rows, strict=True):
+                    session = deps.store.head(w.room_id, row)
                     info_json = json.dumps(info, separators=(",", ":"))
-                    if current != w.job_id or state not in PENDING_STATES:
+                    if session.job_id != w.job_id or not session.pending:
                         # done by an earlier run
                         deps.store.job_complete_cmds(
                             pipe, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id

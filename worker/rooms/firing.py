@@ -29,8 +29,8 @@ from worker.logs import get_logger
 from worker.queue.consumer import _pause, _until_stopped
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id
-from worker.rooms.records import LIVE_STATES, PENDING_STATES
 from worker.rooms.scheduled import FIELDS, unpack, unschedule_cmds
+from worker.rooms.session import RoomSession, RoomState
 
 log = get_logger("roomkeeper.scheduled")
 
@@ -46,20 +46,20 @@ class _Plan:
     claim: Claim
     action: str  # create | exists | gone | later | busy
     record: dict[str, str]
-    room: tuple[str | None, str | None, str | None] = (None, None, None)
+    room: RoomSession | None = None  # the live session a create found in its way
     next_ms: int = 0
 
 
 async def fire(deps: Deps, claims: list[Claim]) -> int:
     """Hand the claimed due rooms to the create path; how many were claimed for creation."""
     record_keys = [keys.scheduled(c.member) for c in claims]
-    room_keys = [keys.room(c.member) for c in claims]
+    room_keys = deps.store.session_keys([c.member for c in claims])
     lead = deps.settings.schedule_lead
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(*record_keys, *room_keys)
-                records, rooms = await _read(deps.redis, claims)
+                records, rooms = await _read(deps, claims)
                 found = zip(claims, records, rooms, strict=True)
                 plans = [_plan(c, rec, room, lead) for c, rec, room in found]
                 pipe.multi()
@@ -86,27 +86,27 @@ async def fire(deps: Deps, claims: list[Claim]) -> int:
     return created
 
 
-async def _read(
-    redis: Redis, claims: list[Claim]
-) -> tuple[list[dict[str, str]], list[tuple[str | None, str | None, str | None]]]:
-    async with redis.pipeline(transaction=False) as reader:
+async def _read(deps: Deps, claims: list[Claim]) -> tuple[list[dict[str, str]], list[RoomSession]]:
+    async with deps.redis.pipeline(transaction=False) as reader:
         for c in claims:
             reader.hmget(keys.scheduled(c.member), *FIELDS)
         for c in claims:
-            reader.hmget(keys.room(c.member), "state", "job_id", "info")
+            deps.store.head_cmd(reader, c.member)
         rows = await reader.execute()
     records = [
         {k: v for k, v in zip(FIELDS, row, strict=True) if v is not None}
         for row in rows[: len(claims)]
     ]
-    rooms = [(r[0], r[1], r[2]) for r in rows[len(claims) :]]
+    rooms = [
+        deps.store.head(c.member, row) for c, row in zip(claims, rows[len(claims) :], strict=True)
+    ]
     return records, rooms
 
 
 def _plan(
     claim: Claim,
     record: dict[str, str],
-    room: tuple[str | None, str | None, str | None],
+    room: RoomSession,
     lead: float,
 ) -> _Plan:
     if not record.get("job_id"):
@@ -114,10 +114,9 @@ def _plan(
     due = int((int(record["start_at"]) - lead) * 1000)
     if due > now_ms():
         return _Plan(claim, "later", record, next_ms=due)  # moved later meanwhile
-    state = room[0]
-    if state in LIVE_STATES:
+    if room.live:
         return _Plan(claim, "exists", record, room)
-    if state == "ending" or state in PENDING_STATES:
+    if room.state == RoomState.ENDING or room.pending:
         # The session in the way ends (or its create settles) shortly; then this one goes.
         return _Plan(claim, "busy", record, next_ms=now_ms() + BUSY_RETRY_MS)
     return _Plan(claim, "create", record)
@@ -132,7 +131,10 @@ def _commands(pipe: Any, deps: Deps, plans: list[_Plan]) -> int:
             pipe.zrem(deps.scheduled.due_key, room_id)
             pipe.hdel(deps.scheduled.lease_key, room_id)
         elif plan.action == "exists":
-            deps.store.job_found_live_cmds(pipe, record["job_id"], plan.room[2] or "{}")
+            info = plan.room.info if plan.room else {}
+            deps.store.job_found_live_cmds(
+                pipe, record["job_id"], json.dumps(info, separators=(",", ":"))
+            )
             unschedule_cmds(pipe, deps, room_id, record.get("idx", ""))
         elif plan.action == "create":
             to_create.append(plan)

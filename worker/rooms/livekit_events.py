@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from typing import Any
 
@@ -26,8 +25,7 @@ from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
-from worker.rooms.records import PENDING_STATES, room_info_of
-from worker.rooms.session import RoomSession
+from worker.rooms.session import PastSession, RoomSession, RoomState
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 
 log = get_logger("roomkeeper.inbound")
@@ -123,18 +121,19 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
     async with deps.redis.pipeline(transaction=False) as pipe:  # one round trip for both reads
-        pipe.hgetall(keys.room(room_id))
+        deps.store.session_cmd(pipe, room_id)
         pipe.exists(done)
         record, seen = await pipe.execute()
     if seen:
         return True
-    if record.get("sid") != sid:
-        if record.get("state") in PENDING_STATES and _age_ms(event) < PENDING_WAIT_MS:
+    session = RoomSession.from_hash(room_id, record)
+    if not session.sid or session.sid != sid:
+        if session.pending and _age_ms(event) < PENDING_WAIT_MS:
             return False
-        if event.event == "room_started" and sid and _unwanted(deps, record):
-            return await _delete_unwanted(deps, event, record)
-        past = await deps.redis.hgetall(keys.past_room(sid)) if sid else {}
-        if not past:
+        if event.event == "room_started" and sid and _unwanted(deps, session):
+            return await _delete_unwanted(deps, event, session)
+        past = await deps.store.past_session(sid)
+        if past is None:
             log.info(
                 "livekit event dropped: not a room of ours",
                 lk_event=event.event,
@@ -151,17 +150,17 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     return True
 
 
-def _unwanted(deps: Deps, record: dict[str, str]) -> bool:
+def _unwanted(deps: Deps, session: RoomSession) -> bool:
     """A room LiveKit started that must not live: its session was ended by us, or never ours."""
-    if record:
-        return record.get("state") == "ended"
+    if session.state is not None:
+        return session.state == RoomState.ENDED
     return deps.settings.unknown_rooms == "delete"
 
 
-async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str, str]) -> bool:
+async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, session: RoomSession) -> bool:
     """Delete a room re-created behind our back (a client with an old token auto-creates it)."""
     room_id = event.room.name
-    if await deps.store.room(room_id) != record:
+    if await deps.store.session(room_id) != session:
         return False  # a create of this room began meanwhile: let it take the room instead
     try:
         await deps.livekit.delete_room(room_id)
@@ -172,10 +171,10 @@ async def _delete_unwanted(deps: Deps, event: api.WebhookEvent, record: dict[str
         log.error("unwanted room left in livekit", room_id=room_id, error=str(exc))
     else:
         log.info(
-            "room re-created in livekit deleted" if record else "unknown room deleted",
+            "room re-created in livekit deleted" if session.state else "unknown room deleted",
             room_id=room_id,
             sid=event.room.sid,
-            ended_sid=record.get("sid"),
+            ended_sid=session.sid or None,
         )
     await deps.redis.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
     return True
@@ -192,12 +191,12 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(keys.room(room_id), done)
+                await pipe.watch(*deps.store.session_keys([room_id]), done)
                 # Read on another connection: WATCH is already armed, so any change after this
                 # read still aborts the EXEC below; one round trip for both reads.
                 async with deps.redis.pipeline(transaction=False) as reader:
                     reader.exists(done)
-                    reader.hgetall(keys.room(room_id))
+                    deps.store.session_cmd(reader, room_id)
                     seen, record = await reader.execute()
                 if seen:
                     await pipe.reset()
@@ -211,7 +210,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     # No WATCH of its own: every change to the set goes with a write to the
                     # watched session hash, in the same transaction.
                     present = bool(await pipe.sismember(members, identity))
-                participants = int(record.get("participants", 0))
+                participants = session.participants
                 auto = (
                     live
                     and counted
@@ -221,7 +220,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     and auto_recording.wants_auto_recording(session)
                 )
                 pipe.multi()
-                if live and event.event == "room_started" and record["state"] == "created":
+                if live and event.event == "room_started" and session.state == RoomState.CREATED:
                     deps.store.started_cmds(pipe, room_id)
                 elif live and counted and event.event == "participant_joined":
                     # Counted once per identity present: a repeated join does not inflate it.
@@ -239,7 +238,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     participants = max(0, participants - 1)
                     deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
                 if event.event in FORWARDED:
-                    _emit(deps, pipe, event, room_id, record, participants if live else 0)
+                    _emit(deps, pipe, event, session, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)
                 await pipe.execute()
                 return
@@ -251,14 +250,13 @@ def _emit(
     deps: Deps,
     pipe: Any,
     event: api.WebhookEvent,
-    room_id: str,
-    record: dict[str, str],
+    session: RoomSession,
     participants: int,
 ) -> None:
     event_id = derived_event_id("livekit", event.id)
     body = notify_body(
         event.event,
-        notify_room(room_info_of(record), num_participants=participants),
+        notify_room(session.info, num_participants=participants),
         event_id=event_id,
         created_at=event.created_at or int(time.time()),
         participant=proto_dict(event.participant) if event.HasField("participant") else None,
@@ -268,24 +266,26 @@ def _emit(
         pipe,
         event_id=event_id,
         event=event.event,
-        room_id=room_id,
+        room_id=session.room_id,
         body=body,
-        room_webhook_url=record.get("webhook_url") or None,
-        room_events=record.get("webhook_events"),
+        room_webhook_url=session.webhook_url or None,
+        room_events=session.webhook_events,
     )
 
 
-async def _forward(deps: Deps, event: api.WebhookEvent, room_id: str, past: dict[str, str]) -> None:
+async def _forward(deps: Deps, event: api.WebhookEvent, room_id: str, past: PastSession) -> None:
     """Forward an event of an earlier session of ours (its room has a new session now)."""
     done = keys.lk_event_done(event.id)
     if event.event not in FORWARDED:
         await deps.redis.set(done, 1, ex=SEEN_TTL)
         return
-    record = {
-        "webhook_url": past.get("webhook_url") or "",
-        "webhook_events": past.get("webhook_events") or "",
-        "info": json.dumps({"sid": event.room.sid, "name": room_id}),
-    }
+    earlier = RoomSession(
+        room_id,
+        sid=event.room.sid,
+        info={"sid": event.room.sid, "name": room_id},
+        webhook_url=past.webhook_url,
+        webhook_events=past.webhook_events,
+    )
     async with deps.redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(done)
@@ -293,7 +293,7 @@ async def _forward(deps: Deps, event: api.WebhookEvent, room_id: str, past: dict
                 await pipe.reset()
                 return
             pipe.multi()
-            _emit(deps, pipe, event, room_id, record, 0)
+            _emit(deps, pipe, event, earlier, 0)
             pipe.set(done, 1, ex=SEEN_TTL)
             await pipe.execute()
         except WatchError:

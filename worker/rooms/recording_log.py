@@ -13,6 +13,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.rooms.records import Store
+from worker.rooms.session import PastSession
 
 
 def recording_view(egress_id: str, record: dict[str, str]) -> dict[str, Any]:
@@ -33,6 +35,25 @@ async def recording(redis: Redis, egress_id: str) -> dict[str, str]:
     """One egress record ({} when unknown, expired, or not a recording with a file)."""
     record: dict[str, str] = await redis.hgetall(keys.egress(egress_id))
     return record if record.get("file_path") else {}
+
+
+async def described(store: Store, egress_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """One recording and its session, as `recording/info` answers them (None: not found)."""
+    record = await recording(store.redis, egress_id)
+    if not record:
+        return None
+    sid, room_id = record.get("sid", ""), record.get("room_id", "")
+    past = await store.past_session(sid)
+    if past is None:  # its session has not ended (or was never filed): the room's current one
+        current = await store.session(room_id)
+        past = PastSession.of(current, ended=current.ended, reason=current.end_reason)
+    room_info = {
+        **past.view(),
+        "room_id": room_id,
+        "room_sid": sid,
+        "webhook_url": record.get("webhook_url", ""),
+    }
+    return recording_view(egress_id, record), room_info
 
 
 async def recordings(

@@ -22,7 +22,6 @@ from worker import keys
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.queue.schedule import now_ms
-from worker.rooms.records import PENDING_STATES
 from worker.rooms.session import RoomSession
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room, recording_info
 
@@ -74,32 +73,36 @@ def owner_fields(session: RoomSession) -> dict[str, Any]:
     }
 
 
+def auto_recording_cmds(pipe: Any, egress_id: str, session: RoomSession, ttl: int) -> None:
+    """The egress record of a session's auto recording, written before its first event."""
+    pipe.hset(keys.egress(egress_id), mapping={**owner_fields(session), "auto": 1})
+    pipe.expire(keys.egress(egress_id), ttl)
+
+
 async def _owner(deps: Deps, event: api.WebhookEvent) -> _Owner | Literal[False] | None:
     """Whose egress this is; None = not ours, False = its room is still being created."""
     info = event.egress_info
     mine = await deps.redis.hgetall(keys.egress(info.egress_id))
-    record = await deps.store.room(info.room_name)
-    current = bool(record.get("sid")) and record.get("sid") == info.room_id
-    participants = int(record.get("participants", 0)) if current else 0
+    session = await deps.store.session(info.room_name)
+    current = bool(session.sid) and session.sid == info.room_id
+    participants = session.participants if current else 0
     if mine.get("sid"):
         kept = {k: mine[k] for k in _OWNER_KEYS if k in mine}
-        return _Owner(kept, participants, mine.get("sid") == record.get("sid"))
+        return _Owner(kept, participants, mine.get("sid") == session.sid)
     if current:
-        return _Owner(
-            owner_fields(RoomSession.from_hash(info.room_name, record)), participants, True
-        )
+        return _Owner(owner_fields(session), participants, True)
     age = now_ms() - event.created_at * 1000 if event.created_at else 0
-    if record.get("state") in PENDING_STATES and age < PENDING_WAIT_MS:
+    if session.pending and age < PENDING_WAIT_MS:
         return False
-    past = await deps.redis.hgetall(keys.past_room(info.room_id)) if info.room_id else {}
-    if not past:
+    past = await deps.store.past_session(info.room_id)
+    if past is None:
         return None
     room = {"sid": info.room_id, "name": info.room_name}
     fields = {
         "room_id": info.room_name,
         "sid": info.room_id,
-        "webhook_url": past.get("webhook_url", ""),
-        "webhook_events": past.get("webhook_events", ""),
+        "webhook_url": past.webhook_url,
+        "webhook_events": past.webhook_events,
         "info": json.dumps(room, separators=(",", ":")),
     }
     return _Owner(fields, 0, False)

@@ -26,9 +26,16 @@ from worker.rooms.session import (
     PastSession,
     RoomSession,
     RoomState,
+    completed_room_info,
 )
 
-__all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store", "api_room_info"]
+__all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
+
+# What the create path and the event appliers check of a room's session, for many rooms at a
+# time: not the whole hash (a live room's metadata may be large).
+HEAD_FIELDS = ("state", "job_id", "sid", "info")
+# What `job/status` reads of a job (`Store.job_statuses`): all but its request.
+STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class Store:
         self.job_ttl_s = job_ttl_s
         self._claim_create = lua.script(redis, "worker.rooms", "claim_create")
         self._transition = lua.script(redis, "worker.rooms", "transition")
+        self._start_create = lua.script(redis, "worker.rooms", "start_create")
 
     def claim_create_cmd(
         self,
@@ -103,10 +111,83 @@ class Store:
         """A room's current session (no state when roomkeeper never had it)."""
         return RoomSession.from_hash(room_id, await self.room(room_id))
 
+    @staticmethod
+    def session_cmd(pipe: Any, room_id: str) -> None:
+        """Add the read of a room's session to a pipeline (its answer: `RoomSession.from_hash`)."""
+        pipe.hgetall(keys.room(room_id))
+
+    @staticmethod
+    def head_cmd(pipe: Any, room_id: str) -> None:
+        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline."""
+        pipe.hmget(keys.room(room_id), *HEAD_FIELDS)
+
+    @staticmethod
+    def head(room_id: str, row: list[str | None]) -> RoomSession:
+        """The session a `head_cmd` read: only its state, job_id, sid and info are set."""
+        fields = {k: v for k, v in zip(HEAD_FIELDS, row, strict=True) if v is not None}
+        return RoomSession.from_hash(room_id, fields)
+
+    async def watch_head(self, pipe: Any, room_id: str) -> RoomSession:
+        """WATCH a room's session on `pipe`, then read its head there (a later EXEC on `pipe`
+        fails if the session changes in between)."""
+        await pipe.watch(keys.room(room_id))
+        return self.head(room_id, await pipe.hmget(keys.room(room_id), *HEAD_FIELDS))
+
+    @staticmethod
+    def session_keys(room_ids: list[str]) -> list[str]:
+        """The keys to WATCH for a transaction guarded by these rooms' sessions."""
+        return [keys.room(r) for r in room_ids]
+
+    async def sessions(self, room_ids: list[str]) -> list[RoomSession]:
+        """Several rooms' current sessions in one round trip."""
+        records = await self._hashes([keys.room(r) for r in room_ids])
+        return [RoomSession.from_hash(r, rec) for r, rec in zip(room_ids, records, strict=True)]
+
+    async def past_session(self, sid: str) -> PastSession | None:
+        """The ended session `sid` (None when unknown or past its retention)."""
+        record: dict[str, str] = await self.redis.hgetall(keys.past_room(sid)) if sid else {}
+        return PastSession.from_hash(record) if record else None
+
+    async def create_job(self, job_id: str) -> CreateJob:
+        """A create job (no state when unknown or expired)."""
+        return CreateJob.from_hash(job_id, await self.redis.hgetall(keys.job(job_id)))
+
     async def create_jobs(self, job_ids: list[str]) -> list[CreateJob]:
         """Several create jobs in one round trip (no state when unknown or expired)."""
-        records = await self.jobs(job_ids)
+        records = await self._hashes([keys.job(j) for j in job_ids])
         return [CreateJob.from_hash(j, r) for j, r in zip(job_ids, records, strict=True)]
+
+    async def job_statuses(self, job_ids: list[str]) -> list[tuple[CreateJob, dict[str, Any]]]:
+        """Several create jobs without their requests, each with the room a complete one made
+        (`completed_room_info`; {} for the others), in two round trips.
+
+        Not `create_jobs`: HGETALL would also carry each job's request back, several times the
+        bytes, and a CLI following a big bulk asks for a thousand jobs every half second.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(keys.job(job_id), *STATUS_FIELDS)
+            rows = await pipe.execute()
+        jobs = [
+            CreateJob.from_hash(
+                job_id, {k: v for k, v in zip(STATUS_FIELDS, row, strict=True) if v is not None}
+            )
+            for job_id, row in zip(job_ids, rows, strict=True)
+        ]
+        # A complete job keeps only its session's sid; the session has the room (one more trip).
+        done = [job for job in jobs if job.state == JobState.COMPLETE]
+        infos: dict[str, dict[str, Any]] = {}
+        if done:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job in done:
+                    pipe.hmget(keys.room(job.room_id), "sid", "info")
+                rows = await pipe.execute()
+            for job, (sid, info) in zip(done, rows, strict=True):
+                # Only the two fields the room's info is read from.
+                current = {"sid": sid, "info": info} if sid and info else {}
+                session = RoomSession.from_hash(job.room_id, current)
+                infos[job.job_id] = completed_room_info(job, session)
+        return [(job, infos.get(job.job_id, {})) for job in jobs]
 
     # -- writes to a caller's pipeline -----------------------------------------------------
 
@@ -237,16 +318,7 @@ class Store:
         """A LiveKit attempt of a job that did not go through (it will retry or fail)."""
         pipe.hset(keys.job(job_id), mapping={"attempts": attempts, "last_error": error})
 
-    # -- raw reads (the API's views) -------------------------------------------------------
-
-    async def job(self, job_id: str) -> dict[str, str]:
-        """A create job's record ({} when unknown or expired)."""
-        record: dict[str, str] = await self.redis.hgetall(keys.job(job_id))
-        return record
-
-    async def jobs(self, job_ids: list[str]) -> list[dict[str, str]]:
-        """Several job records in one round trip."""
-        return await self._hashes([keys.job(j) for j in job_ids])
+    # -- reads -----------------------------------------------------------------------------
 
     async def _hashes(self, hash_keys: list[str]) -> list[dict[str, str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -256,9 +328,19 @@ class Store:
             return records
 
     async def room(self, room_id: str) -> dict[str, str]:
-        """A room's current session ({} when roomkeeper never had it)."""
+        """A room's current session as its raw hash ({} when roomkeeper never had it).
+
+        Read `session` instead; only `worker.rooms.ending` still takes the raw hash.
+        """
         record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
         return record
+
+    async def start_create(self, job_id: str, room_id: str) -> bool:
+        """Mark the job in progress and its queued session `creating`; False if the job is over."""
+        started = await self._start_create(
+            keys=[keys.job(job_id), keys.room(room_id)], args=[job_id]
+        )
+        return bool(started)
 
     async def transition(
         self,
@@ -280,10 +362,6 @@ class Store:
         ids: list[str] = await self.redis.zrange(keys.ACTIVE_ROOMS, 0, -1)
         return ids
 
-    async def rooms(self, room_ids: list[str]) -> list[dict[str, str]]:
-        """Several session records in one round trip."""
-        return await self._hashes([keys.room(r) for r in room_ids])
-
     async def past_rooms(
         self,
         room_ids: list[str],
@@ -292,7 +370,7 @@ class Store:
         limit: int,
         newest_first: bool,
         retention_s: float,
-    ) -> tuple[int, list[dict[str, str]]]:
+    ) -> tuple[int, list[PastSession]]:
         """Ended sessions (of `room_ids`, or all), ordered by end time: (total, one page)."""
         cutoff = time.time() - retention_s
         if room_ids:
@@ -314,40 +392,8 @@ class Store:
             else:
                 sids = await self.redis.zrange(keys.PAST_ROOMS, offset, end)
         records = await self._hashes([keys.past_room(sid) for sid in sids])
-        return total, [r for r in records if r]
+        return total, [PastSession.from_hash(r) for r in records if r]
 
     async def queued_jobs(self) -> int:
         """Creates accepted but not yet started (for back-pressure and the queue-depth metric)."""
         return int(await self.redis.zcard(keys.QUEUED_JOBS))
-
-
-def room_info_of(record: dict[str, str]) -> dict[str, Any]:
-    """The LiveKit room info a session record holds."""
-    info: dict[str, Any] = json.loads(record.get("info") or "{}")
-    return info
-
-
-def api_room_info(info: dict[str, Any]) -> dict[str, Any]:
-    """A room as `room_info`/`roomInfo` in API answers (`creation_time` a number)."""
-    return {
-        "sid": info.get("sid", ""),
-        "name": info.get("name", ""),
-        "max_participants": int(info.get("max_participants", 0)),
-        "empty_timeout": int(info.get("empty_timeout", 0)),
-        "creation_time": int(info.get("creation_time", 0)),
-        "turn_password": info.get("turn_password", ""),
-        "enabled_codecs": info.get("enabled_codecs", []),
-        "metadata": info.get("metadata", ""),
-    }
-
-
-def completed_room_info(job: dict[str, str], session: dict[str, str]) -> dict[str, Any]:
-    """A complete job's room: its session's info while that session is the room's current one;
-    once a newer create has replaced it, only the sid and name the job kept."""
-    sid = job.get("sid", "")
-    if sid and session.get("sid") == sid:
-        return room_info_of(session)
-    if "room_info" in job:  # a job completed before jobs kept only the sid
-        kept: dict[str, Any] = json.loads(job["room_info"] or "{}")
-        return kept
-    return {"sid": sid, "name": job.get("room_id", "")}

@@ -255,10 +255,10 @@ async def cancel(deps: Deps, room_id: str) -> str | None:
     raise RuntimeError("cancel kept conflicting with concurrent writers; try again")
 
 
-async def schedule_of(deps: Deps, room_id: str) -> dict[str, str]:
-    """A room's schedule record ({} when it has none)."""
+async def scheduled_start(deps: Deps, room_id: str) -> int | None:
+    """When a room scheduled ahead starts, unix s (None when it is not scheduled)."""
     [record] = await _read(deps.redis, [room_id])
-    return record
+    return int(record["start_at"]) if record.get("start_at") else None
 
 
 def listing(room_id: str, record: dict[str, str]) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class RoomSession:
     participants: int = 0
     joined: int = 0  # participants who ever joined this session
     end_reason: str = ""
+    ended: int = 0  # when the session ended, unix s (0 while it has not)
     recording_claimed: bool = False  # its one auto recording was claimed by an admin's join
     egress_id: str = ""  # the auto recording's egress, once started
     is_recording: bool = False
@@ -98,6 +99,7 @@ class RoomSession:
             participants=_int(record.get("participants")),
             joined=_int(record.get("joined")),
             end_reason=record.get("end_reason", ""),
+            ended=_int(record.get("ended")),
             recording_claimed=bool(record.get("rec_claim")),
             egress_id=record.get("egress", ""),
             is_recording=record.get("is_recording") == "1",
@@ -180,6 +182,18 @@ class PastSession:
             webhook_events=record.get("webhook_events", ""),
         )
 
+    def view(self) -> dict[str, Any]:
+        """plugNmeet's `PastRoomInfo` of it."""
+        return {
+            "room_title": self.room_title,
+            "room_id": self.room_id,
+            "room_sid": self.room_sid,
+            "joined_participants": self.joined_participants,
+            "webhook_url": self.webhook_url,
+            "created": self.created,
+            "ended": self.ended,
+        }
+
     def to_mapping(self) -> Fields:
         """Its hash fields."""
         return {
@@ -210,6 +224,7 @@ class CreateJob:
     last_error: str = ""
     sid: str = ""  # the session a complete job made
     due_ms: int = 0  # a scheduled room's time (start_at - lead), for its lateness; 0 = none
+    start_at: int = 0  # a scheduled job's start time, unix s; 0 = created at once
 
     @classmethod
     def from_hash(cls, job_id: str, record: Mapping[str, str]) -> CreateJob:
@@ -226,6 +241,7 @@ class CreateJob:
             last_error=record.get("last_error", ""),
             sid=record.get("sid", ""),
             due_ms=_int(record.get("due_ms")),
+            start_at=_int(record.get("start_at")),
         )
 
     def to_mapping(self) -> Fields:
@@ -235,7 +251,7 @@ class CreateJob:
             fields["state"] = str(self.state)
         if self.request:
             fields["request"] = json.dumps(self.request)
-        for name in ("event_id", "msg", "last_error", "sid", "due_ms"):
+        for name in ("event_id", "msg", "last_error", "sid", "due_ms", "start_at"):
             if value := getattr(self, name):
                 fields[name] = value
         if self.room_info:
@@ -246,3 +262,13 @@ class CreateJob:
     def over(self) -> bool:
         """Complete or failed (or gone): nothing left to do."""
         return self.state in (None, JobState.COMPLETE, JobState.FAILED)
+
+
+def completed_room_info(job: CreateJob, session: RoomSession) -> dict[str, Any]:
+    """A complete job's room: its session's info while that session is the room's current one;
+    once a newer create has replaced it, only the sid and name the job kept."""
+    if job.sid and session.sid == job.sid:
+        return session.info
+    if job.room_info:  # a job completed before jobs kept only the sid
+        return job.room_info
+    return {"sid": job.sid, "name": job.room_id}
