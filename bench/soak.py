@@ -23,6 +23,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import sys
 import time
 import uuid
 from collections import defaultdict, deque
@@ -35,7 +36,7 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, helper_server, percentile, report, rss_mib
+from bench.common import Emulator, percentile, report, rss_mib
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.support.procs import roomkeeper_env
 from tests.support.servers import (
@@ -54,10 +55,14 @@ FAIL_ONE_IN = 100  # deliveries whose first attempt is answered 500
 ROOM_MINUTES = 1
 LIVE_FOR_S = 40.0  # events go to rooms created less than this ago (they end at 60 s)
 MAX_IN_FLIGHT = 400
+# The receiver stands for this many integrators (a port each): roomkeeper limits attempts per
+# host (`ROOMKEEPER_WEBHOOK_HOST_RPS`, 50/s by default), and one host for every room would cap the
+# whole soak's deliveries at that.
+RECEIVER_HOSTS = 10
 
 
-def serve_receiver(port: int) -> None:
-    """The integrator's end: 500 once for 1 % of webhook-ids; each receipt's latency."""
+def serve_receiver(ports: list[int]) -> None:
+    """The integrators' end: 500 once for 1 % of webhook-ids; each receipt's latency."""
     seen: set[str] = set()
     failed: set[str] = set()
     forwarded: list[tuple[float, float]] = []  # (sent at, latency s) of LiveKit events
@@ -100,7 +105,15 @@ def serve_receiver(port: int) -> None:
     app = web.Application()
     app.router.add_post("/hook", hook)
     app.router.add_get("/_stats", stats)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for port in ports:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()  # until the bench stops this process
+
+    asyncio.run(serve())
 
 
 def signed_event(kind: str, room: str, sid: str, identity: str) -> tuple[bytes, str]:
@@ -120,10 +133,10 @@ def signed_event(kind: str, room: str, sid: str, identity: str) -> tuple[bytes, 
 class Load:
     """The steady load and what the API answered."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, hook: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, hooks: list[str]) -> None:
         self.http = http
         self.url = url
-        self.hook = hook
+        self.hooks = hooks
         self.live: deque[tuple[float, str, str]] = deque()  # (created at, room, sid)
         self.answers: dict[str, int] = defaultdict(int)
         self.events_accepted = 0
@@ -149,7 +162,7 @@ class Load:
             "room_id": room,
             "metadata": {
                 "room_title": room,
-                "webhook_url": self.hook,
+                "webhook_url": self.hooks[self.seq % len(self.hooks)],
                 "room_features": {"room_duration": ROOM_MINUTES},
             },
         }
@@ -252,15 +265,22 @@ async def main(args: argparse.Namespace) -> None:
     redis_server.start()
     api_port = free_port()
     emu = Emulator(tick=1.0, webhook_urls=[f"http://127.0.0.1:{api_port}/webhook"]).start()
-    receiver, rec_port = helper_server("bench.soak", "--serve-receiver", "receiver")
-    rec = f"http://127.0.0.1:{rec_port}"
+    rec_ports = [free_port() for _ in range(RECEIVER_HOSTS)]
+    receiver = Process(
+        [sys.executable, "-m", "bench.soak", "--serve-receiver", ",".join(map(str, rec_ports))],
+        {},
+        "receiver",
+    ).start()
+    for port in rec_ports:
+        wait_for_port(port)
+    rec = f"http://127.0.0.1:{rec_ports[0]}"
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
         async with (
             stack(redis_server, emu.url, api_port, args.workers) as (url, api_proc, workers),
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)) as http,
         ):
-            load = Load(http, url, f"{rec}/hook")
+            load = Load(http, url, [f"http://127.0.0.1:{p}/hook" for p in rec_ports])
             await load.run(5)  # warm-up: every code path once, before the first figures
             start_rss = _rss(api_proc, workers)
             start_mem = int((await redis.info("memory"))["used_memory"])
@@ -285,7 +305,8 @@ async def main(args: argparse.Namespace) -> None:
     rows = [
         ("load", f"{CREATES_PER_S} creates/s (room_duration {ROOM_MINUTES} min), "
                  f"{EVENTS_PER_S} LiveKit events/s, 1 in {FAIL_ONE_IN} deliveries failed once, "
-                 f"{args.workers} workers, {minutes:g} min after a 5 s warm-up"),
+                 f"{args.workers} workers, {RECEIVER_HOSTS} receiver hosts, "
+                 f"{minutes:g} min after a 5 s warm-up"),
         ("answers", json.dumps(dict(sorted(load.answers.items())))),
         ("not sent (client at its in-flight cap)", str(load.skipped)),
         ("received by the webhook", json.dumps(dict(sorted(stats["counts"].items())))),
@@ -347,10 +368,10 @@ def cli() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="1 minute")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--serve-receiver", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-receiver", metavar="PORTS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_receiver:
-        serve_receiver(args.serve_receiver)
+        serve_receiver([int(p) for p in args.serve_receiver.split(",")])
         return
     asyncio.run(main(args))
 

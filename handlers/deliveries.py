@@ -19,9 +19,8 @@ from worker.webhooks.log import (
     QUEUED,
     list_deliveries,
     redeliver,
-    replay,
+    replay_url,
     room_deliveries_since,
-    url_index,
 )
 from worker.webhooks.testsend import send_test
 
@@ -44,10 +43,10 @@ async def redeliver_route(request: web.Request, body: RedeliverRequest) -> web.R
     next_cursor = None
     if body.url is not None:
         assert body.since is not None
-        done = await replay(
+        done = await replay_url(
             deps.redis,
             deps.outbox,
-            url_index(body.url),
+            body.url,
             since=body.since,
             until=body.until,
             state=body.state,

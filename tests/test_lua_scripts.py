@@ -11,14 +11,18 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from worker import keys, lua
+from worker.webhooks.delivery import body_fields
+from worker.webhooks.stored import pack_body
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(ROOT.glob("worker/**/*.lua"))
@@ -77,8 +81,9 @@ def test_loader_reads_each_file_once() -> None:
 
 
 @pytest.mark.slow
-def test_every_lua_script_ships_in_the_wheel(tmp_path: Path) -> None:
-    """An installed roomkeeper (not only this checkout) has its scripts: they are package data."""
+def test_every_lua_script_and_body_dictionary_ships_in_the_wheel(tmp_path: Path) -> None:
+    """An installed roomkeeper (not only this checkout) has its scripts and the dictionary its
+    stored bodies are packed with: they are package data."""
     # Built from a copy, so the build leaves nothing in the checkout.
     src = tmp_path / "src"
     for package in ("worker", "handlers", "emulator", "roomkeeper"):
@@ -93,8 +98,10 @@ def test_every_lua_script_ships_in_the_wheel(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("roomkeeper-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        shipped = {n for n in zf.namelist() if n.endswith(".lua")}
-    assert shipped == {str(p.relative_to(ROOT)) for p in SCRIPTS}
+        shipped = {n for n in zf.namelist() if n.endswith((".lua", ".zdict"))}
+    dictionaries = sorted(ROOT.glob("worker/**/*.zdict"))
+    assert dictionaries
+    assert shipped == {str(p.relative_to(ROOT)) for p in [*SCRIPTS, *dictionaries]}
 
 
 # -- worker/rooms/claim_create.lua -------------------------------------------------------------
@@ -573,6 +580,20 @@ async def test_peek_pending_head_returns_its_body_and_marks_it_in_flight(redis: 
     assert await redis.hget(keys.delivery("d1"), "inflight") == "12.5"
 
 
+async def test_peek_joins_a_body_kept_in_its_record_in_order(redis: Redis) -> None:
+    await pending_head(redis)
+    note = "".join(uuid.uuid4().hex for _ in range(8))  # hardly compressible
+    packed = pack_body(orjson.dumps({"event": "room_started", "note": note}))
+    pieces = body_fields(packed)
+    assert len(pieces) > 2 and all(len(v) <= 64 for v in pieces.values())
+    # Stored out of order (a hash in the hashtable encoding keeps no order): joined by index.
+    await redis.hset(keys.delivery("d1"), mapping=dict(reversed(pieces.items())))
+    await redis.set(keys.event_body("e1"), "not this one")
+    did, record, gone, body = await peek(redis)
+    assert (did, gone, body) == ("d1", 0, packed)
+    assert as_dict(record) == {"state": "pending", "event_id": "e1"}  # no pieces in it
+
+
 async def test_peek_finished_head_returns_its_record_only(redis: Redis) -> None:
     await pending_head(redis, state="delivered")
     await redis.set(keys.event_body("e1"), "{}")
@@ -618,7 +639,6 @@ async def settle(
     script = run(redis, "worker.webhooks", "settle")
     k = [
         keys.delivery("d1"),
-        keys.delivery_attempts("d1"),
         keys.DELIVERY_COUNTS,
         keys.deliveries_in_state("pending"),
         keys.deliveries_in_state("dead"),
@@ -630,7 +650,8 @@ async def settle(
 
 async def a_pending_delivery(redis: Redis) -> None:
     await redis.hset(
-        keys.delivery("d1"), mapping={"state": "pending", "attempts": 0, "inflight": "1.0"}
+        keys.delivery("d1"),
+        mapping={"state": "pending", "attempts": 0, "inflight": "1.0", "queue": "q", "held": "x"},
     )
     await redis.zadd(keys.deliveries_in_state("pending"), {"d1": 0})
     await redis.hset(keys.DELIVERY_COUNTS, "pending", 1)
@@ -640,13 +661,13 @@ async def test_settle_delivered_moves_state_counts_and_index(redis: Redis) -> No
     await a_pending_delivery(redis)
     assert await settle(redis) == 1
     record = await redis.hgetall(keys.delivery("d1"))
-    assert record == {"state": "delivered", "attempts": "1", "finished": "50.0"}
+    # Finished, it keeps what the deliveries API shows: no queue, count or hold reason.
+    assert record == {"state": "delivered", "finished": "50.0", "log": '{"status":200}'}
     assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "0", "delivered": "1"}
     assert await redis.zcard(keys.deliveries_in_state("pending")) == 0
     assert await redis.zcard(keys.deliveries_in_state("dead")) == 0
-    assert await redis.lrange(keys.delivery_attempts("d1"), 0, -1) == ['{"status":200}']
+    assert await redis.exists(keys.delivery_attempts("d1")) == 0
     assert 590 < await redis.ttl(keys.delivery("d1")) <= 600
-    assert 590 < await redis.ttl(keys.delivery_attempts("d1")) <= 600
 
 
 async def test_settle_dead_with_a_reason_is_indexed_dead(redis: Redis) -> None:
@@ -670,7 +691,17 @@ async def test_settle_retry_stays_pending_with_its_next_time(redis: Redis) -> No
     await a_pending_delivery(redis)
     assert await settle(redis, state="pending", next_at="60.000") == 1
     record = await redis.hgetall(keys.delivery("d1"))
-    assert record == {"state": "pending", "attempts": "1", "next_at": "60.000"}
+    assert record == {
+        "state": "pending",
+        "attempts": "1",
+        "next_at": "60.000",
+        "queue": "q",
+        "held": "x",
+        "log": '{"status":200}',
+    }
+    assert await settle(redis, entry='{"status":503}', attempts=2, state="pending") == 1
+    log = await redis.hget(keys.delivery("d1"), "log")
+    assert log == '{"status":200}\n{"status":503}'  # one line per attempt, oldest first
     assert await redis.hget(keys.DELIVERY_COUNTS, "pending") == "1"
     assert await redis.zrange(keys.deliveries_in_state("pending"), 0, -1) == ["d1"]
 
@@ -684,29 +715,30 @@ async def test_settle_retry_without_a_time_keeps_next_at(redis: Redis) -> None:
 
 async def test_settle_without_an_attempt_logs_nothing_and_keeps_the_count(redis: Redis) -> None:
     await a_pending_delivery(redis)
-    assert await settle(redis, entry="", attempts="", state="dead", reason="body expired") == 1
-    assert await redis.exists(keys.delivery_attempts("d1")) == 0
+    assert await settle(redis, entry="", attempts="", state="pending") == 1
+    assert await redis.hexists(keys.delivery("d1"), "log") == 0
     assert await redis.hget(keys.delivery("d1"), "attempts") == "0"
+    assert await settle(redis, entry="", attempts="", state="dead", reason="body expired") == 1
+    assert await redis.hexists(keys.delivery("d1"), "log") == 0
 
 
 async def test_settle_a_finished_delivery_only_logs_the_attempt(redis: Redis) -> None:
     await redis.hset(keys.delivery("d1"), mapping={"state": "delivered", "attempts": 2})
     assert await settle(redis, attempts=3, state="dead", reason="late") == 0
-    assert await redis.hgetall(keys.delivery("d1")) == {"state": "delivered", "attempts": "2"}
-    assert await redis.llen(keys.delivery_attempts("d1")) == 1
+    record = await redis.hgetall(keys.delivery("d1"))
+    assert record == {"state": "delivered", "attempts": "2", "log": '{"status":200}'}
     assert await redis.exists(keys.DELIVERY_COUNTS) == 0
 
 
 async def test_settle_a_pruned_delivery_writes_nothing(redis: Redis) -> None:
     assert await settle(redis) == -1
-    assert await redis.exists(keys.delivery_attempts("d1"), keys.DELIVERY_COUNTS) == 0
+    assert await redis.exists(keys.delivery("d1"), keys.DELIVERY_COUNTS) == 0
 
 
 # -- worker/webhooks/advance.lua ---------------------------------------------------------------
 
 ADVANCE_KEYS = [
     keys.delivery("d1"),
-    keys.delivery_attempts("d1"),
     keys.DELIVERY_COUNTS,
     keys.deliveries_in_state("pending"),
     keys.deliveries_in_state("dead"),
@@ -738,7 +770,7 @@ async def the_three_scripts(
     if state:
         script = run(redis, "worker.webhooks", "settle")
         a = ["d1", '{"status":200}', 1, state, reason, "", "50.0", 600, gone_ttl]
-        moved = int(await script(keys=ADVANCE_KEYS[:6], args=a))
+        moved = int(await script(keys=ADVANCE_KEYS[:5], args=a))
     pop = run(redis, "worker.queue", "pop")
     if int(await pop(keys=["dq:due", "dq:lease", "q:list"], args=["q", "tok", "d1", 9_000])) < 0:
         return [moved, -1]

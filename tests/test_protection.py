@@ -25,7 +25,7 @@ from worker.queue.schedule import Schedule
 from worker.settings import Settings
 from worker.webhooks.engine import SCHEDULE_NAME, Outbox
 from worker.webhooks.hosts import BREAKER_OPEN, forget_idle_hosts, host_key, list_hosts
-from worker.webhooks.log import replay, url_index
+from worker.webhooks.log import replay_url
 
 
 def _events(receiver: Receiver, path: str) -> list[str]:
@@ -137,8 +137,8 @@ async def test_the_host_rate_limit_spreads_a_burst_and_delivers_it_all(
     assert len(arrivals) == 100
     states = [(await record(redis, d))["state"] for d in ids]
     assert states == ["delivered"] * 100
-    attempts = [(await record(redis, d))["attempts"] for d in ids]
-    assert attempts == ["1"] * 100  # being held cost no attempt
+    attempts = [len((await record(redis, d))["attempt_log"]) for d in ids]
+    assert attempts == [1] * 100  # being held cost no attempt
 
 
 async def test_retry_after_lowers_the_hosts_rate_for_a_while(
@@ -249,6 +249,28 @@ async def test_replay_by_url_and_time_resends_only_that_urls_range_with_the_same
     assert {r.path for r in resent} == {"/a"}
 
 
+async def test_replay_of_all_a_urls_deliveries_resends_its_delivered_ones_only(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    since = time.time()
+    mine = await emit(redis, stack.settings, "all1", receiver.at("/mine"), count=2)
+    theirs = await emit(redis, stack.settings, "all2", receiver.at("/theirs"), count=2)
+    await _all_settled(redis, [d for _, ds in mine + theirs for d in ds])
+    before = len(receiver.received)
+
+    _status, body = await stack.api.post(
+        "/auth/webhook/redeliver", {"url": receiver.at("/mine"), "since": since, "state": "all"}
+    )
+    mine_ids = [d for _, ds in mine for d in ds]
+    await eventually(lambda: len(receiver.received) >= before + 2, what="the replay")
+    await _all_settled(redis, mine_ids)
+
+    assert body["queued"] == 2 and body["delivery_ids"] == mine_ids, body
+    resent = receiver.received[before:]
+    assert [r.headers["webhook-id"] for r in resent] == [e for e, _ in mine]
+    assert {r.path for r in resent} == {"/mine"}
+
+
 async def test_replay_is_bounded_and_goes_on_from_its_cursor(
     tolerant: Stack, redis: Redis, receiver: Receiver
 ) -> None:
@@ -258,10 +280,10 @@ async def test_replay_is_bounded_and_goes_on_from_its_cursor(
     ids = [d for _, ds in events for d in ds]
     await _all_settled(redis, ids)
     outbox = Outbox(stack.settings, Schedule(redis, SCHEDULE_NAME))
-    index = url_index(receiver.at("/many"))
+    url = receiver.at("/many")
 
-    first = await replay(redis, outbox, index, since=0, limit=3)
-    second = await replay(redis, outbox, index, since=0, cursor=first.next_cursor, limit=3)
+    first = await replay_url(redis, outbox, url, since=0, limit=3)
+    second = await replay_url(redis, outbox, url, since=0, cursor=first.next_cursor, limit=3)
 
     assert first.queued == ids[:3] and first.next_cursor == ids[2]
     assert second.queued == ids[3:] and second.next_cursor is None

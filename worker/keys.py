@@ -121,7 +121,8 @@ def delivery(delivery_id: str) -> str:
 
 
 def delivery_attempts(delivery_id: str) -> str:
-    """List: JSON attempt records of one delivery, oldest first."""
+    """List: JSON attempt records of one delivery, oldest first, as versions before the log was
+    folded into the record (its `log` field) kept them: still read and removed, never written."""
     return f"{PREFIX}dlv:{delivery_id}:att"
 
 
@@ -157,7 +158,8 @@ SCHEDULED_BY_START = f"{PREFIX}scheduled:by_start"
 
 
 def deliveries_by_url(url_hash: str) -> str:
-    """Zset (score 0) of the delivery ids to one URL (by the URL's hash), for replay by URL."""
+    """Zset (score 0) of the delivery ids to one URL (by the URL's hash), as versions before
+    replay by URL read the state indexes kept it: still pruned, never written."""
     return f"{PREFIX}dlvs:url:{url_hash}"
 
 

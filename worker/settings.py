@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     create_wait: float = Field(10.0, ge=0, description="seconds a sync create waits for its job")
     bulk_max_rooms: int = Field(1000, ge=1)
-    queue_max_depth: int = Field(100_000, ge=1, description="queued creates before back-pressure")
+    queue_max_depth: int = Field(
+        100_000, ge=1, description="creates accepted and not yet finished before back-pressure"
+    )
 
     # Redis (one server, or Sentinel when `redis_sentinels` is set).
     redis_url: str = "redis://127.0.0.1:6379/0"

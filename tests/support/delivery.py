@@ -38,6 +38,7 @@ from worker.queue.schedule import Schedule
 from worker.settings import Settings
 from worker.webhooks.bodies import notify_body
 from worker.webhooks.engine import SCHEDULE_NAME, Outbox
+from worker.webhooks.stored import attempt_log
 
 # --- emitting and reading ----------------------------------------------------------------------
 
@@ -88,9 +89,7 @@ async def emit(
 async def record(redis: Redis, delivery_id: str) -> dict[str, Any]:
     """A delivery's record with its attempt log parsed."""
     rec: dict[str, Any] = await redis.hgetall(keys.delivery(delivery_id))
-    rec["attempt_log"] = [
-        json.loads(a) for a in await redis.lrange(keys.delivery_attempts(delivery_id), 0, -1)
-    ]
+    rec["attempt_log"] = attempt_log(rec.pop("log", ""))
     return rec
 
 

@@ -5,22 +5,21 @@
 -- delivered or dead; a retry settles alone and gives the queue back. Keep the three steps as
 -- their own scripts do them (tests/test_lua_scripts.py compares them).
 --
--- KEYS[1] record         the finished delivery's hash
--- KEYS[2] attempt_log    its list of attempts
--- KEYS[3] counts         hash state -> number of deliveries in it
--- KEYS[4] pending_index  sorted set of pending deliveries
--- KEYS[5] dead_index     sorted set of dead deliveries
--- KEYS[6] gone           the queue's 410-Gone flag
--- KEYS[7] due            the delivery schedule's sorted set
--- KEYS[8] leases         hash member -> claim token
--- KEYS[9] list           the queue's FIFO of delivery ids
+-- KEYS[1] record         the finished delivery's hash (its `log` field is the attempt log)
+-- KEYS[2] counts         hash state -> number of deliveries in it
+-- KEYS[3] pending_index  sorted set of pending deliveries
+-- KEYS[4] dead_index     sorted set of dead deliveries
+-- KEYS[5] gone           the queue's 410-Gone flag
+-- KEYS[6] due            the delivery schedule's sorted set
+-- KEYS[7] leases         hash member -> claim token
+-- KEYS[8] list           the queue's FIFO of delivery ids
 -- ARGV[1] id             the finished delivery's id
--- ARGV[2] entry          the attempt's log entry, JSON ('' = no attempt was made)
--- ARGV[3] attempts       the attempt count to store ('' = keep)
+-- ARGV[2] entry          the attempt's log line ('' = no attempt was made)
+-- ARGV[3] attempts       unused (a finished record keeps no count); settle.lua's place
 -- ARGV[4] state          'delivered' or 'dead' ('' = nothing to settle: the head was finished)
 -- ARGV[5] reason         why it is dead ('' = none)
 -- ARGV[6] now            unix seconds, stored as `finished` and as the next one's `inflight`
--- ARGV[7] ttl            seconds the record and its log are kept
+-- ARGV[7] ttl            seconds the record is kept
 -- ARGV[8] gone_ttl       seconds the queue stays gone ('' = do not set the flag)
 -- ARGV[9] member         the queue's schedule member
 -- ARGV[10] token         the claim's token
@@ -30,8 +29,8 @@
 -- Returns {settled, -1} when the token no longer holds the queue (settled as settle.lua
 -- returns), {settled, 0} when the queue is now empty (and released), else {settled, 1, next_id, record
 -- [, gone (0/1) [, body]]} as peek.lua returns the new head.
-local record, attempt_log, counts, pending_index, dead_index, gone, due, leases, list =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local record, counts, pending_index, dead_index, gone, due, leases, list =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local id, entry, attempts, state, reason, now, ttl, gone_ttl =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local member, token, lease_until, record_prefix, body_prefix =
@@ -46,14 +45,14 @@ elseif redis.call('EXISTS', record) == 0 then
   settled = -1
 else
   if entry ~= NONE then
-    redis.call('RPUSH', attempt_log, entry)
-    redis.call('EXPIRE', attempt_log, ttl)
+    local log = redis.call('HGET', record, 'log')
+    if log then entry = log .. '\n' .. entry end
+    redis.call('HSET', record, 'log', entry)
   end
   if redis.call('HGET', record, 'state') ~= 'pending' then
     settled = 0
   else
-    if attempts ~= NONE then redis.call('HSET', record, 'attempts', attempts) end
-    redis.call('HDEL', record, 'inflight', 'next_at')
+    redis.call('HDEL', record, 'inflight', 'next_at', 'held', 'queue', 'attempts')
     redis.call('HSET', record, 'state', state, 'finished', now)
     if reason ~= NONE then redis.call('HSET', record, 'reason', reason) end
     redis.call('HINCRBY', counts, 'pending', -1)
@@ -79,15 +78,24 @@ if not did then
   return {settled, 0}
 end
 local rkey = record_prefix .. did
-local rec = redis.call('HGETALL', rkey)
-local next_state, event_id
-for i = 1, #rec, 2 do
-  if rec[i] == 'state' then next_state = rec[i + 1] end
-  if rec[i] == 'event_id' then event_id = rec[i + 1] end
+local all = redis.call('HGETALL', rkey)
+local rec, pieces, next_state, event_id = {}, {}, nil, nil
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  local piece = string.match(field, '^b(%d+)$')
+  if piece then
+    pieces[tonumber(piece) + 1] = value
+  else
+    rec[#rec + 1] = field
+    rec[#rec + 1] = value
+    if field == 'state' then next_state = value end
+    if field == 'event_id' then event_id = value end
+  end
 end
 if next_state ~= 'pending' then return {settled, 1, did, rec} end
 if redis.call('EXISTS', gone) == 1 then return {settled, 1, did, rec, 1} end
-local body = redis.call('GET', body_prefix .. event_id)
+local body
+if #pieces > 0 then body = table.concat(pieces) else body = redis.call('GET', body_prefix .. event_id) end
 if not body then return {settled, 1, did, rec, 0} end
 redis.call('HSET', rkey, 'inflight', now)
 return {settled, 1, did, rec, 0, body}

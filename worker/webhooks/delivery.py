@@ -1,8 +1,13 @@
 """The delivery record (one event to one URL) and its one writer outside the engine's scripts.
 
-A delivery is a hash (`keys.delivery`) indexed by time, by room and by state, counted per state.
-Created by the outbox, moved on by `peek.lua` / `settle.lua` (the attempt's atomic steps), reopened
-by a redelivery and removed by `prune.lua`; every other write is a function here.
+A delivery is a hash (`keys.delivery`) indexed by time, by room and by state, counted per state,
+its attempt log folded in as its `log` field (`worker.webhooks.stored`). Created by the outbox,
+moved on by `peek.lua` / `settle.lua` / `advance.lua` (the attempt's atomic steps), reopened by a
+redelivery and removed by `prune.lua`; every other write is a function here. The body of an event
+with one target is kept in its delivery's record too (`body_fields`), not in a key of its own; an
+event sent to two URLs keeps one body key both records share (`keys.event_body`). Once delivered or
+dead it keeps only what the deliveries API shows (its `queue` and attempt count are dropped: the
+queue follows from the room and URL, and a redelivery counts attempts from zero).
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from worker import keys
+from worker.webhooks.stored import attempt_log
 
 
 class DeliveryState(StrEnum):
@@ -32,6 +38,22 @@ FINISHED = (DeliveryState.DELIVERED, DeliveryState.DEAD)
 def url_hash(url: str) -> str:
     """A short, stable name for a URL in keys (its queues, its index)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+# Redis keeps a hash in its compact encoding only while every value is at most 64 bytes
+# (`hash-max-listpack-value`), so a body kept in its record goes in pieces of that size.
+BODY_PIECE = 64
+
+
+def body_fields(packed: str) -> dict[str, str]:
+    """A packed body as fields of its record: `b0`, `b1`, … (`peek.lua` joins them again)."""
+    starts = range(0, len(packed), BODY_PIECE)
+    return {f"b{i}": packed[at : at + BODY_PIECE] for i, at in enumerate(starts)}
+
+
+def queue_id(room_id: str, url: str) -> str:
+    """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
+    return f"{room_id}|{url_hash(url)}"
 
 
 def _float(raw: str | None) -> float | None:
@@ -56,18 +78,21 @@ class Delivery:
     next_at: float | None = None
     inflight: float | None = None  # when the attempt under way began
     held: str = ""  # why its host's breaker or rate holds it back (pending only)
+    log: str = ""  # the attempt log, one line per attempt (see `worker.webhooks.stored`)
+    body_inline: bool = False  # its body is in its record (else in the event's body key)
 
     @classmethod
     def from_hash(cls, delivery_id: str, record: Mapping[str, str]) -> Delivery:
         """The delivery a record holds (an empty one: no state, it was pruned)."""
         raw_state = record.get("state")
+        room_id, url = record.get("room_id", ""), record.get("url", "")
         return cls(
             delivery_id=delivery_id,
             event_id=record.get("event_id", ""),
             event=record.get("event", ""),
-            room_id=record.get("room_id", ""),
-            url=record.get("url", ""),
-            queue=record.get("queue", ""),
+            room_id=room_id,
+            url=url,
+            queue=record.get("queue") or (queue_id(room_id, url) if url else ""),
             state=DeliveryState(raw_state) if raw_state in set(DeliveryState) else None,
             attempts=int(record.get("attempts") or 0),
             created=float(record.get("created") or 0),
@@ -76,6 +101,8 @@ class Delivery:
             next_at=_float(record.get("next_at")),
             inflight=_float(record.get("inflight")),
             held=record.get("held", ""),
+            log=record.get("log", ""),
+            body_inline="b0" in record,
         )
 
     def to_mapping(self) -> dict[str, str | int | float]:
@@ -91,8 +118,9 @@ class Delivery:
             "created": round(self.created, 6),
         }
 
-    def view(self, attempts: list[str]) -> dict[str, Any]:
-        """The delivery as `/auth/webhook/deliveries` lists it, with its attempt log."""
+    def view(self, older: Sequence[str] = ()) -> dict[str, Any]:
+        """The delivery as `/auth/webhook/deliveries` lists it, with its attempt log (`older`:
+        the JSON entries of the separate list records kept before the log was folded in)."""
         out: dict[str, Any] = {
             "delivery_id": self.delivery_id,
             "event_id": self.event_id,
@@ -110,18 +138,21 @@ class Delivery:
             out["next_attempt_at"] = self.next_at
         if self.state == DeliveryState.PENDING and self.held:
             out["reason"] = self.held
-        out["attempts"] = [json.loads(a) for a in attempts]
+        out["attempts"] = [json.loads(a) for a in older] + attempt_log(self.log)
         return out
 
 
-def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
-    """A new pending delivery: its record, its index entries, its count."""
+def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int, body: str | None = None) -> None:
+    """A new pending delivery: its record (with the packed `body` of an event it alone
+    delivers), its index entries, its count."""
     did = delivery.delivery_id
-    pipe.hset(keys.delivery(did), mapping=delivery.to_mapping())
+    mapping = delivery.to_mapping()
+    if body is not None:
+        mapping |= body_fields(body)
+    pipe.hset(keys.delivery(did), mapping=mapping)
     pipe.expire(keys.delivery(did), ttl_s)
     pipe.zadd(keys.DELIVERIES, {did: 0})
     pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
-    pipe.zadd(keys.deliveries_by_url(url_hash(delivery.url)), {did: 0})
     pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
     pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
 

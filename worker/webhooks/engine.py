@@ -1,6 +1,7 @@
 """The webhook delivery engine: durable, ordered per (room, URL), retried, dead-lettered.
 
-Emitting an event writes its body once and one delivery record per target URL, and appends each
+Emitting an event writes its body once (in its delivery's record when it has one target URL, else
+in a key both records share) and one delivery record per target URL, and appends each
 delivery to the FIFO of its (room, URL) queue on the `dq` schedule, all inside the caller's
 transaction, so an event exists exactly when the state change that caused it does. The consumer
 side works one queue at a time per lease: the head delivery is attempted; delivered or dead pops
@@ -42,7 +43,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, url_hash
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -57,6 +58,7 @@ from worker.webhooks.hosts import Held, HostGuard
 from worker.webhooks.pruning import Pruner, retention_s
 from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
+from worker.webhooks.stored import pack_body, unpack_body
 
 log = get_logger("roomkeeper.dispatch")
 
@@ -66,11 +68,6 @@ STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
 # A lease outlives the longest attempt by this much, so only a dead consumer loses one.
 LEASE_MARGIN_S = 5.0
-
-
-def queue_id(room_id: str, url: str) -> str:
-    """The (room, URL) queue a delivery belongs to (`|` never occurs in a room_id)."""
-    return f"{room_id}|{url_hash(url)}"
 
 
 def new_delivery_id() -> str:
@@ -135,14 +132,18 @@ class Outbox:
             return []
         ttl = record_ttl_s(self.settings)
         schedule = self.settings.webhook_retry_schedule
-        pipe.set(keys.event_body(event_id), body, ex=ttl)
+        packed = pack_body(body)
+        # One target: the body goes in its record, one key fewer for the retention period.
+        inline = packed if len(urls) == 1 else None
+        if inline is None:
+            pipe.set(keys.event_body(event_id), packed, ex=ttl)
         first_at = now_ms() + int(jittered(schedule[0], self.settings.webhook_jitter) * 1000)
         ids = []
         for url in urls:
             did = new_delivery_id()
             qid = queue_id(room_id, url)
             delivery = Delivery(did, event_id, event, room_id, url, qid, created=time.time())
-            new_cmds(pipe, delivery, ttl)
+            new_cmds(pipe, delivery, ttl, body=inline)
             self.schedule.push(pipe, qid, did, first_at, wake=False)
             ids.append(did)
         if wake:
@@ -230,16 +231,14 @@ class Dispatcher:
         still holds, the next head or None when the queue is empty, then released)."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
-        state = reason = logged = attempts = ""
+        state = reason = logged = ""
         if step is not None:
             state, reason = final_state(step.outcome)
             if step.result is not None:
                 logged = entry(step.result, step.began)
-            attempts = "" if step.attempt is None else str(step.attempt)
         raw = await self._advance_script(
             keys=[
                 keys.delivery(did),
-                keys.delivery_attempts(did),
                 keys.DELIVERY_COUNTS,
                 keys.deliveries_in_state("pending"),
                 keys.deliveries_in_state("dead"),
@@ -251,7 +250,7 @@ class Dispatcher:
             args=[
                 did,
                 logged,
-                attempts,
+                "",  # a finished record keeps no attempt count
                 state,
                 reason,
                 f"{time.time():.6f}",
@@ -300,7 +299,7 @@ class Dispatcher:
         if isinstance(admission, Held):
             return admission
         attempt += 1
-        raw = head.body.encode()
+        raw = unpack_body(head.body)
         stamp = int(time.time())
         headers = self.signer.headers(body=raw, msg_id=record["event_id"], now=stamp)
         began = time.time()
@@ -336,7 +335,6 @@ class Dispatcher:
         moved = await self._settle_script(
             keys=[
                 keys.delivery(did),
-                keys.delivery_attempts(did),
                 keys.DELIVERY_COUNTS,
                 keys.deliveries_in_state("pending"),
                 keys.deliveries_in_state("dead"),

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome
+from worker.webhooks.stored import attempt_entry
 
 GONE_REASON = (
     "receiver answered 410 Gone; later events of this room to this URL are dead until a redelivery"
@@ -61,5 +60,5 @@ def final_state(outcome: Outcome) -> tuple[str, str]:
 
 
 def entry(result: AttemptResult, began: float) -> str:
-    """An attempt's log entry as stored."""
-    return orjson.dumps(result.as_record(began)).decode()
+    """An attempt's log line as stored (see `worker.webhooks.stored`)."""
+    return attempt_entry(result.as_record(began))

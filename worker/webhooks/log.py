@@ -12,7 +12,7 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
-from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds, url_hash
+from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds
 from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
@@ -65,12 +65,13 @@ async def list_deliveries(
                     break
         high = f"({ids[-1]}"
     page = found[:limit]
+    # A record from before the attempt log was folded in keeps its attempts in a list.
     async with redis.pipeline(transaction=False) as pipe:
         for did, _ in page:
             pipe.lrange(keys.delivery_attempts(did), 0, -1)
-        logs = await pipe.execute()
+        older = await pipe.execute()
     views = [
-        Delivery.from_hash(did, rec).view(att) for (did, rec), att in zip(page, logs, strict=True)
+        Delivery.from_hash(did, rec).view(old) for (did, rec), old in zip(page, older, strict=True)
     ]
     if len(found) > limit:
         next_cursor: str | None = page[-1][0]
@@ -130,7 +131,7 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_t
             pipe.hdel(keys.delivery(did), "next_at")
             await pipe.execute()
             return QUEUED
-        if not await pipe.exists(keys.event_body(delivery.event_id)):
+        if not delivery.body_inline and not await pipe.exists(keys.event_body(delivery.event_id)):
             return NOT_FOUND
         pipe.multi()
         reopen_cmds(pipe, delivery, ttl)
@@ -161,7 +162,7 @@ async def replay(
     until: float | None = None,
     state: str = "dead",
     cursor: str | None = None,
-    match: Callable[[dict[str, str]], bool] | None = None,
+    match: Callable[[dict[str, str]], bool] | None = None,  # on the record's state and url
     limit: int = REPLAY_MAX,
     scan: int = REPLAY_SCAN,
 ) -> Replay:
@@ -181,8 +182,12 @@ async def replay(
             return Replay(results, None)
         async with redis.pipeline(transaction=False) as pipe:
             for did in ids:
-                pipe.hgetall(keys.delivery(did))
-            records = await pipe.execute()
+                pipe.hmget(keys.delivery(did), "state", "url")
+            fields = await pipe.execute()
+        records = [
+            {k: v for k, v in zip(("state", "url"), f, strict=True) if v is not None}
+            for f in fields
+        ]
         chosen = [
             did
             for did, rec in zip(ids, records, strict=True)
@@ -198,9 +203,34 @@ async def replay(
     return Replay(results, last if more else None)
 
 
-def url_index(url: str) -> str:
-    """The index of one URL's deliveries."""
-    return keys.deliveries_by_url(url_hash(url))
+async def replay_url(
+    redis: Redis,
+    outbox: Outbox,
+    url: str,
+    *,
+    since: float,
+    until: float | None = None,
+    state: str = "dead",
+    cursor: str | None = None,
+    limit: int = REPLAY_MAX,
+    scan: int = REPLAY_SCAN,
+) -> Replay:
+    """`replay` of one URL's deliveries: its dead ones read from the index of dead deliveries,
+    all of them from the index of every delivery (no index per URL: it cost each delivery about
+    130 bytes of Redis for the retention period), at most `scan` entries read per call."""
+    index = keys.deliveries_in_state("dead") if state == "dead" else keys.DELIVERIES
+    return await replay(
+        redis,
+        outbox,
+        index,
+        since=since,
+        until=until,
+        state=state,
+        cursor=cursor,
+        match=lambda rec: rec.get("url") == url,
+        limit=limit,
+        scan=scan,
+    )
 
 
 async def room_deliveries_since(redis: Redis, room_id: str, since: float) -> list[str]:

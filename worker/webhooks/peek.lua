@@ -1,6 +1,6 @@
 -- Read the head delivery of a (room, URL) queue with its record; when it is pending and its
--- queue open, its body too, and mark the record in flight (so a crash during the attempt is
--- noticed and logged).
+-- queue open, its body too (kept in the record in pieces, or in the event's body key), and mark
+-- the record in flight (so a crash during the attempt is noticed and logged).
 --
 -- KEYS[1] list           the queue's FIFO of delivery ids
 -- KEYS[2] gone           the queue's 410-Gone flag
@@ -15,15 +15,25 @@ local record_prefix, body_prefix, now = ARGV[1], ARGV[2], ARGV[3]
 local did = redis.call('LINDEX', list, 0)
 if not did then return false end
 local rkey = record_prefix .. did
-local rec = redis.call('HGETALL', rkey)
-local state, event_id
-for i = 1, #rec, 2 do
-  if rec[i] == 'state' then state = rec[i + 1] end
-  if rec[i] == 'event_id' then event_id = rec[i + 1] end
+local all = redis.call('HGETALL', rkey)
+-- The record without the pieces of a body kept in it (b0, b1, …), which are joined in order.
+local rec, pieces, state, event_id = {}, {}, nil, nil
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  local piece = string.match(field, '^b(%d+)$')
+  if piece then
+    pieces[tonumber(piece) + 1] = value
+  else
+    rec[#rec + 1] = field
+    rec[#rec + 1] = value
+    if field == 'state' then state = value end
+    if field == 'event_id' then event_id = value end
+  end
 end
 if state ~= 'pending' then return {did, rec} end
 if redis.call('EXISTS', gone) == 1 then return {did, rec, 1} end
-local body = redis.call('GET', body_prefix .. event_id)
+local body
+if #pieces > 0 then body = table.concat(pieces) else body = redis.call('GET', body_prefix .. event_id) end
 if not body then return {did, rec, 0} end
 redis.call('HSET', rkey, 'inflight', now)
 return {did, rec, 0, body}

@@ -1,7 +1,7 @@
 -- Remove one finished delivery and its index entries, keeping the counts right.
 --
 -- KEYS[1] record         the delivery's hash
--- KEYS[2] attempt_log    the delivery's list of attempts
+-- KEYS[2] attempt_log    its list of attempts, as versions before the `log` field kept them
 -- KEYS[3] all_index      sorted set of every delivery
 -- KEYS[4] room_index     sorted set of the room's deliveries
 -- KEYS[5] pending_index  sorted set of pending deliveries
