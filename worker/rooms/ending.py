@@ -45,27 +45,26 @@ async def end_room(
     reason: EndReason,
     *,
     sid: str | None = None,
-    record: dict[str, str] | None = None,
 ) -> EndResult:
     """End a live session now: DeleteRoom in LiveKit (404 is fine), then finalize it."""
-    record = record if record is not None else await deps.store.room(room_id)
-    if not record:
+    session = await deps.store.session(room_id)
+    if session.state is None:
         return "not_found"
-    sid = sid or record.get("sid", "")
+    sid = sid or session.sid
     previous = await deps.store.transition(
         room_id, sid, to="ending", from_states=(*LIVE_STATES, "ending"), reason=reason
     )
     if previous is None:
         return "not_active"
-    await _delete_and_finalize(deps, room_id, sid, reason, previous, record)
+    await _delete_and_finalize(deps, room_id, sid, reason, previous, session)
     return "ended"
 
 
 async def _delete_and_finalize(
-    deps: Deps, room_id: str, sid: str, reason: EndReason, previous: str, record: dict[str, str]
+    deps: Deps, room_id: str, sid: str, reason: EndReason, previous: str, session: RoomSession
 ) -> None:
     """The rest of an end, the session in `ending` (moved there from `previous`)."""
-    await stop_session_recording(deps, RoomSession.from_hash(room_id, record))
+    await stop_session_recording(deps, session)
     try:
         await deps.livekit.delete_room(room_id)
     except LiveKitError:
@@ -83,9 +82,7 @@ async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> boo
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(keys.room(room_id))
-                record = await pipe.hgetall(keys.room(room_id))
-                session = RoomSession.from_hash(room_id, record)
+                session = await deps.store.watch_session(pipe, room_id)
                 if session.sid != sid or session.state in (RoomState.ENDED, None):
                     await pipe.reset()
                     return False
@@ -161,8 +158,7 @@ async def _fire(deps: Deps, timer: Timer) -> None:
     if timer.kind in _ENDS:
         await _end_by_timer(deps, timer, _ENDS[timer.kind])
         return
-    record = await deps.store.room(timer.room_id)
-    session = RoomSession.from_hash(timer.room_id, record)
+    session = await deps.store.session(timer.room_id)
     if session.sid != timer.sid or not session.live:
         return  # the session ended or was replaced: nothing to do
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
@@ -183,12 +179,12 @@ async def _end_by_timer(deps: Deps, timer: Timer, reason: EndReason) -> None:
         # Somebody joined: the room is not empty, it stays.
         args=[timer.sid, time.time(), reason, "1" if timer.kind == "empty" else "", *LIVE_STATES],
     )
-    record = dict(zip(raw[::2], raw[1::2], strict=True)) if raw else None
-    if record is None:
+    if not raw:
         return  # the session ended, was replaced or was joined: nothing to do
+    session = RoomSession.from_hash(timer.room_id, dict(zip(raw[::2], raw[1::2], strict=True)))
     TIMER_LATENESS.observe(max(0.0, (now_ms() - timer.deadline_ms) / 1000))
-    previous = record.get("state", "")
-    await _delete_and_finalize(deps, timer.room_id, timer.sid, reason, previous, record)
+    previous = session.state or ""
+    await _delete_and_finalize(deps, timer.room_id, timer.sid, reason, previous, session)
 
 
 async def _warn(deps: Deps, timer: Timer, session: RoomSession) -> None:

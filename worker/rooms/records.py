@@ -109,7 +109,7 @@ class Store:
 
     async def session(self, room_id: str) -> RoomSession:
         """A room's current session (no state when roomkeeper never had it)."""
-        return RoomSession.from_hash(room_id, await self.room(room_id))
+        return RoomSession.from_hash(room_id, await self.redis.hgetall(keys.room(room_id)))
 
     @staticmethod
     def session_cmd(pipe: Any, room_id: str) -> None:
@@ -132,6 +132,11 @@ class Store:
         fails if the session changes in between)."""
         await pipe.watch(keys.room(room_id))
         return self.head(room_id, await pipe.hmget(keys.room(room_id), *HEAD_FIELDS))
+
+    async def watch_session(self, pipe: Any, room_id: str) -> RoomSession:
+        """WATCH a room's session on `pipe`, then read all of it there."""
+        await pipe.watch(keys.room(room_id))
+        return RoomSession.from_hash(room_id, await pipe.hgetall(keys.room(room_id)))
 
     @staticmethod
     def session_keys(room_ids: list[str]) -> list[str]:
@@ -326,14 +331,6 @@ class Store:
                 pipe.hgetall(key)
             records: list[dict[str, str]] = await pipe.execute()
             return records
-
-    async def room(self, room_id: str) -> dict[str, str]:
-        """A room's current session as its raw hash ({} when roomkeeper never had it).
-
-        Read `session` instead; only `worker.rooms.ending` still takes the raw hash.
-        """
-        record: dict[str, str] = await self.redis.hgetall(keys.room(room_id))
-        return record
 
     async def start_create(self, job_id: str, room_id: str) -> bool:
         """Mark the job in progress and its queued session `creating`; False if the job is over."""
