@@ -350,7 +350,8 @@ async def test_hosts_idle_for_the_retention_period_are_forgotten(
     await redis.hset(keys.host("https://old.example.org:443"), mapping={"state": "open"})
     await redis.sadd(keys.HOSTS_OPEN, "https://old.example.org:443")
 
-    assert await forget_idle_hosts(redis, int((time.time() - 86400) * 1000)) == 1
+    # The worker's own prune turn (it runs after the delivery above) may forget it first.
+    assert await forget_idle_hosts(redis, int((time.time() - 86400) * 1000)) in (0, 1)
 
     (view,), total = await list_hosts(redis, stack.settings)
     assert (view.host, total) == (host_key(receiver.url), 1)
