@@ -6,7 +6,7 @@ the running loop (the LiveKit SDK's session must be).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -14,7 +14,6 @@ from worker import keys
 from worker.arqueue import ArqRedis, arq_pool
 from worker.connections import redis_client
 from worker.livekit import LiveKit
-from worker.queue.consumer import Priority
 from worker.queue.schedule import Schedule
 from worker.ratelimit import RateLimiter
 from worker.replicas import ReplicaWait
@@ -38,8 +37,6 @@ class Deps:
     deliveries: Schedule
     scheduled: Schedule  # rooms waiting for their start time (worker.rooms.scheduled)
     replicas: ReplicaWait
-    # Timers first: the worker's other consumers step aside while one fires.
-    priority: Priority = field(default_factory=Priority)
 
     async def aclose(self) -> None:
         """Close every client this object opened."""

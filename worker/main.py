@@ -54,7 +54,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stop"] = stop
     session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries, priority=deps.priority)
+    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -74,7 +74,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=64,
                 grace=grace,
-                priority=deps.priority,
             )
         ),
         asyncio.create_task(
@@ -85,7 +84,6 @@ async def startup(ctx: dict[str, Any]) -> None:
                 stop=stop,
                 concurrency=settings.webhook_concurrency,
                 grace=grace,
-                priority=deps.priority,
             )
         ),
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,41 +25,6 @@ log = get_logger("roomkeeper.consumer")
 Handler = Callable[[Claim], Awaitable[None]]
 
 
-class Priority:
-    """Urgent work in flight (timers firing), which the other consumers of the process step
-    aside for.
-
-    Every consumer shares one event loop: a timer's next step would otherwise wait behind the
-    ready steps of hundreds of deliveries. While urgent work runs, the others pause before each
-    claim and each step, each pause at most `max_wait` s, so they are slowed, never starved
-    (their leases run for seconds).
-    """
-
-    def __init__(self, max_wait: float = 0.05) -> None:
-        self.max_wait = max_wait
-        self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def urgent(self) -> Iterator[None]:
-        """Mark the work inside as urgent."""
-        self._busy += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.set()
-
-    async def step_aside(self) -> None:
-        """Let urgent work run first (for at most `max_wait` s)."""
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), self.max_wait)
-
-
 async def run_consumer(
     schedule: Schedule,
     handler: Handler,
@@ -69,15 +34,12 @@ async def run_consumer(
     concurrency: int,
     idle_max: float = 1.0,
     grace: float = 10.0,
-    priority: Priority | None = None,
-    urgent: bool = False,
     lookahead_ms: int = 0,
     running: int | None = None,
 ) -> None:
     """Work `schedule` until `stop` is set; then let running claims finish within `grace` s.
 
-    With `priority`, this consumer's claims are urgent work (`urgent`), or it steps aside for
-    urgent work before each claim. With `lookahead_ms`, members due that much ahead are claimed
+    With `lookahead_ms`, members due that much ahead are claimed
     (up to `concurrency` held) and each is handled at its due time, never before; at most
     `running` handlers run at once.
     """
@@ -88,11 +50,7 @@ async def run_consumer(
         try:
             await _until_ms(claim.due_ms)
             async with slots:
-                if priority is not None and urgent:
-                    with priority.urgent():
-                        await handler(claim)
-                else:
-                    await handler(claim)
+                await handler(claim)
         except asyncio.CancelledError:
             # Hand the member straight back rather than leaving it to the lease's expiry (due
             # when it was due: a member claimed ahead is not handed out early).
@@ -108,8 +66,6 @@ async def run_consumer(
     while not stop.is_set():
         free = concurrency - len(tasks)
         claims: list[Claim] = []
-        if priority is not None and not urgent:
-            await priority.step_aside()
         if free > 0:
             try:
                 claims = await schedule.claim(free, now_ms() + lookahead_ms)

@@ -133,7 +133,6 @@ async def _call(
     """Holding a slot: the room's CreateRoom, unless the job's time is up."""
     loop = asyncio.get_running_loop()
     async with slots:
-        await deps.priority.step_aside()  # a timer firing goes first
         remaining = deadline - loop.time()
         if remaining <= 0:
             return RetryIn(w.job_id, 0.0)  # the job's time is up; a fresh job takes it on

@@ -143,10 +143,7 @@ async def on_timer(deps: Deps, claim: Claim) -> None:
         await deps.timers.release(claim)
         return
     try:
-        # A room's timer is urgent: the worker's other work steps aside while it fires
-        # (reconciliation, which may take seconds over many rooms, is not).
-        with deps.priority.urgent():
-            await _fire(deps, timer)
+        await _fire(deps, timer)
     except LiveKitError as exc:
         log.warning("timer will retry", timer=claim.member, error=str(exc))
         await deps.timers.release(claim, now_ms() + RETRY_MS)

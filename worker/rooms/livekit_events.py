@@ -102,7 +102,6 @@ async def work(deps: Deps, claim: Claim) -> None:
     schedule = deps.inbound
     body = await schedule.head(claim.member)
     while body is not None:
-        await deps.priority.step_aside()
         event = parse_event(body)
         if not await apply(deps, event):
             # The room's create has not finished yet: let this room's queue wait a moment.

@@ -29,7 +29,6 @@ from redis.asyncio import Redis
 from worker import __version__, keys, lua
 from worker.logs import get_logger
 from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
-from worker.queue.consumer import Priority
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -166,13 +165,10 @@ class Dispatcher:
         settings: Settings,
         session: aiohttp.ClientSession,
         schedule: Schedule | None = None,
-        *,
-        priority: Priority | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.session = session
-        self.priority = priority
         self.schedule = schedule or delivery_schedule(redis, settings)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
@@ -198,8 +194,6 @@ class Dispatcher:
         qid = claim.member
         head = await self._peek(qid)
         while head is not None:
-            if self.priority is not None:
-                await self.priority.step_aside()
             step = await self._deliver(qid, head)
             if isinstance(step, RetryLater | Held):
                 # The whole queue waits (a retry, or its host's breaker or rate, which cost no
