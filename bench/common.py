@@ -8,11 +8,13 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from tests.support.api import LK_KEY, LK_SECRET
 from tests.support.procs import roomkeeper_env
@@ -39,6 +41,35 @@ def helper_server(module: str, flag: str, name: str) -> tuple[Process, int]:
         proc.stop()
         raise
     return proc, port
+
+
+def serve_event_counter(port: int) -> None:
+    """A webhook receiver process (the integrator's end): answers 200 at once and counts what
+    arrives per event name (`GET /count`; read with `event_counts`)."""
+    counts: Counter[str] = Counter()
+
+    async def hook(request: web.Request) -> web.Response:
+        counts[json.loads(await request.read())["event"]] += 1
+        return web.Response(text="ok")
+
+    async def count(_: web.Request) -> web.Response:
+        return web.json_response(counts)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/count", count)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def event_counts(
+    receiver_url: str, http: aiohttp.ClientSession | None = None
+) -> Counter[str]:
+    """What a `serve_event_counter` receiver has counted so far, per event (on `http`, for a
+    caller that polls it often)."""
+    async with contextlib.AsyncExitStack() as stack:
+        session = http or await stack.enter_async_context(aiohttp.ClientSession())
+        async with session.get(f"{receiver_url}/count") as resp:
+            return Counter(await resp.json())
 
 
 def cpu_s(proc: Any) -> float:

@@ -33,34 +33,22 @@ from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
 
-from bench.common import Emulator, cpu_s, helper_server, report, roomkeeper, wait_until
+from bench.common import (
+    Emulator,
+    cpu_s,
+    event_counts,
+    helper_server,
+    report,
+    roomkeeper,
+    serve_event_counter,
+    wait_until,
+)
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
 from tests.support.servers import RedisServer
 from worker.rooms.records import Store
 from worker.webhooks.signing import body_hmac
 
 CONCURRENCY = 32
-
-
-def serve_receiver(port: int) -> None:
-    """Count forwarded `participant_joined` events (the integrator's end)."""
-    counts = {"joined": 0, "created": 0}
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        if b'"event":"participant_joined"' in body:
-            counts["joined"] += 1
-        elif b'"event":"room_created"' in body:
-            counts["created"] += 1
-        return web.Response(text="ok")
-
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(counts)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_get("/_stats", stats)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 def serve_bare(port: int) -> None:
@@ -151,9 +139,8 @@ async def create_rooms(url: str, hook: str, n: int) -> None:
     assert answer["status"] is True, answer
 
 
-async def receiver_count(http: aiohttp.ClientSession, base: str, kind: str) -> int:
-    async with http.get(f"{base}/_stats") as resp:
-        return int((await resp.json())[kind])
+async def _count(http: aiohttp.ClientSession, receiver_url: str, event: str) -> int:
+    return (await event_counts(receiver_url, http))[event]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -186,7 +173,7 @@ async def main(args: argparse.Namespace) -> None:
         ):
             await create_rooms(url, f"{rec}/hook", n_rooms)
             await wait_until(
-                lambda: _at_least(receiver_count(http, rec, "created"), n_rooms),
+                lambda: _at_least(_count(http, rec, "room_created"), n_rooms),
                 120,
                 "room_created for every room",
             )
@@ -198,14 +185,14 @@ async def main(args: argparse.Namespace) -> None:
             cpu0 = (cpu_s(procs.api), cpu_s(procs[0]))
             ours = run_poster(f"{url}/webhook", ours_file)
             await wait_until(
-                lambda: _at_least(receiver_count(http, rec, "joined"), events),
+                lambda: _at_least(_count(http, rec, "participant_joined"), events),
                 300,
                 f"{events} participant_joined forwarded",
                 every=0.01,
             )
             done = time.time()
             cpu_api, cpu_worker = cpu_s(procs.api) - cpu0[0], cpu_s(procs[0]) - cpu0[1]
-            forwarded = await receiver_count(http, rec, "joined")
+            forwarded = await _count(http, rec, "participant_joined")
     finally:
         await redis.aclose()
         receiver.stop()
@@ -248,7 +235,7 @@ def cli() -> None:
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_receiver:
-        serve_receiver(args.serve_receiver)
+        serve_event_counter(args.serve_receiver)
     elif args.serve_bare:
         serve_bare(args.serve_bare)
     elif args.post:

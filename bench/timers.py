@@ -25,21 +25,21 @@ import asyncio
 import json
 import sys
 import time
-from collections import Counter
 
 import aiohttp
-from aiohttp import web
 from livekit import api
 from redis.asyncio import Redis
 
 from bench.common import (
     Emulator,
     cpu_s,
+    event_counts,
     helper_server,
     percentile,
     report,
     roomkeeper,
     rss_mib,
+    serve_event_counter,
     wait_until,
 )
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, seed_request
@@ -53,30 +53,6 @@ CONCURRENCY = 64  # the baseline's LiveKit calls in flight
 def timeouts(n: int, offset: int, window: int) -> list[int]:
     """empty_timeout per room: `offset` s plus a share of the window, spread evenly."""
     return [offset + (i * window) // n for i in range(n)]
-
-
-def serve_receiver(port: int) -> None:
-    """A webhook receiver process: answers 200 at once and counts arrivals per event."""
-    counts: Counter[str] = Counter()
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        counts[json.loads(body)["event"]] += 1
-        return web.Response(text="ok")
-
-    async def count(request: web.Request) -> web.Response:
-        return web.json_response(counts)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_get("/count", count)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
-
-
-async def received(receiver_url: str) -> Counter[str]:
-    """What the receiver has counted so far, per event."""
-    async with aiohttp.ClientSession() as s, s.get(f"{receiver_url}/count") as resp:
-        return Counter(await resp.json())
 
 
 async def create_through_api(url: str, n: int, empty: list[int], hook: str) -> None:
@@ -143,13 +119,13 @@ async def phase_roomkeeper(
             # room's end: the timers and the deliveries they cause.
             await asyncio.sleep(max(0.0, first - time.time()))
             cpu_from, at_from = sum(cpu_s(p) for p in procs), time.time()
-            hooks_from = await received(receiver_url)
+            hooks_from = await event_counts(receiver_url)
             await wait_until(
                 lambda: _deletes(emu, n), max(empty) + 120, "every room ended", every=0.25
             )
             cpu = sum(cpu_s(p) for p in procs) - cpu_from
             during_s = time.time() - at_from
-            hooks = await received(receiver_url) - hooks_from
+            hooks = await event_counts(receiver_url) - hooks_from
             calls = (await emu.get("calls?method=DeleteRoom"))["calls"]
         late = [c["at"] - deadlines[c["room"]] for c in calls if c["room"] in deadlines]
         return late, {
@@ -274,6 +250,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--receiver":
-        serve_receiver(int(sys.argv[2]))
+        serve_event_counter(int(sys.argv[2]))
     else:
         asyncio.run(main())
