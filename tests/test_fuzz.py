@@ -8,7 +8,6 @@ authentication and reach validation and the handlers. Both valid (positive) and 
 
 from __future__ import annotations
 
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -27,9 +26,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from handlers.routes import ROUTES
-from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET
-from tests.support.procs import roomkeeper_env
-from tests.support.servers import Process, RedisServer, free_port, roomkeeper_cmd, wait_for_port
+from tests.support.api import API_KEY, API_SECRET
+from tests.support.procs import emulator_process, roomkeeper_env
+from tests.support.servers import Process, RedisServer, free_port, roomkeeper_cmd
 from worker.webhooks.signing import body_hmac
 
 pytestmark = pytest.mark.slow  # real processes or injected faults
@@ -63,25 +62,20 @@ def _wait_healthy(url: str, proc: Process, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="module")
 def live_api(redis_server: RedisServer) -> Iterator[str]:
     """Emulator, API and worker as processes for the whole module."""
-    emu_port, api_port = free_port(), free_port()
-    emulator = Process(
-        [sys.executable, "-m", "emulator", "--port", str(emu_port), "--api-key", LK_KEY,
-         "--api-secret", LK_SECRET, "--webhook-url", f"http://127.0.0.1:{api_port}/webhook"],
-        {}, "emulator",
-    ).start()  # fmt: skip
-    started = [emulator]
-    try:
-        wait_for_port(emu_port)
-        env = roomkeeper_env(redis_server.url, f"http://127.0.0.1:{emu_port}")
-        api = Process(roomkeeper_cmd("api", "--port", str(api_port)), env, "api").start()
-        started.append(api)
-        started.append(Process(roomkeeper_cmd("worker"), env, "worker").start())
-        url = f"http://127.0.0.1:{api_port}"
-        _wait_healthy(url, api)
-        yield url
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    api_port = free_port()
+    started: list[Process] = []
+    with emulator_process(f"http://127.0.0.1:{api_port}/webhook") as livekit_url:
+        try:
+            env = roomkeeper_env(redis_server.url, livekit_url)
+            api = Process(roomkeeper_cmd("api", "--port", str(api_port)), env, "api").start()
+            started.append(api)
+            started.append(Process(roomkeeper_cmd("worker"), env, "worker").start())
+            url = f"http://127.0.0.1:{api_port}"
+            _wait_healthy(url, api)
+            yield url
+        finally:
+            for proc in reversed(started):
+                proc.stop()
 
 
 def test_no_route_answers_5xx_and_every_answer_matches_its_schema(live_api: str) -> None:
