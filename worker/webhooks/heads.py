@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome
 from worker.webhooks.stored import attempt_entry
@@ -40,6 +41,18 @@ class Final:
     result: AttemptResult | None
     attempt: int | None
     began: float
+
+
+def public_url(url: str) -> str:
+    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def head_of(raw: list[Any]) -> Head:
