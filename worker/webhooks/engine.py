@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -289,7 +289,7 @@ class Dispatcher:
             began = float(record["inflight"])
             lost = AttemptResult(None, INTERRUPTED, (time.time() - began) * 1000, "")
             verdict = decide(lost, attempt, schedule, jitter)
-            ATTEMPTS.labels("interrupted").inc()
+            child(ATTEMPTS, "interrupted").inc()
             if isinstance(verdict, Failed):
                 return Final(verdict, lost, attempt, began)
             await self._settle(did, record, lost, attempt, verdict, began)
@@ -310,7 +310,7 @@ class Dispatcher:
         )
         outcome = decide(result, attempt, schedule, jitter)
         await self.hosts.observe(record["url"], result, admission)
-        ATTEMPTS.labels(result.label).inc()
+        child(ATTEMPTS, result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):
             await self._settle(did, record, result, attempt, outcome, began)
@@ -386,7 +386,7 @@ class Dispatcher:
         if int(moved) != 1 or isinstance(outcome, RetryLater):
             return
         state, reason = final_state(outcome)
-        DELIVERIES.labels(state).inc()
+        child(DELIVERIES, state).inc()
         if state == "delivered":
             DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
         else:

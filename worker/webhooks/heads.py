@@ -7,6 +7,7 @@ dead head is settled as a `Final` in the same script that reads the next one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,8 +44,10 @@ class Final:
     began: float
 
 
+@lru_cache(maxsize=4096)
 def public_url(url: str) -> str:
-    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens)."""
+    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens); each
+    URL parsed once (it is logged with every attempt)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
