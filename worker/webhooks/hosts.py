@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,8 +38,10 @@ SLOW_MIN_MS = 30_000  # a Retry-After lowers the rate for at least this long
 SLOW_FLOOR_RPS = 1.0
 
 
+@lru_cache(maxsize=4096)
 def host_key(url: str) -> str:
-    """`scheme://host:port` of a URL (default ports spelled out), the unit of protection."""
+    """`scheme://host:port` of a URL (default ports spelled out), the unit of protection; each
+    URL parsed once (it is asked about before every attempt)."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
