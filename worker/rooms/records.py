@@ -70,11 +70,17 @@ class Store:
         request: str,
         event_id: str,
         enqueue: ArqJob,
+        loaded: bool = False,
     ) -> None:
-        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
+
+        `loaded`: the caller handles NOSCRIPT itself (`load_claim_create`, then again), so the
+        pipeline does not ask Redis whether the script exists first (a round trip per execute).
+        """
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
-        # nothing would be queued. The pipeline loads the registered script before it runs.
-        pipe.scripts.add(self._claim_create)
+        # nothing would be queued. Otherwise the pipeline loads the registered script first.
+        if not loaded:
+            pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
             5,
@@ -94,6 +100,10 @@ class Store:
             enqueue.score,
             enqueue.job_id,
         )
+
+    async def load_claim_create(self) -> None:
+        """Load the claim script into Redis (after a NOSCRIPT answer)."""
+        await self.redis.script_load(self._claim_create.script)
 
     @staticmethod
     def parse_claim(raw: list[Any]) -> CreateClaim:
