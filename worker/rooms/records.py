@@ -74,9 +74,7 @@ class Store:
     ) -> None:
         """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
 
-        `loaded`: the caller handles NOSCRIPT itself (`load_claim_create`, then again), so the
-        pipeline does not ask Redis whether the script exists first (a round trip per execute).
-        """
+        `loaded`: the caller handles NOSCRIPT itself (no SCRIPT EXISTS trip per execute)."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
         # nothing would be queued. Otherwise the pipeline loads the registered script first.
         if not loaded:
@@ -100,10 +98,6 @@ class Store:
             enqueue.score,
             enqueue.job_id,
         )
-
-    async def load_claim_create(self) -> None:
-        """Load the claim script into Redis (after a NOSCRIPT answer)."""
-        await self.redis.script_load(self._claim_create.script)
 
     @staticmethod
     def parse_claim(raw: list[Any]) -> CreateClaim:

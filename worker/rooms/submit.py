@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, OutOfMemoryError
 
+from worker import lua
 from worker.arqueue import ArqJob, arq_job
 from worker.deps import Deps
 from worker.rooms.create import job_request
@@ -61,7 +62,7 @@ async def _run(store: Store, claims: Sequence[_Claim]) -> list[Any]:
     # flushed) ran none of those claims, so they are sent again once it is loaded.
     missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
     if missing:
-        await store.load_claim_create()
+        await store.redis.script_load(lua.source("worker.rooms", "claim_create"))
         again = await _run(store, [claims[i] for i in missing])
         for i, answer in zip(missing, again, strict=True):
             answers[i] = answer
