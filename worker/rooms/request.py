@@ -101,22 +101,23 @@ class CreateRoom:
         return json.loads(self.metadata_json)  # type: ignore[no-any-return]
 
 
-# A complete JSON string, and a number with a fraction or an exponent (outside strings).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_FLOAT = re.compile(r"[0-9][.eE]")
+# Every digit as "0", so `0.`, `0e` and `0E` find any number with a fraction or an exponent.
+_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 
 
 def metadata_json_of(metadata: BaseModel) -> str:
     """The metadata as LiveKit stores it: compact JSON, UTF-8 as is, `None` members left out.
 
     pydantic writes it in Rust; its floats are spelled differently from Python's (`1e-7`, not
-    `1e-07`), so metadata holding a float (only unknown keys can) is written by `json` as ever.
+    `1e-07`), so metadata that may hold a float (only unknown keys can; a string such as
+    "v1.2" looks the same to this check) is written by `json` as ever.
     """
     try:
         text = metadata.model_dump_json(exclude_none=True)
     except PydanticSerializationError:  # what pydantic will not write (a huge integer)
-        text = "0.0"
-    if _FLOAT.search(_JSON_STRING.sub("", text)):
+        text = "0."
+    digits = text.encode().translate(_DIGITS)
+    if b"0." in digits or b"0e" in digits or b"0E" in digits:
         data = metadata.model_dump(exclude_none=True)
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     return text
