@@ -70,11 +70,15 @@ class Store:
         request: str,
         event_id: str,
         enqueue: ArqJob,
+        loaded: bool = False,
     ) -> None:
-        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
+
+        `loaded`: the caller handles NOSCRIPT itself (no SCRIPT EXISTS trip per execute)."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
-        # nothing would be queued. The pipeline loads the registered script before it runs.
-        pipe.scripts.add(self._claim_create)
+        # nothing would be queued. Otherwise the pipeline loads the registered script first.
+        if not loaded:
+            pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
             5,
