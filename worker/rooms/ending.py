@@ -11,7 +11,6 @@ import time
 from typing import Any, Literal
 
 from redis.exceptions import WatchError
-from redis.typing import EncodableT
 
 from worker import keys, lua
 from worker.deps import Deps
@@ -25,6 +24,7 @@ from worker.rooms.orphans import requeue_orphans
 from worker.rooms.records import LIVE_STATES
 from worker.rooms.session import RoomSession, RoomState
 from worker.rooms.timers import RECONCILE, Timer, disarm, room_timers
+from worker.staged import block, stage
 from worker.webhooks.bodies import (
     EndReason,
     derived_event_id,
@@ -121,21 +121,17 @@ async def _finalize_as_read(
     session = RoomSession.from_hash(room_id, read)
     if session.sid != sid or session.state in (RoomState.ENDED, None):
         return False
-    staged = deps.redis.pipeline(transaction=False)  # only collects the commands; never sent
+    staged = stage(deps.redis)
     code = _ended_cmds(deps, staged, session, reason)
-    writes: list[EncodableT] = []
-    for command, _options in staged.command_stack:
-        writes.append(len(command))
-        writes.extend(command)
     timers = deps.timers
     done = await lua.script(deps.redis, "worker.rooms", "finalize")(
-        keys=[keys.room(room_id), timers.due_key, timers.lease_key],
+        keys=[*deps.store.session_keys([room_id]), timers.due_key, timers.lease_key],
         args=[
             len(read),
             *(x for pair in read.items() for x in pair),
             claim.member if claim else "",
             claim.token if claim else "",
-            *writes,
+            *block(staged),
         ],
     )
     if not done:
