@@ -38,6 +38,7 @@ log = get_logger("roomkeeper.lifecycle")
 
 EndResult = Literal["ended", "not_active", "not_found"]
 RETRY_MS = 2000
+RECONCILE_CHUNK = 200
 
 
 async def end_room(
@@ -265,21 +266,23 @@ async def reconcile(deps: Deps) -> int:
     if not active:
         return 0
     try:
-        live = {(r["name"], r["sid"]) for r in await deps.livekit.list_rooms()}
+        live = await deps.livekit.live_sessions()
     except LiveKitError as exc:
         log.warning("reconcile skipped", error=str(exc))
         return 0
     ended = 0
-    for room_id in active:
-        session = await deps.store.session(room_id)
-        sid = session.sid
-        if not sid or (room_id, sid) in live:
-            continue
-        if session.live or session.state == RoomState.ENDING:
-            if await finalize(deps, room_id, sid, "reconciled"):
-                ended += 1
-        else:
-            await deps.redis.zrem(keys.ACTIVE_ROOMS, room_id)
+    # Sessions read RECONCILE_CHUNK at a time: one round trip each, not one per room, and the
+    # timers sharing this loop fire between the chunks.
+    for start in range(0, len(active), RECONCILE_CHUNK):
+        for session in await deps.store.sessions(active[start : start + RECONCILE_CHUNK]):
+            room_id, sid = session.room_id, session.sid
+            if not sid or (room_id, sid) in live:
+                continue
+            if session.live or session.state == RoomState.ENDING:
+                if await finalize(deps, room_id, sid, "reconciled"):
+                    ended += 1
+            else:
+                await deps.redis.zrem(keys.ACTIVE_ROOMS, room_id)
     if ended:
         log.info("reconciled", ended=ended, active=len(active))
     return ended
