@@ -22,7 +22,7 @@ from worker import lua
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.rooms.session import CreateJob, RoomSession, RoomState
-from worker.rooms.timers import arm, room_timers
+from worker.rooms.timers import arm, needs_wake, room_timers
 from worker.staged import block, stage
 from worker.webhooks.bodies import notify_body, notify_room
 
@@ -119,16 +119,19 @@ async def _record_created(deps: Deps, chunk: list[Created]) -> None:
     room, atomically, as a WATCHed transaction would have after reading the sessions.
     """
     args: list[EncodableT] = [len(chunk)]
+    soonest = None
     for w, info in chunk:
         info_json = json.dumps(info, separators=(",", ":"))
         created, done = stage(deps.redis), stage(deps.redis)
-        _created_cmds(created, deps, w, info, info_json)
+        due = _created_cmds(created, deps, w, info, info_json)
+        soonest = due if soonest is None else min(soonest, due)
         deps.store.job_complete_cmds(
             done, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id
         )
         args += [w.job_id, *block(created), *block(done)]
     wake = stage(deps.redis)  # one wake-up per schedule for the whole group
-    deps.timers.wake(wake)
+    if needs_wake(soonest):
+        deps.timers.wake(wake)
     deps.outbox.schedule.wake(wake)
     args += block(wake)
     await lua.script(deps.redis, "worker.rooms", "record_created")(
@@ -136,8 +139,9 @@ async def _record_created(deps: Deps, chunk: list[Created]) -> None:
     )
 
 
-def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> None:
-    """The session's move to `created`, its timers and its `room_created` event."""
+def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> int:
+    """The session's move to `created`, its timers and its `room_created` event; returns when
+    its first timer is due (ms)."""
     request, room_id, job_id = w.request, w.room_id, w.job_id
     settings = deps.settings
     metadata = json.loads(info["metadata"] or "{}") if info.get("metadata") else {}
@@ -160,19 +164,15 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
     )
     sid_ttl_s = int(settings.past_rooms_retention_days * 86400)
     deps.store.created_cmds(pipe, session, sid_ttl_s=sid_ttl_s)
-    arm(
-        pipe,
-        deps.timers,
-        room_timers(
-            room_id,
-            info["sid"],
-            creation_ms=creation_ms(info),
-            empty_timeout=int(request["empty_timeout"]),
-            duration_min=int(request["room_duration"]),
-            warnings=settings.session_ending_warnings,
-        ),
-        wake=False,
+    timers = room_timers(
+        room_id,
+        info["sid"],
+        creation_ms=creation_ms(info),
+        empty_timeout=int(request["empty_timeout"]),
+        duration_min=int(request["room_duration"]),
+        warnings=settings.session_ending_warnings,
     )
+    arm(pipe, deps.timers, timers, wake=False)
     deps.outbox.emit(
         pipe,
         event_id=w.job.event_id,
@@ -184,3 +184,4 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         wake=False,
     )
     deps.store.job_complete_cmds(pipe, job_id, info_json, room_id=room_id, event_id=w.job.event_id)
+    return min(t.deadline_ms for t in timers)
