@@ -144,7 +144,7 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         await _forward(deps, event, room_id, past)
         return True
     if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "livekit_finished")
+        await finalize(deps, room_id, sid, "livekit_finished", read=record)
     await _apply_to_session(deps, event, room_id)
     return True
 
