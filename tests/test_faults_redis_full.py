@@ -155,7 +155,7 @@ async def half_written(redis: Redis) -> list[str]:
         if key.endswith(":att"):
             continue
         delivery = await redis.hgetall(key)
-        if {"state", "event_id", "url"} - set(delivery):
+        if {"state", "event_id"} - set(delivery) or not {"url", "uh"} & set(delivery):
             problems.append(f"{key} lacks fields: {sorted(delivery)}")
         elif (
             delivery["state"] == "pending"

@@ -42,7 +42,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
+from worker.webhooks.delivery import Delivery, created_at, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -214,7 +214,12 @@ class Dispatcher:
         """The head delivery of a queue, read (and marked in flight) in one round trip."""
         raw = await self._peek_script(
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
-            args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
+            args=[
+                keys.delivery(""),
+                keys.event_body(""),
+                f"{time.time():.6f}",
+                keys.webhook_url(""),
+            ],
         )
         return head_of(raw) if raw else None
 
@@ -255,6 +260,7 @@ class Dispatcher:
                 now_ms() + self.schedule.lease_ms,
                 keys.delivery(""),
                 keys.event_body(""),
+                keys.webhook_url(""),
             ],
         )
         if step is not None:
@@ -380,7 +386,7 @@ class Dispatcher:
         state, reason = final_state(outcome)
         DELIVERIES.labels(state).inc()
         if state == "delivered":
-            DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
+            DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
         else:
             log.warning("webhook dead", **fields, reason=reason)
 
