@@ -9,7 +9,16 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.rooms.records import Store
 from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
-from worker.webhooks.delivery import Delivery, DeliveryState, new_cmds, reopen_cmds
+from worker.webhooks.delivery import (
+    Delivery,
+    DeliveryState,
+    id_time,
+    new_cmds,
+    queue_id,
+    reopen_cmds,
+    resolve_urls,
+)
+from worker.webhooks.engine import new_delivery_id
 
 
 def a_session(**changes: object) -> RoomSession:
@@ -142,28 +151,37 @@ async def test_unknown_records_and_states_read_as_no_state() -> None:
     assert CreateJob.from_hash("j1", {}).over
 
 
+async def read(redis: Redis, did: str) -> Delivery:
+    """A delivery as the log reads it: its record, with the URL it names by hash."""
+    record = await redis.hgetall(keys.delivery(did))
+    await resolve_urls(redis, [record])
+    return Delivery.from_hash(did, record)
+
+
 async def test_a_delivery_is_written_reopened_and_read_through_its_owner(redis: Redis) -> None:
-    new = Delivery("dlv_1", "ev1", "room_created", "r1", "http://127.0.0.1:9/", "q1", created=5.0)
+    did = new_delivery_id()
+    url = "http://127.0.0.1:9/"
+    new = Delivery(did, "ev1", "room_created", "r1", url, queue_id("r1", url), created=id_time(did))
     async with redis.pipeline(transaction=True) as pipe:
         new_cmds(pipe, new, 60)
         await pipe.execute()
-    assert Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1"))) == new
+    assert await read(redis, did) == new
     assert await redis.hget(keys.DELIVERY_COUNTS, "pending") == "1"
-    await redis.hset(keys.delivery("dlv_1"), mapping={"state": "dead", "reason": "410"})
-    await redis.zadd(keys.deliveries_in_state("dead"), {"dlv_1": 0})
-    await redis.set(keys.gone("q1"), 1)
+    await redis.hset(keys.delivery(did), mapping={"state": "dead", "reason": "410"})
+    await redis.zadd(keys.deliveries_in_state("dead"), {did: 0})
+    await redis.set(keys.gone(new.queue), 1)
     await redis.hincrby(keys.DELIVERY_COUNTS, "pending", -1)
     await redis.hincrby(keys.DELIVERY_COUNTS, "dead", 1)
-    dead = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    dead = await read(redis, did)
     assert (dead.state, dead.reason) == (DeliveryState.DEAD, "410")
     async with redis.pipeline(transaction=True) as pipe:
         reopen_cmds(pipe, dead, 60)
         await pipe.execute()
-    again = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    again = await read(redis, did)
     assert again == new
     assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "1", "dead": "0"}
-    assert await redis.exists(keys.gone("q1")) == 0
-    assert await redis.zscore(keys.deliveries_in_state("pending"), "dlv_1") == 0
+    assert await redis.exists(keys.gone(new.queue)) == 0
+    assert await redis.zscore(keys.deliveries_in_state("pending"), did) == 0
 
 
 async def test_a_sessions_head_is_its_state_job_sid_and_room_only(redis: Redis) -> None:
