@@ -27,6 +27,9 @@ from worker.rooms.session import (
     RoomSession,
     RoomState,
     completed_room_info,
+    is_info_field,
+    joined_info,
+    parse_info,
 )
 
 __all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
@@ -100,7 +103,7 @@ class Store:
         """Read one claim script's answer."""
         kind, value = (x.decode() if isinstance(x, bytes) else x for x in raw)
         if kind == "exists":
-            return CreateClaim("exists", info=json.loads(value) if value else {})
+            return CreateClaim("exists", info=parse_info(value or ""))
         if kind == "new":
             return CreateClaim("new", job_id=value)
         if kind == "pending":
@@ -118,20 +121,22 @@ class Store:
 
     @staticmethod
     def head_cmd(pipe: Any, room_id: str) -> None:
-        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline."""
-        pipe.hmget(keys.room(room_id), *HEAD_FIELDS)
+        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline.
+
+        The whole hash: its room is in pieces (`session.info_fields`), and the rest is small."""
+        pipe.hgetall(keys.room(room_id))
 
     @staticmethod
-    def head(room_id: str, row: list[str | None]) -> RoomSession:
+    def head(room_id: str, row: dict[str, str]) -> RoomSession:
         """The session a `head_cmd` read: only its state, job_id, sid and info are set."""
-        fields = {k: v for k, v in zip(HEAD_FIELDS, row, strict=True) if v is not None}
+        fields = {k: v for k, v in row.items() if k in HEAD_FIELDS or is_info_field(k)}
         return RoomSession.from_hash(room_id, fields)
 
     async def watch_head(self, pipe: Any, room_id: str) -> RoomSession:
         """WATCH a room's session on `pipe`, then read its head there (a later EXEC on `pipe`
         fails if the session changes in between)."""
         await pipe.watch(keys.room(room_id))
-        return self.head(room_id, await pipe.hmget(keys.room(room_id), *HEAD_FIELDS))
+        return self.head(room_id, await pipe.hgetall(keys.room(room_id)))
 
     async def watch_session(self, pipe: Any, room_id: str) -> RoomSession:
         """WATCH a room's session on `pipe`, then read all of it there."""
@@ -183,13 +188,11 @@ class Store:
         done = [job for job in jobs if job.state == JobState.COMPLETE]
         infos: dict[str, dict[str, Any]] = {}
         if done:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job in done:
-                    pipe.hmget(keys.room(job.room_id), "sid", "info")
-                rows = await pipe.execute()
-            for job, (sid, info) in zip(done, rows, strict=True):
-                # Only the two fields the room's info is read from.
-                current = {"sid": sid, "info": info} if sid and info else {}
+            rows = await self._hashes([keys.room(job.room_id) for job in done])
+            for job, row in zip(done, rows, strict=True):
+                # Only the fields the room's info is read from.
+                info = joined_info(row)
+                current = {"sid": row["sid"], "info": info} if row.get("sid") and info else {}
                 session = RoomSession.from_hash(job.room_id, current)
                 infos[job.job_id] = completed_room_info(job, session)
         return [(job, infos.get(job.job_id, {})) for job in jobs]
