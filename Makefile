@@ -92,8 +92,13 @@ test-fast: lint typecheck
 
 BENCHES := create timers deliveries inbound bulk schedule console
 
+# Every benchmark's output goes to bench/results/last.log too; bench.summary then prints issue
+# 12's goal table from that one run.
 bench: install  # the figures in the README (about 20 minutes)
-	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
+	@mkdir -p bench/results
+	@set -o pipefail; for b in $(BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done \
+		2>&1 | tee bench/results/last.log
+	@$(BIN)/python -m bench.summary bench/results/last.log
 
 bench-quick: install  # each benchmark's small run (about 3 minutes)
 	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b --quick || exit 1; done

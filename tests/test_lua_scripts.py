@@ -42,6 +42,7 @@ TESTED = {
     "worker/webhooks/advance.lua",
     "worker/webhooks/prune.lua",
     "worker/webhooks/host_admit.lua",
+    "worker/webhooks/host_admit_head.lua",
     "worker/webhooks/host_observe.lua",
 }
 
@@ -1064,6 +1065,70 @@ async def test_host_admit_a_first_in_line_that_never_came_lets_another_probe(
     await redis.zadd(keys.host_waiting(HOST), {"gone": 1})
     assert (await admit(redis, 2_500, "q2"))[0] == 0
     assert (await admit(redis, 3_000, "q2"))[:3] == [1, 0, 1]
+
+
+# -- worker/webhooks/host_admit_head.lua -------------------------------------------------------
+
+
+async def advance_and_admit(
+    redis: Redis, *, claim: str = "tok", rps: float = 10, mark: str = "50.0"
+) -> list[Any]:
+    """advance.lua, then host_admit.lua for the new head, in one script (as the dispatcher)."""
+    second = lua.source("worker.webhooks", "host_admit_head") + lua.source(
+        "worker.webhooks", "host_admit"
+    )
+    script = redis.register_script(lua.chained_source(("worker.webhooks", "advance"), second))
+    a = ["d1", '{"status":200}', 1, "delivered", "", "50.0", 600, "", "q", claim, 9_000]
+    a += [keys.delivery(""), keys.event_body("")]
+    k = [keys.host(HOST), keys.host_waiting(HOST), keys.host_tat(HOST), keys.HOSTS, ""]
+    k += ["q:list", "dq:lease"]
+    b = ["q", 10_000, 1000, rps, 1000, HOST, "breaker open", "rate", "q", claim]
+    b += [keys.delivery(""), mark]
+    both = await script(keys=[*ADVANCE_KEYS, *k], args=[len(ADVANCE_KEYS), len(a), *a, *b])
+    return list(both)
+
+
+async def test_host_admit_head_asks_for_the_head_the_step_marked(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.delivery("d2"), "held", "rate")
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]  # the step's own answer, unchanged
+    assert admitted == [1, 0, 0, 0]
+    assert await redis.zscore(keys.HOSTS, HOST) == 10_000
+    assert await redis.get(keys.host_tat(HOST)) == "10100.000"  # its rate slot reserved
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["inflight"], "held" in record) == ("50.0", False)
+
+
+async def test_host_admit_head_a_held_head_is_unmarked_and_says_why(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 20_000})
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]
+    assert admitted == [0, 20_000, "breaker"]
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["held"], "inflight" in record) == ("breaker open", False)
+
+
+@pytest.mark.parametrize(
+    "case", ["the last one", "lease lost", "next finished", "next's body expired", "not marked"]
+)
+async def test_host_admit_head_asks_nothing_without_a_head_to_attempt(
+    redis: Redis, case: str
+) -> None:
+    next_state = "delivered" if case == "next finished" else "pending"
+    await a_queue(redis, only_one=case == "the last one", next_state=next_state)
+    if case == "next's body expired":
+        await redis.delete(keys.event_body("e2"))
+    _, admitted = await advance_and_admit(
+        redis,
+        claim="stale" if case == "lease lost" else "tok",
+        mark="" if case == "not marked" else "50.0",
+    )
+    assert admitted == [2]
+    # No rate slot taken, the host not listed as attempted, the next record not touched.
+    assert await redis.exists(keys.host_tat(HOST), keys.HOSTS) == 0
+    assert await redis.hexists(keys.delivery("d2"), "held") == 0
 
 
 # -- worker/webhooks/host_observe.lua ----------------------------------------------------------

@@ -34,8 +34,8 @@ from worker.rooms.session import (
 
 __all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
 
-# What the create path and the event appliers check of a room's session, for many rooms at a
-# time: not the whole hash (a live room's metadata may be large).
+# What the create path and the event appliers check of a room's session (`Store.head`), besides
+# its room's pieces: the hash is read whole, as it is small (its room deflated).
 HEAD_FIELDS = ("state", "job_id", "sid", "info")
 # What `job/status` reads of a job (`Store.job_statuses`): all but its request.
 STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
@@ -73,11 +73,15 @@ class Store:
         request: str,
         event_id: str,
         enqueue: ArqJob,
+        loaded: bool = False,
     ) -> None:
-        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
+
+        `loaded`: the caller handles NOSCRIPT itself (no SCRIPT EXISTS trip per execute)."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
-        # nothing would be queued. The pipeline loads the registered script before it runs.
-        pipe.scripts.add(self._claim_create)
+        # nothing would be queued. Otherwise the pipeline loads the registered script first.
+        if not loaded:
+            pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
             5,
@@ -121,9 +125,7 @@ class Store:
 
     @staticmethod
     def head_cmd(pipe: Any, room_id: str) -> None:
-        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline.
-
-        The whole hash: its room is in pieces (`session.info_fields`), and the rest is small."""
+        """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline."""
         pipe.hgetall(keys.room(room_id))
 
     @staticmethod
@@ -190,8 +192,7 @@ class Store:
         if done:
             rows = await self._hashes([keys.room(job.room_id) for job in done])
             for job, row in zip(done, rows, strict=True):
-                # Only the fields the room's info is read from.
-                info = joined_info(row)
+                info = joined_info(row)  # only the fields the room's info is read from
                 current = {"sid": row["sid"], "info": info} if row.get("sid") and info else {}
                 session = RoomSession.from_hash(job.room_id, current)
                 infos[job.job_id] = completed_room_info(job, session)
