@@ -31,6 +31,8 @@ TESTED = {
     "worker/rooms/claim_create.lua",
     "worker/rooms/transition.lua",
     "worker/rooms/begin_end.lua",
+    "worker/rooms/finalize.lua",
+    "worker/rooms/record_created.lua",
     "worker/rooms/start_create.lua",
     "worker/rooms/accept_event.lua",
     "worker/queue/claim.lua",
@@ -271,6 +273,120 @@ async def test_begin_end_of_another_session_or_state_changes_nothing(redis: Redi
     await redis.delete(keys.room("r1"))
     assert await begin_end(redis, "RM_1", "1", "created", "active") is None
     assert await redis.exists(keys.room("r1")) == 0
+
+
+# -- worker/rooms/finalize.lua -----------------------------------------------------------------
+
+AS_READ = {"sid": "RM_1", "state": "ending", "end_reason": "empty_timeout"}
+DUE, LEASES = keys.schedule_due("timers"), keys.schedule_leases("timers")
+
+
+async def finalize(
+    redis: Redis, read: dict[str, str], writes: list[list[str]], member: str = "", token: str = ""
+) -> int:
+    script = run(redis, "worker.rooms", "finalize")
+    args: list[Any] = [len(read), *(x for pair in read.items() for x in pair), member, token]
+    args.append(len(writes))
+    for command in writes:
+        args += [len(command), *command]
+    return int(await script(keys=[keys.room("r1"), DUE, LEASES], args=args))
+
+
+async def test_finalize_applies_the_writes_to_a_session_as_read_and_releases_the_timer(
+    redis: Redis,
+) -> None:
+    await redis.hset(keys.room("r1"), mapping=AS_READ)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 5, "duration|r1|RM_1|9": 9})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t1")
+    writes = [["HSET", keys.room("r1"), "state", "ended"], ["ZREM", DUE, "duration|r1|RM_1|9"]]
+    assert await finalize(redis, AS_READ, writes, "empty|r1|RM_1|5", "t1") == 1
+    assert await redis.hget(keys.room("r1"), "state") == "ended"
+    assert await redis.zcard(DUE) == 0
+    assert await redis.hlen(LEASES) == 0
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        {**AS_READ, "state": "ended"},  # a value changed (LiveKit's room_finished came first)
+        {**AS_READ, "joined": "1"},  # a field added
+        {"sid": "RM_1", "state": "ending"},  # a field gone
+        {},  # the session gone
+    ],
+)
+async def test_finalize_of_a_session_no_longer_as_read_writes_nothing(
+    redis: Redis, now: dict[str, str]
+) -> None:
+    if now:
+        await redis.hset(keys.room("r1"), mapping=now)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 5})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t1")
+    writes = [["HSET", keys.room("r1"), "state", "x"], ["SET", "other", "1"]]
+    assert await finalize(redis, AS_READ, writes, "empty|r1|RM_1|5", "t1") == 0
+    assert await redis.hgetall(keys.room("r1")) == now
+    assert await redis.exists("other") == 0
+    assert await redis.zscore(DUE, "empty|r1|RM_1|5") == 5
+    assert await redis.hget(LEASES, "empty|r1|RM_1|5") == "t1"
+
+
+async def test_finalize_leaves_a_lease_another_consumer_took_over(redis: Redis) -> None:
+    await redis.hset(keys.room("r1"), mapping=AS_READ)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 7})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t2")
+    assert await finalize(redis, AS_READ, [["SET", "done", "1"]], "empty|r1|RM_1|5", "t1") == 1
+    assert await redis.get("done") == "1"
+    assert await redis.hget(LEASES, "empty|r1|RM_1|5") == "t2"
+    assert await redis.zscore(DUE, "empty|r1|RM_1|5") == 7
+    # Without a timer (no member) only the writes are applied.
+    await redis.hset(keys.room("r1"), "state", "ending")
+    assert await finalize(redis, AS_READ, [["SET", "done", "2"]]) == 1
+    assert await redis.get("done") == "2"
+
+
+# -- worker/rooms/record_created.lua -----------------------------------------------------------
+
+
+def writes_block(*commands: list[str]) -> list[Any]:
+    out: list[Any] = [len(commands)]
+    for command in commands:
+        out += [len(command), *command]
+    return out
+
+
+async def record_created(redis: Redis, rooms: list[tuple[str, str]]) -> int:
+    """Each (room, job) with a created block (SET created:<room>) and a done block (SET
+    done:<room>); the wake block SETs `woken`."""
+    script = run(redis, "worker.rooms", "record_created")
+    args: list[Any] = [len(rooms)]
+    for room, job in rooms:
+        args += [job, *writes_block(["SET", f"created:{room}", job])]
+        args += writes_block(["SET", f"done:{room}", job], ["INCR", "done"])
+    args += writes_block(["SET", "woken", "1"])
+    return int(await script(keys=[keys.room(r) for r, _ in rooms], args=args))
+
+
+async def test_record_created_applies_each_rooms_block_by_its_session(redis: Redis) -> None:
+    await redis.hset(keys.room("a"), mapping={"state": "creating", "job_id": "ja"})
+    await redis.hset(keys.room("b"), mapping={"state": "queued", "job_id": "jb"})
+    await redis.hset(keys.room("c"), mapping={"state": "created", "job_id": "jc"})  # done before
+    await redis.hset(keys.room("d"), mapping={"state": "creating", "job_id": "newer"})
+    rooms = [("a", "ja"), ("b", "jb"), ("c", "jc"), ("d", "jd"), ("e", "je")]  # e: no session
+    assert await record_created(redis, rooms) == 2
+    assert await redis.get("created:a") == "ja"
+    assert await redis.get("created:b") == "jb"
+    for room in "cde":
+        assert await redis.exists(f"created:{room}") == 0
+        assert await redis.exists(f"done:{room}") == 1
+    assert await redis.exists("done:a", "done:b") == 0
+    assert await redis.get("done") == "3"
+    assert await redis.get("woken") == "1"
+
+
+async def test_record_created_wakes_nobody_when_no_room_was_created(redis: Redis) -> None:
+    await redis.hset(keys.room("a"), mapping={"state": "active", "job_id": "ja"})
+    assert await record_created(redis, [("a", "ja")]) == 0
+    assert await redis.get("done:a") == "ja"
+    assert await redis.exists("woken") == 0
 
 
 # -- worker/rooms/start_create.lua -------------------------------------------------------------

@@ -149,7 +149,10 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         await _forward(deps, event, room_id, past)
         return True
     # The current session's room_finished: the session is ended first, then the event applied.
-    await finalize(deps, room_id, sid, "livekit_finished")
+    # A session ended already (by a timer or endRoom, the usual case) stays ended for good, so
+    # the session just read settles it without finalize's round trips.
+    if session.state != RoomState.ENDED:
+        await finalize(deps, room_id, sid, "livekit_finished")
     await _apply_to_session(deps, event, room_id)
     return True
 
