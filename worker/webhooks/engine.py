@@ -210,7 +210,7 @@ class Dispatcher:
         its host's answer when this process knows the queue's URL (else None)."""
         qid, now = claim.member, f"{time.time():.6f}"
         peek_keys = [self.schedule.list_key(qid), keys.gone(qid)]
-        peek_args = [keys.delivery(""), keys.event_body(""), now]
+        peek_args = [keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")]
         url, asked = self._urls.get(qid), None
         if url is None:
             raw = await self._peek_script(keys=peek_keys, args=peek_args)
@@ -268,6 +268,7 @@ class Dispatcher:
             now_ms() + self.schedule.lease_ms,
             keys.delivery(""),
             keys.event_body(""),
+            keys.webhook_url(""),
         ]
         # The queue's URL, from this head's record; a record pruned meanwhile has none, and
         # its next head is then asked about on its own (a mark of "" matches none).

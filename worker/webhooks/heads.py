@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from worker.logs import get_logger
 from worker.metrics import DELIVERIES, DELIVERY_SECONDS, child
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome, RetryLater
+from worker.webhooks.delivery import created_at
 from worker.webhooks.stored import attempt_entry
 
 log = get_logger("roomkeeper.dispatch")
@@ -117,6 +118,6 @@ def observe(
     state, reason = final_state(outcome)
     child(DELIVERIES, state).inc()
     if state == "delivered":
-        DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
     else:
         log.warning("webhook dead", **fields, reason=reason)
