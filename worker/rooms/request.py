@@ -34,7 +34,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticSerializationError
 
 from worker.rooms.features import (
     CopyrightConf,
@@ -52,6 +51,7 @@ from worker.rooms.limits import (
     CreateLimits,
     limits_of,
 )
+from worker.rooms.metadata_json import metadata_json_of
 from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, blocked_reason, literal_ip
 from worker.wire import (
@@ -61,7 +61,6 @@ from worker.wire import (
     WireInvalid,
     read,
     rule,
-    unwrap,
 )
 
 ROOM_ID_RULE = "must be 1-256 characters of A-Z a-z 0-9 _ . : -"
@@ -100,77 +99,6 @@ class CreateRoom:
     def metadata(self) -> dict[str, Any]:
         """The normalised metadata (decoded from what LiveKit stores: only tests ask)."""
         return json.loads(self.metadata_json)  # type: ignore[no-any-return]
-
-
-def _holds_float(value: Any) -> bool:
-    """Whether a float is anywhere in a plain JSON value."""
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_float(v) for v in value)
-    return False
-
-
-# Per model: its fields holding a model, and those not typed as a scalar (bool, int, str).
-_SHAPES: dict[type[BaseModel], tuple[list[str], list[str]]] = {}
-
-
-def _shape(model: type[BaseModel]) -> tuple[list[str], list[str]]:
-    found = _SHAPES.get(model)
-    if found is None:
-        models, others = [], []
-        for name, info in model.model_fields.items():
-            tp, _ = unwrap(info.annotation)
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                models.append(name)
-            elif tp not in (bool, int, str):
-                others.append(name)
-        found = _SHAPES[model] = (models, others)
-    return found
-
-
-def _model_holds_float(model: BaseModel) -> bool:
-    """Whether a float is anywhere in a validated model: its extras, untyped fields, sub-models."""
-    extra = model.__pydantic_extra__
-    if extra and _holds_float(extra):
-        return True
-    models, others = _SHAPES.get(type(model)) or _shape(type(model))
-    values = model.__dict__
-    for name in others:
-        value = values[name]
-        if value is not None and not isinstance(value, str) and _holds_float(value):
-            return True
-    for name in models:
-        value = values[name]
-        if value is not None and _model_holds_float(value):
-            return True
-    return False
-
-
-# Every digit as "0": without `0.`, `0e` or `0E` in the text there is no float in it.
-_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
-
-
-def metadata_json_of(metadata: BaseModel) -> str:
-    """The metadata as LiveKit stores it: compact JSON, UTF-8 as is, `None` members left out.
-
-    pydantic writes it in Rust, but spells floats differently from Python (`1e-7`, not
-    `1e-07`), so metadata holding a float (only unknown keys can) is written by `json` as ever.
-    """
-    try:
-        text: str | None = metadata.model_dump_json(exclude_none=True)
-    except PydanticSerializationError:  # what pydantic will not write (a huge integer)
-        text = None
-    if text is not None:
-        digits = text.encode().translate(_DIGITS)
-        if b"0." not in digits and b"0e" not in digits and b"0E" not in digits:
-            return text
-        if not _model_holds_float(metadata):  # "1.2" in a string, say
-            return text
-    data = metadata.model_dump(exclude_none=True)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: int) -> Any:
