@@ -31,6 +31,8 @@ TESTED = {
     "worker/rooms/claim_create.lua",
     "worker/rooms/transition.lua",
     "worker/rooms/begin_end.lua",
+    "worker/rooms/finalize.lua",
+    "worker/rooms/record_created.lua",
     "worker/rooms/start_create.lua",
     "worker/rooms/accept_event.lua",
     "worker/queue/claim.lua",
@@ -42,6 +44,7 @@ TESTED = {
     "worker/webhooks/advance.lua",
     "worker/webhooks/prune.lua",
     "worker/webhooks/host_admit.lua",
+    "worker/webhooks/host_admit_head.lua",
     "worker/webhooks/host_observe.lua",
 }
 
@@ -270,6 +273,120 @@ async def test_begin_end_of_another_session_or_state_changes_nothing(redis: Redi
     await redis.delete(keys.room("r1"))
     assert await begin_end(redis, "RM_1", "1", "created", "active") is None
     assert await redis.exists(keys.room("r1")) == 0
+
+
+# -- worker/rooms/finalize.lua -----------------------------------------------------------------
+
+AS_READ = {"sid": "RM_1", "state": "ending", "end_reason": "empty_timeout"}
+DUE, LEASES = keys.schedule_due("timers"), keys.schedule_leases("timers")
+
+
+async def finalize(
+    redis: Redis, read: dict[str, str], writes: list[list[str]], member: str = "", token: str = ""
+) -> int:
+    script = run(redis, "worker.rooms", "finalize")
+    args: list[Any] = [len(read), *(x for pair in read.items() for x in pair), member, token]
+    args.append(len(writes))
+    for command in writes:
+        args += [len(command), *command]
+    return int(await script(keys=[keys.room("r1"), DUE, LEASES], args=args))
+
+
+async def test_finalize_applies_the_writes_to_a_session_as_read_and_releases_the_timer(
+    redis: Redis,
+) -> None:
+    await redis.hset(keys.room("r1"), mapping=AS_READ)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 5, "duration|r1|RM_1|9": 9})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t1")
+    writes = [["HSET", keys.room("r1"), "state", "ended"], ["ZREM", DUE, "duration|r1|RM_1|9"]]
+    assert await finalize(redis, AS_READ, writes, "empty|r1|RM_1|5", "t1") == 1
+    assert await redis.hget(keys.room("r1"), "state") == "ended"
+    assert await redis.zcard(DUE) == 0
+    assert await redis.hlen(LEASES) == 0
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        {**AS_READ, "state": "ended"},  # a value changed (LiveKit's room_finished came first)
+        {**AS_READ, "joined": "1"},  # a field added
+        {"sid": "RM_1", "state": "ending"},  # a field gone
+        {},  # the session gone
+    ],
+)
+async def test_finalize_of_a_session_no_longer_as_read_writes_nothing(
+    redis: Redis, now: dict[str, str]
+) -> None:
+    if now:
+        await redis.hset(keys.room("r1"), mapping=now)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 5})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t1")
+    writes = [["HSET", keys.room("r1"), "state", "x"], ["SET", "other", "1"]]
+    assert await finalize(redis, AS_READ, writes, "empty|r1|RM_1|5", "t1") == 0
+    assert await redis.hgetall(keys.room("r1")) == now
+    assert await redis.exists("other") == 0
+    assert await redis.zscore(DUE, "empty|r1|RM_1|5") == 5
+    assert await redis.hget(LEASES, "empty|r1|RM_1|5") == "t1"
+
+
+async def test_finalize_leaves_a_lease_another_consumer_took_over(redis: Redis) -> None:
+    await redis.hset(keys.room("r1"), mapping=AS_READ)
+    await redis.zadd(DUE, {"empty|r1|RM_1|5": 7})
+    await redis.hset(LEASES, "empty|r1|RM_1|5", "t2")
+    assert await finalize(redis, AS_READ, [["SET", "done", "1"]], "empty|r1|RM_1|5", "t1") == 1
+    assert await redis.get("done") == "1"
+    assert await redis.hget(LEASES, "empty|r1|RM_1|5") == "t2"
+    assert await redis.zscore(DUE, "empty|r1|RM_1|5") == 7
+    # Without a timer (no member) only the writes are applied.
+    await redis.hset(keys.room("r1"), "state", "ending")
+    assert await finalize(redis, AS_READ, [["SET", "done", "2"]]) == 1
+    assert await redis.get("done") == "2"
+
+
+# -- worker/rooms/record_created.lua -----------------------------------------------------------
+
+
+def writes_block(*commands: list[str]) -> list[Any]:
+    out: list[Any] = [len(commands)]
+    for command in commands:
+        out += [len(command), *command]
+    return out
+
+
+async def record_created(redis: Redis, rooms: list[tuple[str, str]]) -> int:
+    """Each (room, job) with a created block (SET created:<room>) and a done block (SET
+    done:<room>); the wake block SETs `woken`."""
+    script = run(redis, "worker.rooms", "record_created")
+    args: list[Any] = [len(rooms)]
+    for room, job in rooms:
+        args += [job, *writes_block(["SET", f"created:{room}", job])]
+        args += writes_block(["SET", f"done:{room}", job], ["INCR", "done"])
+    args += writes_block(["SET", "woken", "1"])
+    return int(await script(keys=[keys.room(r) for r, _ in rooms], args=args))
+
+
+async def test_record_created_applies_each_rooms_block_by_its_session(redis: Redis) -> None:
+    await redis.hset(keys.room("a"), mapping={"state": "creating", "job_id": "ja"})
+    await redis.hset(keys.room("b"), mapping={"state": "queued", "job_id": "jb"})
+    await redis.hset(keys.room("c"), mapping={"state": "created", "job_id": "jc"})  # done before
+    await redis.hset(keys.room("d"), mapping={"state": "creating", "job_id": "newer"})
+    rooms = [("a", "ja"), ("b", "jb"), ("c", "jc"), ("d", "jd"), ("e", "je")]  # e: no session
+    assert await record_created(redis, rooms) == 2
+    assert await redis.get("created:a") == "ja"
+    assert await redis.get("created:b") == "jb"
+    for room in "cde":
+        assert await redis.exists(f"created:{room}") == 0
+        assert await redis.exists(f"done:{room}") == 1
+    assert await redis.exists("done:a", "done:b") == 0
+    assert await redis.get("done") == "3"
+    assert await redis.get("woken") == "1"
+
+
+async def test_record_created_wakes_nobody_when_no_room_was_created(redis: Redis) -> None:
+    await redis.hset(keys.room("a"), mapping={"state": "active", "job_id": "ja"})
+    assert await record_created(redis, [("a", "ja")]) == 0
+    assert await redis.get("done:a") == "ja"
+    assert await redis.exists("woken") == 0
 
 
 # -- worker/rooms/start_create.lua -------------------------------------------------------------
@@ -1015,6 +1132,70 @@ async def test_host_admit_a_first_in_line_that_never_came_lets_another_probe(
     await redis.zadd(keys.host_waiting(HOST), {"gone": 1})
     assert (await admit(redis, 2_500, "q2"))[0] == 0
     assert (await admit(redis, 3_000, "q2"))[:3] == [1, 0, 1]
+
+
+# -- worker/webhooks/host_admit_head.lua -------------------------------------------------------
+
+
+async def advance_and_admit(
+    redis: Redis, *, claim: str = "tok", rps: float = 10, mark: str = "50.0"
+) -> list[Any]:
+    """advance.lua, then host_admit.lua for the new head, in one script (as the dispatcher)."""
+    second = lua.source("worker.webhooks", "host_admit_head") + lua.source(
+        "worker.webhooks", "host_admit"
+    )
+    script = redis.register_script(lua.chained_source(("worker.webhooks", "advance"), second))
+    a = ["d1", '{"status":200}', 1, "delivered", "", "50.0", 600, "", "q", claim, 9_000]
+    a += [keys.delivery(""), keys.event_body("")]
+    k = [keys.host(HOST), keys.host_waiting(HOST), keys.host_tat(HOST), keys.HOSTS, ""]
+    k += ["q:list", "dq:lease"]
+    b = ["q", 10_000, 1000, rps, 1000, HOST, "breaker open", "rate", "q", claim]
+    b += [keys.delivery(""), mark]
+    both = await script(keys=[*ADVANCE_KEYS, *k], args=[len(ADVANCE_KEYS), len(a), *a, *b])
+    return list(both)
+
+
+async def test_host_admit_head_asks_for_the_head_the_step_marked(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.delivery("d2"), "held", "rate")
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]  # the step's own answer, unchanged
+    assert admitted == [1, 0, 0, 0]
+    assert await redis.zscore(keys.HOSTS, HOST) == 10_000
+    assert await redis.get(keys.host_tat(HOST)) == "10100.000"  # its rate slot reserved
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["inflight"], "held" in record) == ("50.0", False)
+
+
+async def test_host_admit_head_a_held_head_is_unmarked_and_says_why(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 20_000})
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]
+    assert admitted == [0, 20_000, "breaker"]
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["held"], "inflight" in record) == ("breaker open", False)
+
+
+@pytest.mark.parametrize(
+    "case", ["the last one", "lease lost", "next finished", "next's body expired", "not marked"]
+)
+async def test_host_admit_head_asks_nothing_without_a_head_to_attempt(
+    redis: Redis, case: str
+) -> None:
+    next_state = "delivered" if case == "next finished" else "pending"
+    await a_queue(redis, only_one=case == "the last one", next_state=next_state)
+    if case == "next's body expired":
+        await redis.delete(keys.event_body("e2"))
+    _, admitted = await advance_and_admit(
+        redis,
+        claim="stale" if case == "lease lost" else "tok",
+        mark="" if case == "not marked" else "50.0",
+    )
+    assert admitted == [2]
+    # No rate slot taken, the host not listed as attempted, the next record not touched.
+    assert await redis.exists(keys.host_tat(HOST), keys.HOSTS) == 0
+    assert await redis.hexists(keys.delivery("d2"), "held") == 0
 
 
 # -- worker/webhooks/host_observe.lua ----------------------------------------------------------

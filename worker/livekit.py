@@ -176,6 +176,12 @@ class LiveKit:
         res = await self._call(lambda: self._api.room.list_rooms(req))
         return [room_dict(r) for r in res.rooms]
 
+    async def live_sessions(self) -> set[tuple[str, str]]:
+        """(name, sid) of every room LiveKit has: what reconciliation compares, without building
+        each room's dict (tens of thousands of rooms, on the timers' loop)."""
+        res = await self._call(lambda: self._api.room.list_rooms(api.ListRoomsRequest()))
+        return {(r.name, r.sid) for r in res.rooms}
+
     async def list_participants(self, room: str) -> list[dict[str, Any]]:
         """LiveKit's ParticipantInfo of everyone in a room, as snake_case JSON data."""
         req = api.ListParticipantsRequest(room=room)

@@ -27,6 +27,7 @@ log = get_logger("roomkeeper.timers")
 # their deadline or firing), at most RUNNING firing at once. A worker killed while holding them
 # leaves them to the lease's end, as it does the ones it was firing.
 LOOKAHEAD_MS = 1000
+IDLE_MAX_S = 1.0  # the longest the consumer sleeps without looking (timers.WAKE_WITHIN_MS)
 HELD = 1024
 RUNNING = 256
 PARENT_CHECK_S = 0.25
@@ -88,7 +89,7 @@ class TimerThread:
                 concurrency=HELD,
                 running=RUNNING,
                 lookahead_ms=LOOKAHEAD_MS,
-                idle_max=1.0,
+                idle_max=IDLE_MAX_S,
                 grace=settings.shutdown_grace,
             )
         finally:

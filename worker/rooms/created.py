@@ -1,9 +1,10 @@
 """What a create job writes when a room's create ends: created, already done, or failed.
 
 A created room's session moves to `created`, its timers are armed and its `room_created` event is
-emitted in one guarded transaction (WATCH on the session), so an event exists exactly when the
-state does and a re-run after a crash writes nothing twice. Rooms are recorded as their LiveKit
-calls return, each time in one transaction for all that have arrived meanwhile (`GroupRecorder`).
+emitted in one atomic step (`record_created.lua`, which checks the session is still pending on its
+job), so an event exists exactly when the state does and a re-run after a crash writes nothing
+twice. Rooms are recorded as their LiveKit calls return, each time in one step for all that have
+arrived meanwhile (`GroupRecorder`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import WatchError
+from redis.typing import EncodableT
 
+from worker import lua
 from worker.deps import Deps
 from worker.logs import get_logger
 from worker.rooms.session import CreateJob, RoomSession, RoomState
-from worker.rooms.timers import arm, room_timers
+from worker.rooms.timers import arm, needs_wake, room_timers
+from worker.staged import block, stage
 from worker.webhooks.bodies import notify_body, notify_room
 
 log = get_logger("roomkeeper.create")
 
-# Most rooms recorded per MULTI: enough to amortise the round trips, few enough that a
-# conflicting write (rare) only replays a few.
+# Most rooms recorded per script call: enough to amortise the round trip, few enough that one
+# call holds Redis only briefly.
 RECORD_CHUNK = 100
 
 
@@ -88,7 +92,7 @@ class GroupRecorder:
     """Records created rooms in groups (a group commit).
 
     Each caller adds its room; whoever finds the recorder free records everything waiting, in
-    one transaction, while the rooms arriving meanwhile form the next group. A caller returns
+    one step, while the rooms arriving meanwhile form the next group. A caller returns
     once its room is recorded (or its group failed, which fails the job and re-runs it).
     """
 
@@ -108,55 +112,36 @@ class GroupRecorder:
 
 
 async def _record_created(deps: Deps, chunk: list[Created]) -> None:
-    """Move each created room's session to `created`, in one transaction when possible."""
-    for _ in range(3):
-        try:
-            await _record_chunk(deps, chunk)
-            return
-        except WatchError:
-            continue  # a room of the chunk changed under us; look again
-    for w, info in chunk:  # busy rooms: one transaction each, so none holds up the rest
-        await _record_chunk(deps, [(w, info)], retry=True)
+    """Move each created room's session to `created` (`record_created.lua`), in one round trip.
+
+    Each room's writes are built twice, for both outcomes: created, or (a session an earlier
+    run recorded, or one no longer this job's) only the job complete; the script picks per
+    room, atomically, as a WATCHed transaction would have after reading the sessions.
+    """
+    args: list[EncodableT] = [len(chunk)]
+    soonest = None
+    for w, info in chunk:
+        info_json = json.dumps(info, separators=(",", ":"))
+        created, done = stage(deps.redis), stage(deps.redis)
+        due = _created_cmds(created, deps, w, info, info_json)
+        soonest = due if soonest is None else min(soonest, due)
+        deps.store.job_complete_cmds(
+            done, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id
+        )
+        args += [w.job_id, *block(created), *block(done)]
+    wake = stage(deps.redis)  # one wake-up per schedule for the whole group
+    if needs_wake(soonest):
+        deps.timers.wake(wake)
+    deps.outbox.schedule.wake(wake)
+    args += block(wake)
+    await lua.script(deps.redis, "worker.rooms", "record_created")(
+        keys=deps.store.session_keys([w.room_id for w, _ in chunk]), args=args
+    )
 
 
-async def _record_chunk(deps: Deps, chunk: list[Created], *, retry: bool = False) -> None:
-    """One guarded transaction: sessions still pending on their job become `created`."""
-    room_keys = deps.store.session_keys([w.room_id for w, _ in chunk])
-    while True:
-        async with deps.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(*room_keys)
-                # Read on another connection: WATCH is already armed, so any change after this
-                # read still aborts the EXEC below; one round trip instead of one per room.
-                async with deps.redis.pipeline(transaction=False) as reader:
-                    for w, _ in chunk:
-                        deps.store.head_cmd(reader, w.room_id)
-                    rows = await reader.execute()
-                pipe.multi()
-                created = 0
-                for (w, info), row in zip(chunk, rows, strict=True):
-                    session = deps.store.head(w.room_id, row)
-                    info_json = json.dumps(info, separators=(",", ":"))
-                    if session.job_id != w.job_id or not session.pending:
-                        # done by an earlier run
-                        deps.store.job_complete_cmds(
-                            pipe, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id
-                        )
-                    else:
-                        _created_cmds(pipe, deps, w, info, info_json)
-                        created += 1
-                if created:  # one wake-up per schedule for the whole group
-                    deps.timers.wake(pipe)
-                    deps.outbox.schedule.wake(pipe)
-                await pipe.execute()
-                return
-            except WatchError:
-                if not retry:
-                    raise
-
-
-def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> None:
-    """The session's move to `created`, its timers and its `room_created` event."""
+def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> int:
+    """The session's move to `created`, its timers and its `room_created` event; returns when
+    its first timer is due (ms)."""
     request, room_id, job_id = w.request, w.room_id, w.job_id
     settings = deps.settings
     metadata = json.loads(info["metadata"] or "{}") if info.get("metadata") else {}
@@ -179,19 +164,15 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
     )
     sid_ttl_s = int(settings.past_rooms_retention_days * 86400)
     deps.store.created_cmds(pipe, session, sid_ttl_s=sid_ttl_s)
-    arm(
-        pipe,
-        deps.timers,
-        room_timers(
-            room_id,
-            info["sid"],
-            creation_ms=creation_ms(info),
-            empty_timeout=int(request["empty_timeout"]),
-            duration_min=int(request["room_duration"]),
-            warnings=settings.session_ending_warnings,
-        ),
-        wake=False,
+    timers = room_timers(
+        room_id,
+        info["sid"],
+        creation_ms=creation_ms(info),
+        empty_timeout=int(request["empty_timeout"]),
+        duration_min=int(request["room_duration"]),
+        warnings=settings.session_ending_warnings,
     )
+    arm(pipe, deps.timers, timers, wake=False)
     deps.outbox.emit(
         pipe,
         event_id=w.job.event_id,
@@ -203,3 +184,4 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         wake=False,
     )
     deps.store.job_complete_cmds(pipe, job_id, info_json, room_id=room_id, event_id=w.job.event_id)
+    return min(t.deadline_ms for t in timers)

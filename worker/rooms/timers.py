@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import keys
-from worker.queue.schedule import Schedule
+from worker.queue.schedule import Schedule, now_ms
 
 SCHEDULE_NAME = keys.TIMERS
 RECONCILE = "reconcile"
+# A timer due at least this far ahead is claimed in time without waking the timer consumer: it
+# looks again at least once a second (`timer_thread.IDLE_MAX_S`) for what falls due within its
+# look-ahead (`timer_thread.LOOKAHEAD_MS`); the rest is room for clocks that differ between
+# processes. A wake-up costs the consumer three round trips, and a bulk arms thousands of timers
+# minutes ahead.
+WAKE_WITHIN_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,11 @@ def room_timers(
             for w in sorted(offsets, reverse=True)
         )
     return timers
+
+
+def needs_wake(due_ms: int | None, now: int | None = None) -> bool:
+    """Whether timers first due at `due_ms` (None: no timers) must wake the timer consumer."""
+    return due_ms is not None and due_ms < (now_ms() if now is None else now) + WAKE_WITHIN_MS
 
 
 def arm(pipe: Any, schedule: Schedule, timers: list[Timer], *, wake: bool = True) -> None:
