@@ -671,7 +671,8 @@ async def test_reserve_slot_beyond_max_wait_reserves_nothing(redis: Redis) -> No
 async def peek(redis: Redis) -> Any:
     script = run(redis, "worker.webhooks", "peek")
     return await script(
-        keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "12.5"]
+        keys=["q:list", keys.gone("q")],
+        args=[keys.delivery(""), keys.event_body(""), "12.5", keys.webhook_url("")],
     )
 
 
@@ -740,6 +741,32 @@ async def test_peek_expired_body_is_reported_without_a_body(redis: Redis) -> Non
     assert await redis.hexists(keys.delivery("d1"), "inflight") == 0
 
 
+async def test_peek_gives_the_url_a_record_names_by_its_hash(redis: Redis) -> None:
+    await pending_head(redis)
+    await redis.hset(keys.delivery("d1"), "uh", "abc123")
+    await redis.set(keys.event_body("e1"), "{}")
+    await redis.set(keys.webhook_url("abc123"), "http://127.0.0.1:9/hook")
+    _did, record, _gone, body = await peek(redis)
+    assert body == "{}"
+    assert as_dict(record) == {
+        "state": "pending",
+        "event_id": "e1",
+        "uh": "abc123",
+        "url": "http://127.0.0.1:9/hook",
+    }
+
+
+async def test_peek_of_a_record_whose_url_expired_is_reported_without_a_body(
+    redis: Redis,
+) -> None:
+    await pending_head(redis)
+    await redis.hset(keys.delivery("d1"), "uh", "abc123")
+    await redis.set(keys.event_body("e1"), "{}")
+    did, record, gone = await peek(redis)
+    assert (did, gone, "url" in as_dict(record)) == ("d1", 0, False)
+    assert await redis.hexists(keys.delivery("d1"), "inflight") == 0
+
+
 # -- worker/webhooks/settle.lua ----------------------------------------------------------------
 
 
@@ -785,6 +812,26 @@ async def test_settle_delivered_moves_state_counts_and_index(redis: Redis) -> No
     assert await redis.zcard(keys.deliveries_in_state("dead")) == 0
     assert await redis.exists(keys.delivery_attempts("d1")) == 0
     assert 590 < await redis.ttl(keys.delivery("d1")) <= 600
+
+
+@pytest.mark.parametrize("script", ["settle", "advance"])
+async def test_a_finished_record_keeps_its_time_as_ms_after_its_ids(
+    redis: Redis, script: str
+) -> None:
+    did = "dlv_" + f"{50_000_000 - 1_234:014x}" + "abcdef"  # created at 49.998766 s
+    await redis.hset(keys.delivery(did), mapping={"state": "pending", "queue": "q"})
+    await redis.hset("dq:lease", "q", "tok")
+    await redis.rpush("q:list", did)
+    k = [keys.delivery(did), *ADVANCE_KEYS[1:]]
+    if script == "settle":
+        a = [did, "", "", "delivered", "", "", "50.0", 600, ""]
+        moved = await run(redis, "worker.webhooks", "settle")(keys=k[:5], args=a)
+    else:
+        a = [did, "", "", "delivered", "", "50.0", 600, "", "q", "tok", 9_000]
+        prefixes = [keys.delivery(""), keys.event_body(""), keys.webhook_url("")]
+        moved = (await run(redis, "worker.webhooks", "advance")(keys=k, args=[*a, *prefixes]))[0]
+    assert int(moved) == 1
+    assert await redis.hgetall(keys.delivery(did)) == {"state": "delivered", "fin": "1"}
 
 
 async def test_settle_dead_with_a_reason_is_indexed_dead(redis: Redis) -> None:
@@ -876,7 +923,8 @@ async def advance(
 ) -> Any:
     script = run(redis, "worker.webhooks", "advance")
     a = ["d1", '{"status":200}', 1, state, reason, "50.0", 600, gone_ttl, "q", claim, 9_000]
-    return await script(keys=ADVANCE_KEYS, args=[*a, keys.delivery(""), keys.event_body("")])
+    prefixes = [keys.delivery(""), keys.event_body(""), keys.webhook_url("")]
+    return await script(keys=ADVANCE_KEYS, args=[*a, *prefixes])
 
 
 async def the_three_scripts(
@@ -893,7 +941,8 @@ async def the_three_scripts(
         return [moved, -1]
     peek = run(redis, "worker.webhooks", "peek")
     head = await peek(
-        keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "50.0"]
+        keys=["q:list", keys.gone("q")],
+        args=[keys.delivery(""), keys.event_body(""), "50.0", keys.webhook_url("")],
     )
     if head is None:
         release = run(redis, "worker.queue", "release")

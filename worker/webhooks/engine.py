@@ -41,7 +41,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
+from worker.webhooks.delivery import Delivery, created_at, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -204,9 +204,10 @@ class Dispatcher:
 
     async def _peek(self, qid: str) -> Head | None:
         """The head delivery of a queue, read (and marked in flight) in one round trip."""
+        now = f"{time.time():.6f}"
         raw = await self._peek_script(
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
-            args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
+            args=[keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")],
         )
         return head_of(raw) if raw else None
 
@@ -248,6 +249,7 @@ class Dispatcher:
             now_ms() + self.schedule.lease_ms,
             keys.delivery(""),
             keys.event_body(""),
+            keys.webhook_url(""),
         ]
         # The queue's URL, from this head's record; a record pruned meanwhile has none, and
         # its next head is then asked about on its own (a mark of "" matches none).
@@ -388,7 +390,7 @@ class Dispatcher:
         state, reason = final_state(outcome)
         child(DELIVERIES, state).inc()
         if state == "delivered":
-            DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
+            DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
         else:
             log.warning("webhook dead", **fields, reason=reason)
 
