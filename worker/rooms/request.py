@@ -43,6 +43,7 @@ from worker.rooms.features import (
     OptInt,
     OptStr,
     RoomFeatures,
+    copies_of,
 )
 from worker.rooms.limits import (
     DEFAULT_LIMITS,
@@ -177,7 +178,9 @@ class RoomMetadata(MetadataObject):
     webhook_events: list[StrictStr] | None = None  # `webhookEvents` too, as every field
     logout_url: StrictStr | None = None
     room_features: RoomFeatures
-    default_lock_settings: DefaultLockSettings = Field(default_factory=DefaultLockSettings)
+    default_lock_settings: DefaultLockSettings = Field(
+        default_factory=copies_of(DefaultLockSettings)
+    )
     copyright_conf: CopyrightConf | None = None
     extra_data: Any = None  # a map of strings (PHP v2), or a string (older SDKs)
     # Set by plugNmeet itself; a client sending them gets them stored as sent.
@@ -287,7 +290,9 @@ class CreateRoomRequest(BaseModel, Proto3):
         metadata_json = metadata_json_of(self.metadata)
         if len(metadata_json.encode()) > limits.max_metadata_bytes:
             raise rule(f"must be at most {limits.max_metadata_bytes} bytes as JSON", "metadata")
-        self._room = CreateRoom(
+        # Written and read in the private dict itself: pydantic's private-attribute `__setattr__`
+        # and `__getattr__` cost microseconds per access (a descriptor probe raising inside).
+        self.__pydantic_private__["_room"] = CreateRoom(  # type: ignore[index]
             room_id=self.room_id,
             max_participants=self.max_participants,
             empty_timeout=self.empty_timeout or limits.default_empty_timeout,
@@ -303,8 +308,9 @@ class CreateRoomRequest(BaseModel, Proto3):
     @property
     def room(self) -> CreateRoom:
         """The normalised create (metadata dumped, defaults resolved against the limits)."""
-        assert self._room is not None
-        return self._room
+        room: CreateRoom | None = self.__pydantic_private__["_room"]  # type: ignore[index]
+        assert room is not None
+        return room
 
 
 UNITS = {
