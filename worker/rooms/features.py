@@ -7,7 +7,8 @@ model around them is `worker.rooms.request`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -27,6 +28,29 @@ from worker.rooms.limits import (
     limits_of,
 )
 from worker.wire import Also, IntLike, Presence, Proto3, Zero, ZeroUnless, rule
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def copies_of(model: type[M]) -> Callable[[], M]:
+    """A default factory: fresh copies of `model()`, validated once here instead of per request.
+
+    Each copy is the object `model()` gives (the same field values, fields set, no extras), each
+    its own (a validator may change it); pydantic's own `__copy__` costs more than validating.
+    """
+    proto = model()
+    values, fields_set = proto.__dict__, proto.__pydantic_fields_set__
+    new, assign = model.__new__, object.__setattr__
+
+    def copy() -> M:
+        made = new(model)
+        assign(made, "__dict__", values.copy())
+        assign(made, "__pydantic_fields_set__", set(fields_set))
+        assign(made, "__pydantic_extra__", {})
+        assign(made, "__pydantic_private__", None)
+        return made
+
+    return copy
 
 
 class MetadataObject(BaseModel, Proto3):
@@ -173,17 +197,23 @@ class RoomFeatures(MetadataObject):
     allow_virtual_bg: OptBool = None
     allow_raise_hand: OptBool = None
     auto_gen_user_id: OptBool = None
-    recording_features: RecordingFeatures = Field(default_factory=RecordingFeatures)
-    chat_features: ChatFeatures = Field(default_factory=ChatFeatures)
-    shared_note_pad_features: SharedNotePadFeatures = Field(default_factory=SharedNotePadFeatures)
-    whiteboard_features: WhiteboardFeatures = Field(default_factory=WhiteboardFeatures)
-    external_media_player_features: ExternalMediaPlayerFeatures = Field(
-        default_factory=ExternalMediaPlayerFeatures
+    recording_features: RecordingFeatures = Field(default_factory=copies_of(RecordingFeatures))
+    chat_features: ChatFeatures = Field(default_factory=copies_of(ChatFeatures))
+    shared_note_pad_features: SharedNotePadFeatures = Field(
+        default_factory=copies_of(SharedNotePadFeatures)
     )
-    waiting_room_features: WaitingRoomFeatures = Field(default_factory=WaitingRoomFeatures)
-    breakout_room_features: BreakoutRoomFeatures = Field(default_factory=BreakoutRoomFeatures)
+    whiteboard_features: WhiteboardFeatures = Field(default_factory=copies_of(WhiteboardFeatures))
+    external_media_player_features: ExternalMediaPlayerFeatures = Field(
+        default_factory=copies_of(ExternalMediaPlayerFeatures)
+    )
+    waiting_room_features: WaitingRoomFeatures = Field(
+        default_factory=copies_of(WaitingRoomFeatures)
+    )
+    breakout_room_features: BreakoutRoomFeatures = Field(
+        default_factory=copies_of(BreakoutRoomFeatures)
+    )
     display_external_link_features: DisplayExternalLinkFeatures = Field(
-        default_factory=DisplayExternalLinkFeatures
+        default_factory=copies_of(DisplayExternalLinkFeatures)
     )
     polls_features: PollsFeatures | None = None
     external_broadcasting_features: ExternalBroadcastingFeatures | None = None
