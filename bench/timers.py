@@ -15,7 +15,7 @@ For reference, plugNmeet checks durations every 5 s and empty rooms every 5 min.
 
 Also: Redis memory per tracked room (seed example metadata) and worker RSS at N rooms.
 
-    .venv/bin/python -m bench.timers [--rooms 10000 --window 60] [--quick]
+    .venv/bin/python -m bench.timers [--rooms 10000 --window 60] [--quick] [--breakdown]
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
+from collections import Counter
 
 import aiohttp
 from livekit import api
@@ -85,8 +87,36 @@ def lateness_summary(late: list[float]) -> str:
     )
 
 
+async def kept_bytes(redis: Redis) -> int:
+    """Redis's used memory less its clients' buffers (the API's and the worker's connections
+    hold query buffers of the bulk calls just sent, which Redis frees once they idle): what the
+    rooms themselves keep, as `bench.deliveries` measures a delivered event."""
+    stats = await redis.memory_stats()
+    used = (await redis.info("memory"))["used_memory"]
+    return int(used) - int(stats["clients.normal"]) - int(stats["clients.slaves"])
+
+
+# What varies in a key's name (ids, room names, hashes), so keys of one kind group together.
+_VARYING = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # uuids
+    r"|dlv_[0-9a-f]+|RM_\w+|EG_\w+|[0-9a-f]{16,}|(?<=[:|])t\d+\b|\b\d{6,}\b"
+)
+
+
+async def key_breakdown(redis: Redis, n: int) -> list[tuple[str, int, float]]:
+    """Bytes per room of each kind of key (`MEMORY USAGE`, which leaves out Redis's key and
+    expiry tables), biggest first: (kind, keys, bytes per room)."""
+    size: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    async for key in redis.scan_iter(count=1000):
+        kind = _VARYING.sub("<id>", key)
+        size[kind] += int(await redis.memory_usage(key, samples=0) or 0)
+        count[kind] += 1
+    return [(kind, count[kind], total / n) for kind, total in size.most_common()]
+
+
 async def phase_roomkeeper(
-    n: int, empty: list[int], workers: int
+    n: int, empty: list[int], workers: int, breakdown: bool = False
 ) -> tuple[list[float], dict[str, float]]:
     """Lateness of each roomkeeper end, and the run's other figures."""
     redis_server = RedisServer()
@@ -97,7 +127,7 @@ async def phase_roomkeeper(
     receiver_url = f"http://127.0.0.1:{receiver_port}"
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        before = int((await redis.info("memory"))["used_memory"])
+        before = await kept_bytes(redis)
         async with roomkeeper(redis_server, emu.url, workers=workers, api_port=api_port) as (
             url,
             procs,
@@ -110,8 +140,19 @@ async def phase_roomkeeper(
             created_at = time.time()
             # Memory once every room is tracked (and, with the default offset, before the first
             # deadline).
-            after = int((await redis.info("memory"))["used_memory"])
+            after = await kept_bytes(redis)
+            with_buffers = int((await redis.info("memory"))["used_memory"])
             rss = [rss_mib(p.proc.pid) for p in procs if p.proc]
+            if breakdown:
+                kinds = await key_breakdown(redis, n)
+                print(
+                    f"Redis per tracked room by kind of key ({(after - before) / n:.0f} B in all,"
+                    f" {(with_buffers - after) / n:.0f} B more in clients' buffers then):"
+                )
+                for kind, keys_of_kind, per_room in kinds:
+                    print(f"  {kind:48} {keys_of_kind:7} keys  {per_room:8.1f} B per room")
+                rest = (after - before) / n - sum(k[2] for k in kinds)
+                print(f"  {'(Redis key and expiry tables)':48} {'':12} {rest:8.1f} B")
             # A room's CreateRoom has returned some milliseconds before its session is recorded.
             deadlines = await wait_until(lambda: _deadlines(redis, n), 60, "every room recorded")
             first = min(deadlines.values())
@@ -209,6 +250,11 @@ async def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="500 rooms over 5 s")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print Redis's bytes per room by kind of key once every room is created",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rooms, args.window, args.offset = 500, 5, 8
@@ -216,7 +262,7 @@ async def main() -> None:
         args.offset = max(8, args.rooms // 150)
     empty = timeouts(args.rooms, args.offset, args.window)
 
-    late, ours = await phase_roomkeeper(args.rooms, empty, args.workers)
+    late, ours = await phase_roomkeeper(args.rooms, empty, args.workers, args.breakdown)
     baseline = await phase_livekit(args.rooms, empty)
     report(
         f"timer precision: {args.rooms} rooms, deadlines over {args.window} s, "

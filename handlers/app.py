@@ -7,9 +7,10 @@ becomes `INTERNAL_SERVER_ERROR` (logged with the request id), never a traceback 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -38,14 +39,37 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+# Labelled metric children by label values: `labels()` hashes and validates its arguments on
+# every call, and the set of (route, status_code, http_status) seen is small.
+_COUNTED: dict[tuple[str, str, int], Any] = {}
+_TIMED: dict[str, Any] = {}
+
+
+def _counted(route: str, status_code: str, http_status: int) -> Any:
+    child = _COUNTED.get((route, status_code, http_status))
+    if child is None:
+        child = REQUESTS.labels(route, status_code, str(http_status))
+        _COUNTED[route, status_code, http_status] = child
+    return child
+
+
+def _timed(route: str) -> Any:
+    child = _TIMED.get(route)
+    if child is None:
+        child = _TIMED[route] = REQUEST_SECONDS.labels(route)
+    return child
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, one log line per request, and metrics by route and status_code."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id") or os.urandom(16).hex()
     started = time.perf_counter()
     route = _route_name(request)
     status_code = ""
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    # A connection's requests run in one task (one context): the id is bound and reset here.
+    bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -53,8 +77,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["X-Request-Id"] = request_id
         status_code = response.get(STATUS_CODE, "")
         elapsed = time.perf_counter() - started
-        REQUESTS.labels(route, status_code, str(response.status)).inc()
-        REQUEST_SECONDS.labels(route).observe(elapsed)
+        _counted(route, status_code, response.status).inc()
+        _timed(route).observe(elapsed)
         log.info(
             "request",
             method=request.method,
@@ -67,6 +91,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(response, web.HTTPException):
             raise response
         return response
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
 
 
 def _unknown_route(request: web.Request) -> web.Response | None:

@@ -7,6 +7,8 @@ absurd nesting and numbers too long to be an integer are refused with a message 
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 32
@@ -29,26 +31,17 @@ def _no_constants(name: str) -> Any:
     raise BadJson(f"{name} is not valid JSON")
 
 
+# A JSON string (its closing quote optional: an unterminated one runs to the end), and the
+# brackets outside strings: the scan below is then done in C, not a Python loop per character.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_BRACKET = re.compile(r"[\[\]{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
 def _depth(raw: str) -> int:
     """Deepest bracket nesting outside strings (checked before parsing, so no recursion error)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+    brackets = _BRACKET.findall(_STRING.sub("", raw))
+    return max(0, max(accumulate(map(_STEP.__getitem__, brackets)), default=0))
 
 
 def parse_json(body: bytes) -> Any:

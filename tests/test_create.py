@@ -85,6 +85,28 @@ async def _has_room(stack: Stack, name: str) -> bool:
     return name in await rooms_in_livekit(stack)
 
 
+async def test_concurrent_creates_after_redis_lost_its_scripts_each_get_their_own_job(
+    stack: Stack, redis
+) -> None:
+    # The API sends its claim script by SHA alone; a Redis that restarted or flushed its
+    # scripts answers NOSCRIPT, and the claims must still go through, each with its own answer
+    # (concurrent creates share one pipeline to Redis).
+    await redis.script_flush()
+    names = [f"flushed-{i}" for i in range(12)]
+
+    answers = await asyncio.gather(
+        *(stack.api.create(seed_request(name), asynchronous=True) for name in names)
+    )
+
+    assert [a["msg"] for a in answers] == ["queued"] * len(names), answers
+    job_ids = [a["job_id"] for a in answers]
+    assert len(set(job_ids)) == len(names)
+    for name, job_id in zip(names, job_ids, strict=True):
+        assert await redis.hget(keys.job(job_id), "room_id") == name
+    for name in names:
+        await eventually(lambda n=name: _has_room(stack, n), what=f"{name} in LiveKit")
+
+
 async def test_twenty_concurrent_creates_give_one_livekit_room_and_one_event(
     stack: Stack, receiver: Receiver
 ) -> None:

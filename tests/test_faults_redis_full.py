@@ -143,7 +143,7 @@ async def half_written(redis: Redis) -> list[str]:
             problems.append(f"{key} in state {room.get('state')!r}")
             continue
         sid = room.get("sid", "")
-        if not sid or not room.get("info"):
+        if not sid or not (room.get("info") or room.get("i0")):
             problems.append(f"{key} live without sid or info")
         if await redis.get(keys.sid(sid)) != room_id:
             problems.append(f"{key}: rk:sid:{sid} does not lead back")
@@ -155,7 +155,7 @@ async def half_written(redis: Redis) -> list[str]:
         if key.endswith(":att"):
             continue
         delivery = await redis.hgetall(key)
-        if {"state", "event_id", "url"} - set(delivery):
+        if {"state", "event_id"} - set(delivery) or not {"url", "uh"} & set(delivery):
             problems.append(f"{key} lacks fields: {sorted(delivery)}")
         elif (
             delivery["state"] == "pending"

@@ -17,6 +17,7 @@ from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
 from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from worker import keys
+from worker.rooms.livekit_events import encode_event, parse_event
 
 
 def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -> str:
@@ -144,3 +145,18 @@ async def test_an_event_of_an_earlier_session_goes_to_that_sessions_webhook(
     await eventually(lambda: _drained(redis), what="inbound and delivery queues drained")
     assert "participant_joined" not in [e["event"] for e in receiver.events("/next")]
     assert await redis.hget(keys.room("hooked"), "participants") == "0"  # not the new session's
+
+
+def test_a_queued_event_is_kept_deflated_and_older_forms_still_read() -> None:
+    metadata = '{"room_title":"Test room","room_features":{"allow_webcams":true}}' * 20
+    room = api.Room(sid="RM_q1", name="queued", metadata=metadata, creation_time_ms=1_700_000_000)
+    event = api.WebhookEvent(event="room_started", id="EV_q1", room=room, created_at=1_700_000_000)
+    queued = encode_event(event)
+    assert queued.startswith("z1:")
+    assert len(queued) < len(event.SerializeToString()) / 2
+    assert parse_event(queued) == event
+    # As versions before kept it: protobuf in base64, or LiveKit's JSON body.
+    assert parse_event(base64.b64encode(event.SerializeToString()).decode()) == event
+    assert parse_event(MessageToJson(event)) == event
+    with pytest.raises(ValueError, match="not a LiveKit webhook event"):
+        parse_event("z1:bm90IGRlZmxhdGVk")

@@ -45,6 +45,7 @@ TESTED = {
     "worker/webhooks/advance.lua",
     "worker/webhooks/prune.lua",
     "worker/webhooks/host_admit.lua",
+    "worker/webhooks/host_admit_head.lua",
     "worker/webhooks/host_observe.lua",
 }
 
@@ -665,7 +666,8 @@ async def test_reserve_slot_beyond_max_wait_reserves_nothing(redis: Redis) -> No
 async def peek(redis: Redis) -> Any:
     script = run(redis, "worker.webhooks", "peek")
     return await script(
-        keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "12.5"]
+        keys=["q:list", keys.gone("q")],
+        args=[keys.delivery(""), keys.event_body(""), "12.5", keys.webhook_url("")],
     )
 
 
@@ -734,6 +736,32 @@ async def test_peek_expired_body_is_reported_without_a_body(redis: Redis) -> Non
     assert await redis.hexists(keys.delivery("d1"), "inflight") == 0
 
 
+async def test_peek_gives_the_url_a_record_names_by_its_hash(redis: Redis) -> None:
+    await pending_head(redis)
+    await redis.hset(keys.delivery("d1"), "uh", "abc123")
+    await redis.set(keys.event_body("e1"), "{}")
+    await redis.set(keys.webhook_url("abc123"), "http://127.0.0.1:9/hook")
+    _did, record, _gone, body = await peek(redis)
+    assert body == "{}"
+    assert as_dict(record) == {
+        "state": "pending",
+        "event_id": "e1",
+        "uh": "abc123",
+        "url": "http://127.0.0.1:9/hook",
+    }
+
+
+async def test_peek_of_a_record_whose_url_expired_is_reported_without_a_body(
+    redis: Redis,
+) -> None:
+    await pending_head(redis)
+    await redis.hset(keys.delivery("d1"), "uh", "abc123")
+    await redis.set(keys.event_body("e1"), "{}")
+    did, record, gone = await peek(redis)
+    assert (did, gone, "url" in as_dict(record)) == ("d1", 0, False)
+    assert await redis.hexists(keys.delivery("d1"), "inflight") == 0
+
+
 # -- worker/webhooks/settle.lua ----------------------------------------------------------------
 
 
@@ -779,6 +807,26 @@ async def test_settle_delivered_moves_state_counts_and_index(redis: Redis) -> No
     assert await redis.zcard(keys.deliveries_in_state("dead")) == 0
     assert await redis.exists(keys.delivery_attempts("d1")) == 0
     assert 590 < await redis.ttl(keys.delivery("d1")) <= 600
+
+
+@pytest.mark.parametrize("script", ["settle", "advance"])
+async def test_a_finished_record_keeps_its_time_as_ms_after_its_ids(
+    redis: Redis, script: str
+) -> None:
+    did = "dlv_" + f"{50_000_000 - 1_234:014x}" + "abcdef"  # created at 49.998766 s
+    await redis.hset(keys.delivery(did), mapping={"state": "pending", "queue": "q"})
+    await redis.hset("dq:lease", "q", "tok")
+    await redis.rpush("q:list", did)
+    k = [keys.delivery(did), *ADVANCE_KEYS[1:]]
+    if script == "settle":
+        a = [did, "", "", "delivered", "", "", "50.0", 600, ""]
+        moved = await run(redis, "worker.webhooks", "settle")(keys=k[:5], args=a)
+    else:
+        a = [did, "", "", "delivered", "", "50.0", 600, "", "q", "tok", 9_000]
+        prefixes = [keys.delivery(""), keys.event_body(""), keys.webhook_url("")]
+        moved = (await run(redis, "worker.webhooks", "advance")(keys=k, args=[*a, *prefixes]))[0]
+    assert int(moved) == 1
+    assert await redis.hgetall(keys.delivery(did)) == {"state": "delivered", "fin": "1"}
 
 
 async def test_settle_dead_with_a_reason_is_indexed_dead(redis: Redis) -> None:
@@ -870,7 +918,8 @@ async def advance(
 ) -> Any:
     script = run(redis, "worker.webhooks", "advance")
     a = ["d1", '{"status":200}', 1, state, reason, "50.0", 600, gone_ttl, "q", claim, 9_000]
-    return await script(keys=ADVANCE_KEYS, args=[*a, keys.delivery(""), keys.event_body("")])
+    prefixes = [keys.delivery(""), keys.event_body(""), keys.webhook_url("")]
+    return await script(keys=ADVANCE_KEYS, args=[*a, *prefixes])
 
 
 async def the_three_scripts(
@@ -887,7 +936,8 @@ async def the_three_scripts(
         return [moved, -1]
     peek = run(redis, "worker.webhooks", "peek")
     head = await peek(
-        keys=["q:list", keys.gone("q")], args=[keys.delivery(""), keys.event_body(""), "50.0"]
+        keys=["q:list", keys.gone("q")],
+        args=[keys.delivery(""), keys.event_body(""), "50.0", keys.webhook_url("")],
     )
     if head is None:
         release = run(redis, "worker.queue", "release")
@@ -1126,6 +1176,70 @@ async def test_host_admit_a_first_in_line_that_never_came_lets_another_probe(
     await redis.zadd(keys.host_waiting(HOST), {"gone": 1})
     assert (await admit(redis, 2_500, "q2"))[0] == 0
     assert (await admit(redis, 3_000, "q2"))[:3] == [1, 0, 1]
+
+
+# -- worker/webhooks/host_admit_head.lua -------------------------------------------------------
+
+
+async def advance_and_admit(
+    redis: Redis, *, claim: str = "tok", rps: float = 10, mark: str = "50.0"
+) -> list[Any]:
+    """advance.lua, then host_admit.lua for the new head, in one script (as the dispatcher)."""
+    second = lua.source("worker.webhooks", "host_admit_head") + lua.source(
+        "worker.webhooks", "host_admit"
+    )
+    script = redis.register_script(lua.chained_source(("worker.webhooks", "advance"), second))
+    a = ["d1", '{"status":200}', 1, "delivered", "", "50.0", 600, "", "q", claim, 9_000]
+    a += [keys.delivery(""), keys.event_body("")]
+    k = [keys.host(HOST), keys.host_waiting(HOST), keys.host_tat(HOST), keys.HOSTS, ""]
+    k += ["q:list", "dq:lease"]
+    b = ["q", 10_000, 1000, rps, 1000, HOST, "breaker open", "rate", "q", claim]
+    b += [keys.delivery(""), mark]
+    both = await script(keys=[*ADVANCE_KEYS, *k], args=[len(ADVANCE_KEYS), len(a), *a, *b])
+    return list(both)
+
+
+async def test_host_admit_head_asks_for_the_head_the_step_marked(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.delivery("d2"), "held", "rate")
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]  # the step's own answer, unchanged
+    assert admitted == [1, 0, 0, 0]
+    assert await redis.zscore(keys.HOSTS, HOST) == 10_000
+    assert await redis.get(keys.host_tat(HOST)) == "10100.000"  # its rate slot reserved
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["inflight"], "held" in record) == ("50.0", False)
+
+
+async def test_host_admit_head_a_held_head_is_unmarked_and_says_why(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.hset(keys.host(HOST), mapping={"state": "open", "probe_at": 20_000})
+    advanced, admitted = await advance_and_admit(redis)
+    assert advanced[:3] == [1, 1, "d2"]
+    assert admitted == [0, 20_000, "breaker"]
+    record = await redis.hgetall(keys.delivery("d2"))
+    assert (record["held"], "inflight" in record) == ("breaker open", False)
+
+
+@pytest.mark.parametrize(
+    "case", ["the last one", "lease lost", "next finished", "next's body expired", "not marked"]
+)
+async def test_host_admit_head_asks_nothing_without_a_head_to_attempt(
+    redis: Redis, case: str
+) -> None:
+    next_state = "delivered" if case == "next finished" else "pending"
+    await a_queue(redis, only_one=case == "the last one", next_state=next_state)
+    if case == "next's body expired":
+        await redis.delete(keys.event_body("e2"))
+    _, admitted = await advance_and_admit(
+        redis,
+        claim="stale" if case == "lease lost" else "tok",
+        mark="" if case == "not marked" else "50.0",
+    )
+    assert admitted == [2]
+    # No rate slot taken, the host not listed as attempted, the next record not touched.
+    assert await redis.exists(keys.host_tat(HOST), keys.HOSTS) == 0
+    assert await redis.hexists(keys.delivery("d2"), "held") == 0
 
 
 # -- worker/webhooks/host_observe.lua ----------------------------------------------------------

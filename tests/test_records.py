@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from tests.support.api import seed_request
 from worker import keys
-from worker.rooms.records import Store
+from worker.arqueue import arq_job
+from worker.rooms.records import CreateClaim, Store
 from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
-from worker.webhooks.delivery import Delivery, DeliveryState, new_cmds, reopen_cmds
+from worker.webhooks.delivery import (
+    Delivery,
+    DeliveryState,
+    id_time,
+    new_cmds,
+    queue_id,
+    reopen_cmds,
+    resolve_urls,
+)
+from worker.webhooks.engine import new_delivery_id
 
 
 def a_session(**changes: object) -> RoomSession:
@@ -142,28 +155,37 @@ async def test_unknown_records_and_states_read_as_no_state() -> None:
     assert CreateJob.from_hash("j1", {}).over
 
 
+async def read(redis: Redis, did: str) -> Delivery:
+    """A delivery as the log reads it: its record, with the URL it names by hash."""
+    record = await redis.hgetall(keys.delivery(did))
+    await resolve_urls(redis, [record])
+    return Delivery.from_hash(did, record)
+
+
 async def test_a_delivery_is_written_reopened_and_read_through_its_owner(redis: Redis) -> None:
-    new = Delivery("dlv_1", "ev1", "room_created", "r1", "http://127.0.0.1:9/", "q1", created=5.0)
+    did = new_delivery_id()
+    url = "http://127.0.0.1:9/"
+    new = Delivery(did, "ev1", "room_created", "r1", url, queue_id("r1", url), created=id_time(did))
     async with redis.pipeline(transaction=True) as pipe:
         new_cmds(pipe, new, 60)
         await pipe.execute()
-    assert Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1"))) == new
+    assert await read(redis, did) == new
     assert await redis.hget(keys.DELIVERY_COUNTS, "pending") == "1"
-    await redis.hset(keys.delivery("dlv_1"), mapping={"state": "dead", "reason": "410"})
-    await redis.zadd(keys.deliveries_in_state("dead"), {"dlv_1": 0})
-    await redis.set(keys.gone("q1"), 1)
+    await redis.hset(keys.delivery(did), mapping={"state": "dead", "reason": "410"})
+    await redis.zadd(keys.deliveries_in_state("dead"), {did: 0})
+    await redis.set(keys.gone(new.queue), 1)
     await redis.hincrby(keys.DELIVERY_COUNTS, "pending", -1)
     await redis.hincrby(keys.DELIVERY_COUNTS, "dead", 1)
-    dead = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    dead = await read(redis, did)
     assert (dead.state, dead.reason) == (DeliveryState.DEAD, "410")
     async with redis.pipeline(transaction=True) as pipe:
         reopen_cmds(pipe, dead, 60)
         await pipe.execute()
-    again = Delivery.from_hash("dlv_1", await redis.hgetall(keys.delivery("dlv_1")))
+    again = await read(redis, did)
     assert again == new
     assert await redis.hgetall(keys.DELIVERY_COUNTS) == {"pending": "1", "dead": "0"}
-    assert await redis.exists(keys.gone("q1")) == 0
-    assert await redis.zscore(keys.deliveries_in_state("pending"), "dlv_1") == 0
+    assert await redis.exists(keys.gone(new.queue)) == 0
+    assert await redis.zscore(keys.deliveries_in_state("pending"), did) == 0
 
 
 async def test_a_sessions_head_is_its_state_job_sid_and_room_only(redis: Redis) -> None:
@@ -189,3 +211,61 @@ async def test_a_sessions_head_is_its_state_job_sid_and_room_only(redis: Redis) 
         with pytest.raises(WatchError):
             await pipe.execute()
     assert (await store.session("r1")).state == RoomState.CREATED
+
+
+def seed_room() -> dict[str, object]:
+    """LiveKit's room of a session created from the seed request: its metadata over 1 KB."""
+    metadata = json.dumps(seed_request("r1")["metadata"], separators=(",", ":"))
+    assert len(metadata) > 1000
+    return {"sid": "RM_1", "name": "r1", "creation_time": "1700000000", "metadata": metadata}
+
+
+async def claim_of_a_live_room(store: Store) -> CreateClaim:
+    async with store.redis.pipeline(transaction=False) as pipe:
+        store.claim_create_cmd(
+            pipe,
+            room_id="r1",
+            job_id="j2",
+            request="{}",
+            event_id="e2",
+            enqueue=arq_job("create", ("j2",), "create:j2"),
+        )
+        (raw,) = await pipe.execute()
+    return Store.parse_claim(raw)
+
+
+async def test_a_sessions_room_is_kept_packed_so_the_session_stays_compact(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session(info=seed_room())
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, session, sid_ttl_s=60)
+        await pipe.execute()
+    stored = await redis.hgetall(keys.room("r1"))
+    assert "info" not in stored and "i0" in stored
+    assert await redis.object("encoding", keys.room("r1")) == "listpack"
+    assert await store.session("r1") == session
+    async with redis.pipeline(transaction=False) as pipe:
+        store.head_cmd(pipe, "r1")
+        (row,) = await pipe.execute()
+    assert store.head("r1", row).info == session.info
+    claim = await claim_of_a_live_room(store)
+    assert (claim.kind, claim.info) == ("exists", session.info)
+    async with redis.pipeline(transaction=True) as pipe:
+        store.job_complete_cmds(pipe, "j1", json.dumps(session.info), room_id="r1")
+        await pipe.execute()
+    ((job, info),) = await store.job_statuses(["j1"])
+    assert (job.state, info) == (JobState.COMPLETE, session.info)
+
+
+async def test_a_session_written_with_its_room_as_json_is_still_read(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    session = a_session(info=seed_room())
+    older = {k: v for k, v in session.to_mapping().items() if not k[1:].isdigit()}
+    await redis.hset(keys.room("r1"), mapping={**older, "info": json.dumps(session.info)})
+    assert await store.session("r1") == session
+    async with redis.pipeline(transaction=False) as pipe:
+        store.head_cmd(pipe, "r1")
+        (row,) = await pipe.execute()
+    assert store.head("r1", row).info == session.info
+    claim = await claim_of_a_live_room(store)
+    assert (claim.kind, claim.info) == ("exists", session.info)

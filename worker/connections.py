@@ -5,8 +5,10 @@ arq's pools are built on `client_for` in `worker.arqueue`.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
@@ -72,7 +74,39 @@ def client_for(
     return redis_class.from_url(settings.redis_url, **options)
 
 
+class _HiredisPacking:
+    """Commands packed by hiredis (C) instead of redis-py's Python loop: a delivery's script
+    call has some forty arguments, and packing them showed in the worker's profile. The bytes
+    are the same; anything hiredis does not take (a bool, None) goes to redis-py's packer,
+    which refuses it as it always did."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        command = args[0]
+        if isinstance(command, str) and " " in command:  # `SCRIPT LOAD`: sent as two words
+            args = (*command.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
+
+
+@cache
+def _packing(connection_class: type) -> type:
+    return type(connection_class.__name__, (_HiredisPacking, connection_class), {})
+
+
+def fast_packing(client: Any) -> Any:
+    """`client` with its pool's connections packing commands through hiredis (whatever kind
+    of connection the URL or Sentinel chose: TCP, TLS, Unix socket)."""
+    pool = client.connection_pool
+    packing = issubclass(pool.connection_class, _HiredisPacking)
+    if not packing and pool.connection_kwargs.get("encoding", "utf-8") in ("utf-8", "utf8"):
+        pool.connection_class = _packing(pool.connection_class)
+    return client
+
+
 def redis_client(settings: Settings, **kwargs: Any) -> Redis:
     """A text-mode client for roomkeeper's keys."""
     client: Redis = client_for(settings, Redis, decode_responses=True, **kwargs)
-    return client
+    return fast_packing(client)

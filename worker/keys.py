@@ -116,8 +116,13 @@ def event_body(event_id: str) -> str:
 
 
 def delivery(delivery_id: str) -> str:
-    """Hash: one event to one URL: state, attempts count, reason."""
+    """Hash: one event to one URL: state, attempts count, reason (see worker.webhooks.delivery)."""
     return f"{PREFIX}dlv:{delivery_id}"
+
+
+def webhook_url(url_hash: str) -> str:
+    """String: a webhook URL, kept once for the records that name it by its hash (`uh`)."""
+    return f"{PREFIX}url:{url_hash}"
 
 
 def delivery_attempts(delivery_id: str) -> str:

@@ -22,3 +22,39 @@ def source(package: str, name: str) -> str:
 def script(redis: Redis, package: str, name: str) -> Any:
     """`name.lua` of `package` registered on `redis` (called as EVALSHA, loaded when missing)."""
     return redis.register_script(source(package, name))
+
+
+@cache
+def chained_source(first: tuple[str, str], second: str) -> str:
+    """One script that runs the script `first` (package, name), then the source `second`, each
+    with its own KEYS and ARGV, and returns both answers: `{first's, second's}`.
+
+    Called with KEYS = first's then second's, ARGV = [len(first's KEYS), len(first's ARGV),
+    first's ARGV..., second's ARGV...]. Each part reads its own KEYS/ARGV unchanged (they are the
+    parameters of a function wrapping its text), so a script's file stays the one truth of it.
+    """
+    return "\n".join(
+        [
+            "local function first(KEYS, ARGV)",
+            source(*first),
+            "end",
+            "local function second(KEYS, ARGV)",
+            second,
+            "end",
+            "local n_keys, n_args = tonumber(ARGV[1]), tonumber(ARGV[2])",
+            "local k1, a1, k2, a2 = {}, {}, {}, {}",
+            "for i = 1, #KEYS do",
+            "  if i <= n_keys then k1[#k1 + 1] = KEYS[i] else k2[#k2 + 1] = KEYS[i] end",
+            "end",
+            "for i = 3, #ARGV do",
+            "  if i - 2 <= n_args then a1[#a1 + 1] = ARGV[i] else a2[#a2 + 1] = ARGV[i] end",
+            "end",
+            "local r1 = first(k1, a1)",
+            "return {r1, second(k2, a2)}",
+        ]
+    )
+
+
+def chained(redis: Redis, first: tuple[str, str], second: str) -> Any:
+    """`chained_source(first, second)` registered on `redis` (see `script`)."""
+    return redis.register_script(chained_source(first, second))

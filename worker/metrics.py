@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+@cache
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and
+    builds the key on every call, once per delivery on the hot path. Only for metrics whose
+    label sets are few and never removed."""
+    return metric.labels(*labels)
+
 
 REQUESTS = Counter(
     "roomkeeper_requests_total", "API requests answered", ["route", "status_code", "http_status"]

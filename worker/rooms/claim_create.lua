@@ -21,7 +21,8 @@
 -- ARGV[8] arq_ttl_ms   its expiry, in ms
 -- ARGV[9] arq_score    when arq may run it, in ms
 -- ARGV[10] arq_job_id  arq's id of the job
--- Returns {'pending', job_id} | {'exists', room info JSON} | {'ending', ''} | {'new', job_id}.
+-- Returns {'pending', job_id} | {'exists', room info as stored (packed, or JSON)} |
+-- {'ending', ''} | {'new', job_id}.
 local room, job, queued_jobs, arq_job, arq_queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_id, request, event_id, now_ms, room_id, job_ttl =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -32,7 +33,18 @@ if st == 'queued' or st == 'creating' then
   return {'pending', redis.call('HGET', room, 'job_id')}
 end
 if st == 'created' or st == 'active' then
-  return {'exists', redis.call('HGET', room, 'info')}
+  -- LiveKit's room, kept in pieces i0, i1, … (or as `info` by a session written before them).
+  local info = redis.call('HGET', room, 'info')
+  if not info then
+    local pieces = {}
+    while true do
+      local piece = redis.call('HGET', room, 'i' .. #pieces)
+      if not piece then break end
+      pieces[#pieces + 1] = piece
+    end
+    info = table.concat(pieces)
+  end
+  return {'exists', info}
 end
 if st == 'ending' then return {'ending', ''} end
 redis.call('DEL', room)

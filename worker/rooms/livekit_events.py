@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+import zlib
 from typing import Any
 
 from google.protobuf.json_format import Parse, ParseError
@@ -27,6 +28,7 @@ from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
 from worker.rooms.session import PastSession, RoomSession, RoomState
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
+from worker.webhooks.stored import PACKED_V1, pack_body, unpack_body
 
 log = get_logger("roomkeeper.inbound")
 
@@ -48,9 +50,11 @@ PENDING_RETRY_MS = 200
 
 
 def encode_event(event: api.WebhookEvent) -> str:
-    """How a verified event waits for the workers: the message the API parsed, as protobuf
-    (base64, the schedule's lists hold text), so no worker parses its JSON a second time."""
-    return base64.b64encode(event.SerializeToString()).decode()
+    """How a verified event waits for the workers: the message the API parsed, as protobuf, so
+    no worker parses its JSON a second time, deflated as stored bodies are (its room's metadata,
+    most of its bytes, is what their dictionary holds: about a quarter of the size while a busy
+    worker lets events wait), as text (the schedule's lists hold text)."""
+    return pack_body(event.SerializeToString(), level=1)
 
 
 def parse_event(item: str) -> api.WebhookEvent:
@@ -63,9 +67,12 @@ def parse_event(item: str) -> api.WebhookEvent:
         if item.startswith("{"):
             return Parse(item, api.WebhookEvent(), ignore_unknown_fields=True)
         event = api.WebhookEvent()
-        event.ParseFromString(base64.b64decode(item, validate=True))
+        if item.startswith(PACKED_V1):
+            event.ParseFromString(unpack_body(item))
+        else:  # base64 protobuf, as queued before events were deflated
+            event.ParseFromString(base64.b64decode(item, validate=True))
         return event
-    except (ParseError, DecodeError, binascii.Error) as exc:
+    except (ParseError, DecodeError, binascii.Error, zlib.error) as exc:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
 
 
@@ -119,13 +126,11 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
         return await recordings.apply_egress(deps, event)
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
-    async with deps.redis.pipeline(transaction=False) as pipe:  # one round trip for both reads
-        deps.store.session_cmd(pipe, room_id)
-        pipe.exists(done)
-        record, seen = await pipe.execute()
-    if seen:
+    # The common case (an event of the room's current session) is applied by this one read
+    # and transaction; anything else comes back as the session that was read.
+    session = await _apply_to_session(deps, event, room_id, current_only=True)
+    if session is None:
         return True
-    session = RoomSession.from_hash(room_id, record)
     if not session.sid or session.sid != sid:
         if session.pending and _age_ms(event) < PENDING_WAIT_MS:
             return False
@@ -143,8 +148,11 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
             return True
         await _forward(deps, event, room_id, past)
         return True
-    if event.event == "room_finished":
-        await finalize(deps, room_id, sid, "livekit_finished", read=record)
+    # The current session's room_finished: the session is ended first, then the event applied.
+    # A session ended already (by a timer or endRoom, the usual case) stays ended for good, so
+    # the session just read settles it without finalize's round trips.
+    if session.state != RoomState.ENDED:
+        await finalize(deps, room_id, sid, "livekit_finished")
     await _apply_to_session(deps, event, room_id)
     return True
 
@@ -183,7 +191,12 @@ def _age_ms(event: api.WebhookEvent) -> float:
     return now_ms() - event.created_at * 1000 if event.created_at else 0
 
 
-async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -> None:
+async def _apply_to_session(
+    deps: Deps, event: api.WebhookEvent, room_id: str, *, current_only: bool = False
+) -> RoomSession | None:
+    """Apply `event` to the room's session with the forwarded event, in one transaction; None
+    once applied (or found applied already). `current_only`: an event that is not of the
+    room's current session, or that ends it, is left alone and its session returned."""
     done = keys.lk_event_done(event.id)
     identity = event.participant.identity
     counted = event.event in PARTICIPANT_EVENTS and not recordings.is_dependent(event.participant)
@@ -192,23 +205,33 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
             try:
                 await pipe.watch(*deps.store.session_keys([room_id]), done)
                 # Read on another connection: WATCH is already armed, so any change after this
-                # read still aborts the EXEC below; one round trip for both reads.
+                # read still aborts the EXEC below; one round trip for every read. The member
+                # set has no WATCH of its own: every change to it goes with a write to the
+                # watched session hash, in the same transaction.
                 async with deps.redis.pipeline(transaction=False) as reader:
                     reader.exists(done)
                     deps.store.session_cmd(reader, room_id)
-                    seen, record = await reader.execute()
+                    if counted:
+                        reader.sismember(keys.members(event.room.sid), identity)
+                    seen, record, *member = await reader.execute()
                 if seen:
                     await pipe.reset()
-                    return
+                    return None
                 session = RoomSession.from_hash(room_id, record)
-                live = session.live
                 sid = session.sid
+                if current_only and (
+                    not sid or sid != event.room.sid or event.event == "room_finished"
+                ):
+                    await pipe.reset()
+                    return session
+                live = session.live
                 members = keys.members(sid)
                 present = False
                 if live and counted:
-                    # No WATCH of its own: every change to the set goes with a write to the
-                    # watched session hash, in the same transaction.
-                    present = bool(await pipe.sismember(members, identity))
+                    if sid == event.room.sid:
+                        present = bool(member[0])
+                    else:
+                        present = bool(await pipe.sismember(members, identity))
                 participants = session.participants
                 auto = (
                     live
@@ -240,7 +263,7 @@ async def _apply_to_session(deps: Deps, event: api.WebhookEvent, room_id: str) -
                     _emit(deps, pipe, event, session, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)
                 await pipe.execute()
-                return
+                return None
             except WatchError:
                 continue
 

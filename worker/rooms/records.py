@@ -27,12 +27,15 @@ from worker.rooms.session import (
     RoomSession,
     RoomState,
     completed_room_info,
+    is_info_field,
+    joined_info,
+    parse_info,
 )
 
 __all__ = ["LIVE_STATES", "PENDING_STATES", "CreateClaim", "Store"]
 
-# What the create path and the event appliers check of a room's session, for many rooms at a
-# time: not the whole hash (a live room's metadata may be large).
+# What the create path and the event appliers check of a room's session (`Store.head`), besides
+# its room's pieces: the hash is read whole, as it is small (its room deflated).
 HEAD_FIELDS = ("state", "job_id", "sid", "info")
 # What `job/status` reads of a job (`Store.job_statuses`): all but its request.
 STATUS_FIELDS = ("state", "room_id", "sid", "room_info", "msg", "last_error", "start_at")
@@ -70,11 +73,15 @@ class Store:
         request: str,
         event_id: str,
         enqueue: ArqJob,
+        loaded: bool = False,
     ) -> None:
-        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`."""
+        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
+
+        `loaded`: the caller handles NOSCRIPT itself (no SCRIPT EXISTS trip per execute)."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
-        # nothing would be queued. The pipeline loads the registered script before it runs.
-        pipe.scripts.add(self._claim_create)
+        # nothing would be queued. Otherwise the pipeline loads the registered script first.
+        if not loaded:
+            pipe.scripts.add(self._claim_create)
         pipe.evalsha(
             self._claim_create.sha,
             5,
@@ -100,7 +107,7 @@ class Store:
         """Read one claim script's answer."""
         kind, value = (x.decode() if isinstance(x, bytes) else x for x in raw)
         if kind == "exists":
-            return CreateClaim("exists", info=json.loads(value) if value else {})
+            return CreateClaim("exists", info=parse_info(value or ""))
         if kind == "new":
             return CreateClaim("new", job_id=value)
         if kind == "pending":
@@ -119,19 +126,19 @@ class Store:
     @staticmethod
     def head_cmd(pipe: Any, room_id: str) -> None:
         """Add the read of a session's head (state, job, sid, LiveKit's room) to a pipeline."""
-        pipe.hmget(keys.room(room_id), *HEAD_FIELDS)
+        pipe.hgetall(keys.room(room_id))
 
     @staticmethod
-    def head(room_id: str, row: list[str | None]) -> RoomSession:
+    def head(room_id: str, row: dict[str, str]) -> RoomSession:
         """The session a `head_cmd` read: only its state, job_id, sid and info are set."""
-        fields = {k: v for k, v in zip(HEAD_FIELDS, row, strict=True) if v is not None}
+        fields = {k: v for k, v in row.items() if k in HEAD_FIELDS or is_info_field(k)}
         return RoomSession.from_hash(room_id, fields)
 
     async def watch_head(self, pipe: Any, room_id: str) -> RoomSession:
         """WATCH a room's session on `pipe`, then read its head there (a later EXEC on `pipe`
         fails if the session changes in between)."""
         await pipe.watch(keys.room(room_id))
-        return self.head(room_id, await pipe.hmget(keys.room(room_id), *HEAD_FIELDS))
+        return self.head(room_id, await pipe.hgetall(keys.room(room_id)))
 
     async def watch_session(self, pipe: Any, room_id: str) -> RoomSession:
         """WATCH a room's session on `pipe`, then read all of it there."""
@@ -183,13 +190,10 @@ class Store:
         done = [job for job in jobs if job.state == JobState.COMPLETE]
         infos: dict[str, dict[str, Any]] = {}
         if done:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job in done:
-                    pipe.hmget(keys.room(job.room_id), "sid", "info")
-                rows = await pipe.execute()
-            for job, (sid, info) in zip(done, rows, strict=True):
-                # Only the two fields the room's info is read from.
-                current = {"sid": sid, "info": info} if sid and info else {}
+            rows = await self._hashes([keys.room(job.room_id) for job in done])
+            for job, row in zip(done, rows, strict=True):
+                info = joined_info(row)  # only the fields the room's info is read from
+                current = {"sid": row["sid"], "info": info} if row.get("sid") and info else {}
                 session = RoomSession.from_hash(job.room_id, current)
                 infos[job.job_id] = completed_room_info(job, session)
         return [(job, infos.get(job.job_id, {})) for job in jobs]

@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticSerializationError
 
 from worker.rooms.features import (
     CopyrightConf,
@@ -90,10 +91,36 @@ class CreateRoom:
     departure_timeout: int  # seconds, resolved against the default
     room_duration: int  # minutes, after the cap; 0 = unlimited
     webhook_url: str | None
-    metadata: dict[str, Any]
     metadata_json: str  # exactly what LiveKit stores
     start_at: int | None = None  # unix seconds the room is wanted from; None = now
     webhook_events: tuple[str, ...] = ()  # the room's event filter; empty = every event
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The normalised metadata (decoded from what LiveKit stores: only tests ask)."""
+        return json.loads(self.metadata_json)  # type: ignore[no-any-return]
+
+
+# Every digit as "0", so `0.`, `0e` and `0E` find any number with a fraction or an exponent.
+_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
+
+
+def metadata_json_of(metadata: BaseModel) -> str:
+    """The metadata as LiveKit stores it: compact JSON, UTF-8 as is, `None` members left out.
+
+    pydantic writes it in Rust; its floats are spelled differently from Python's (`1e-7`, not
+    `1e-07`), so metadata that may hold a float (only unknown keys can; a string such as
+    "v1.2" looks the same to this check) is written by `json` as ever.
+    """
+    try:
+        text = metadata.model_dump_json(exclude_none=True)
+    except PydanticSerializationError:  # what pydantic will not write (a huge integer)
+        text = "0."
+    digits = text.encode().translate(_DIGITS)
+    if b"0." in digits or b"0e" in digits or b"0E" in digits:
+        data = metadata.model_dump(exclude_none=True)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text
 
 
 def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: int) -> Any:
@@ -279,8 +306,7 @@ class CreateRoomRequest(BaseModel, Proto3):
     @model_validator(mode="after")
     def _normalised(self, info: ValidationInfo) -> Self:
         limits = limits_of(info)
-        metadata = self.metadata.model_dump(exclude_none=True)
-        metadata_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+        metadata_json = metadata_json_of(self.metadata)
         if len(metadata_json.encode()) > limits.max_metadata_bytes:
             raise rule(f"must be at most {limits.max_metadata_bytes} bytes as JSON", "metadata")
         self._room = CreateRoom(
@@ -290,7 +316,6 @@ class CreateRoomRequest(BaseModel, Proto3):
             departure_timeout=self.departure_timeout or limits.default_departure_timeout,
             room_duration=self.metadata.room_features.room_duration,
             webhook_url=self.metadata.webhook_url,
-            metadata=metadata,
             metadata_json=metadata_json,
             start_at=self.start_at,
             webhook_events=tuple(self.metadata.webhook_events or ()),

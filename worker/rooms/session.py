@@ -3,6 +3,12 @@
 Each record has its state enum and converts from a Redis hash (`from_hash`) and to the fields it
 writes (`to_mapping`). `worker.rooms.records.Store` is the one writer of these records; code
 elsewhere reads them through these types.
+
+A session's LiveKit room (`info`, its metadata included: often over a kilobyte) is kept deflated
+as body text is (`worker.webhooks.stored.pack_body`) in pieces of at most 64 characters, `i0`,
+`i1`, …, so that the whole session stays one hash in Redis's compact encoding (a value over 64
+bytes turns a hash into a hash table, several times the size). A session written before keeps
+its `info` as JSON, and is read as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from worker.webhooks.stored import pack_body, unpack_body
+
 Fields = dict[str, str | int | float]
+INFO_PIECE = 64  # Redis's `hash-max-listpack-value`: a compact hash's longest value
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -55,6 +64,36 @@ def _int(raw: str | None) -> int:
     return int(float(raw)) if raw else 0
 
 
+def info_fields(info: dict[str, Any]) -> dict[str, str]:
+    """A session's LiveKit room as the fields it is stored in (`i0`, `i1`, …)."""
+    packed = pack_body(json.dumps(info, separators=(",", ":")).encode())
+    starts = range(0, len(packed), INFO_PIECE)
+    return {f"i{n}": packed[at : at + INFO_PIECE] for n, at in enumerate(starts)}
+
+
+def is_info_field(name: str) -> bool:
+    """Whether a session field holds (a piece of) its LiveKit room."""
+    return name == "info" or (name[:1] == "i" and name[1:].isdigit())
+
+
+def joined_info(record: Mapping[str, str]) -> str:
+    """A session's LiveKit room as stored: its pieces joined, or its older `info` JSON."""
+    if "i0" not in record:
+        return record.get("info") or ""
+    pieces: list[str] = []
+    while (piece := record.get(f"i{len(pieces)}")) is not None:
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def parse_info(stored: str) -> dict[str, Any]:
+    """A stored LiveKit room (packed or JSON) as a dict ({} for none)."""
+    if not stored:
+        return {}
+    parsed: dict[str, Any] = json.loads(unpack_body(stored))
+    return parsed
+
+
 @dataclass(frozen=True)
 class RoomSession:
     """A room's current (or last) session: `rk:room:{room_id}`."""
@@ -88,7 +127,7 @@ class RoomSession:
             state=_state(RoomState, record.get("state")),
             job_id=record.get("job_id", ""),
             sid=record.get("sid", ""),
-            info=json.loads(record.get("info") or "{}"),
+            info=parse_info(joined_info(record)),
             title=record.get("title", ""),
             webhook_url=record.get("webhook_url", ""),
             webhook_events=record.get("webhook_events", ""),
@@ -112,7 +151,7 @@ class RoomSession:
             "state": str(self.state or ""),
             "job_id": self.job_id,
             "sid": self.sid,
-            "info": json.dumps(self.info, separators=(",", ":")),
+            **info_fields(self.info),
             "title": self.title,
             "webhook_url": self.webhook_url,
             "webhook_events": self.webhook_events,

@@ -18,7 +18,8 @@
 -- ARGV[3] attempts       unused (a finished record keeps no count); settle.lua's place
 -- ARGV[4] state          'delivered' or 'dead' ('' = nothing to settle: the head was finished)
 -- ARGV[5] reason         why it is dead ('' = none)
--- ARGV[6] now            unix seconds, stored as `finished` and as the next one's `inflight`
+-- ARGV[6] now            unix seconds, stored as `fin` (ms after the id's time) and as the
+--                        next one's `inflight`
 -- ARGV[7] ttl            seconds the record is kept
 -- ARGV[8] gone_ttl       seconds the queue stays gone ('' = do not set the flag)
 -- ARGV[9] member         the queue's schedule member
@@ -26,6 +27,7 @@
 -- ARGV[11] lease_until   the renewed lease's end, ms
 -- ARGV[12] record_prefix delivery record key without the id
 -- ARGV[13] body_prefix   event body key without the event id
+-- ARGV[14] url_prefix    webhook URL key without the URL's hash
 -- Returns {settled, -1} when the token no longer holds the queue (settled as settle.lua
 -- returns), {settled, 0} when the queue is now empty (and released), else {settled, 1, next_id, record
 -- [, gone (0/1) [, body]]} as peek.lua returns the new head.
@@ -33,9 +35,16 @@ local record, counts, pending_index, dead_index, gone, due, leases, list =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local id, entry, attempts, state, reason, now, ttl, gone_ttl =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local member, token, lease_until, record_prefix, body_prefix =
-  ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local member, token, lease_until, record_prefix, body_prefix, url_prefix =
+  ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local NONE = ''
+-- A finished record keeps its finishing time as `fin`, ms after the time in its id
+-- (`dlv_` and 14 hex digits of microseconds); an id of another shape keeps `finished`.
+local function finished_field(did, at)
+  local us = string.match(did, '^dlv_(%x%x%x%x%x%x%x%x%x%x%x%x%x%x)')
+  if not us then return 'finished', at end
+  return 'fin', string.format('%d', math.floor(tonumber(at) * 1000 - tonumber(us, 16) / 1000 + 0.5))
+end
 
 -- settle.lua
 local settled = 1
@@ -53,7 +62,8 @@ else
     settled = 0
   else
     redis.call('HDEL', record, 'inflight', 'next_at', 'held', 'queue', 'attempts')
-    redis.call('HSET', record, 'state', state, 'finished', now)
+    local fin, at = finished_field(id, now)
+    redis.call('HSET', record, 'state', state, fin, at)
     if reason ~= NONE then redis.call('HSET', record, 'reason', reason) end
     redis.call('HINCRBY', counts, 'pending', -1)
     redis.call('HINCRBY', counts, state, 1)
@@ -79,7 +89,7 @@ if not did then
 end
 local rkey = record_prefix .. did
 local all = redis.call('HGETALL', rkey)
-local rec, pieces, next_state, event_id = {}, {}, nil, nil
+local rec, pieces, next_state, event_id, url, uh = {}, {}, nil, nil, nil, nil
 for i = 1, #all, 2 do
   local field, value = all[i], all[i + 1]
   local piece = string.match(field, '^b(%d+)$')
@@ -90,12 +100,21 @@ for i = 1, #all, 2 do
     rec[#rec + 1] = value
     if field == 'state' then next_state = value end
     if field == 'event_id' then event_id = value end
+    if field == 'url' then url = value end
+    if field == 'uh' then uh = value end
+  end
+end
+if not url and uh then
+  url = redis.call('GET', url_prefix .. uh)
+  if url then
+    rec[#rec + 1] = 'url'
+    rec[#rec + 1] = url
   end
 end
 if next_state ~= 'pending' then return {settled, 1, did, rec} end
 if redis.call('EXISTS', gone) == 1 then return {settled, 1, did, rec, 1} end
 local body
 if #pieces > 0 then body = table.concat(pieces) else body = redis.call('GET', body_prefix .. event_id) end
-if not body then return {settled, 1, did, rec, 0} end
+if not body or (uh and not url) then return {settled, 1, did, rec, 0} end
 redis.call('HSET', rkey, 'inflight', now)
 return {settled, 1, did, rec, 0, body}

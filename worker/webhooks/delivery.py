@@ -8,6 +8,12 @@ with one target is kept in its delivery's record too (`body_fields`), not in a k
 event sent to two URLs keeps one body key both records share (`keys.event_body`). Once delivered or
 dead it keeps only what the deliveries API shows (its `queue` and attempt count are dropped: the
 queue follows from the room and URL, and a redelivery counts attempts from zero).
+
+What a record does not store, it derives: its URL is kept once in a key of its own
+(`keys.webhook_url`) and the record names it by its hash (`uh`), so a long URL does not push the
+record out of Redis's compact encoding; its creation time is the time in its id
+(`created_at`), and its finishing time is stored as `fin`, milliseconds after that. Records
+written before this (`url`, `created`, `finished` as they are) are still read.
 """
 
 from __future__ import annotations
@@ -60,6 +66,29 @@ def _float(raw: str | None) -> float | None:
     return float(raw) if raw else None
 
 
+def id_time(delivery_id: str) -> float:
+    """The time in a delivery id (`engine.new_delivery_id`: `dlv_` and 14 hex digits of
+    microseconds); 0 for an id of another shape."""
+    try:
+        return int(delivery_id[4:18], 16) / 1_000_000
+    except ValueError:
+        return 0.0
+
+
+def created_at(delivery_id: str, record: Mapping[str, str]) -> float:
+    """When a delivery was created: its `created` field (older records), else its id's time."""
+    if record.get("created"):
+        return float(record["created"])
+    return id_time(delivery_id)
+
+
+def _finished(delivery_id: str, record: Mapping[str, str]) -> float | None:
+    """When it was delivered or died: `fin` ms after its id's time, or `finished` (older)."""
+    if record.get("fin"):
+        return round(id_time(delivery_id) + int(record["fin"]) / 1000, 3)
+    return _float(record.get("finished"))
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One event to one URL."""
@@ -83,21 +112,24 @@ class Delivery:
 
     @classmethod
     def from_hash(cls, delivery_id: str, record: Mapping[str, str]) -> Delivery:
-        """The delivery a record holds (an empty one: no state, it was pruned)."""
+        """The delivery a record holds (an empty one: no state, it was pruned); its `url` is
+        there once `resolve_urls` has read it."""
         raw_state = record.get("state")
         room_id, url = record.get("room_id", ""), record.get("url", "")
+        uh = record.get("uh") or (url_hash(url) if url else "")
+        created = created_at(delivery_id, record)
         return cls(
             delivery_id=delivery_id,
             event_id=record.get("event_id", ""),
             event=record.get("event", ""),
             room_id=room_id,
             url=url,
-            queue=record.get("queue") or (queue_id(room_id, url) if url else ""),
+            queue=record.get("queue") or (f"{room_id}|{uh}" if uh else ""),
             state=DeliveryState(raw_state) if raw_state in set(DeliveryState) else None,
             attempts=int(record.get("attempts") or 0),
-            created=float(record.get("created") or 0),
+            created=created,
             reason=record.get("reason", ""),
-            finished=_float(record.get("finished")),
+            finished=_finished(delivery_id, record),
             next_at=_float(record.get("next_at")),
             inflight=_float(record.get("inflight")),
             held=record.get("held", ""),
@@ -105,17 +137,22 @@ class Delivery:
             body_inline="b0" in record,
         )
 
+    @property
+    def url_id(self) -> str:
+        """The hash its URL is kept under (`keys.webhook_url`)."""
+        return self.queue.rpartition("|")[2] if self.queue else url_hash(self.url)
+
     def to_mapping(self) -> dict[str, str | int | float]:
-        """The fields a new delivery is written with."""
+        """The fields a new delivery is written with (its URL and creation time are not: see
+        the module's docstring)."""
         return {
             "event_id": self.event_id,
             "event": self.event,
             "room_id": self.room_id,
-            "url": self.url,
+            "uh": url_hash(self.url),
             "queue": self.queue,
             "state": str(self.state),
             "attempts": self.attempts,
-            "created": round(self.created, 6),
         }
 
     def view(self, older: Sequence[str] = ()) -> dict[str, Any]:
@@ -151,6 +188,9 @@ def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int, body: str | None = None)
         mapping |= body_fields(body)
     pipe.hset(keys.delivery(did), mapping=mapping)
     pipe.expire(keys.delivery(did), ttl_s)
+    # The URL outlives every record that names it: each new or reopened one renews it for
+    # twice a record's own safety-net TTL (a record's TTL restarts when it is settled).
+    pipe.set(keys.webhook_url(url_hash(delivery.url)), delivery.url, ex=2 * ttl_s)
     pipe.zadd(keys.DELIVERIES, {did: 0})
     pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
     pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
@@ -164,9 +204,11 @@ def reopen_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
     """
     did = delivery.delivery_id
     assert delivery.state in FINISHED
-    mapping = {"state": DeliveryState.PENDING, "attempts": 0}
+    assert delivery.url, "a reopened delivery's URL is resolved (`resolve_urls`)"
+    mapping = {"state": DeliveryState.PENDING, "attempts": 0, "queue": delivery.queue}
     pipe.hset(keys.delivery(did), mapping=mapping)
-    pipe.hdel(keys.delivery(did), "reason", "finished", "next_at", "inflight", "held")
+    pipe.hdel(keys.delivery(did), "reason", "finished", "fin", "next_at", "inflight", "held")
+    pipe.set(keys.webhook_url(delivery.url_id), delivery.url, ex=2 * ttl_s)
     pipe.hincrby(keys.DELIVERY_COUNTS, delivery.state, -1)
     pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
     pipe.zrem(keys.deliveries_in_state(DeliveryState.DEAD), did)
@@ -178,6 +220,19 @@ def reopen_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
         keys.event_body(delivery.event_id),
     ):
         pipe.expire(key, ttl_s)
+
+
+async def resolve_urls(redis: Any, records: Sequence[dict[str, str]]) -> None:
+    """Fill in the `url` of each record that names its URL by hash (a URL whose key expired
+    stays missing), one round trip for them all."""
+    wanted = sorted({r["uh"] for r in records if "uh" in r and "url" not in r})
+    if not wanted:
+        return
+    found = dict(zip(wanted, await redis.mget([keys.webhook_url(h) for h in wanted]), strict=True))
+    for record in records:
+        url = found.get(record.get("uh", ""))
+        if url is not None and "url" not in record:
+            record["url"] = url
 
 
 async def mark_inflight(redis: Any, delivery_id: str) -> None:

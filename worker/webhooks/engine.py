@@ -21,14 +21,13 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -42,7 +41,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
+from worker.webhooks.delivery import Delivery, created_at, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -52,8 +51,9 @@ from worker.webhooks.heads import (
     entry,
     final_state,
     head_of,
+    public_url,
 )
-from worker.webhooks.hosts import Held, HostGuard
+from worker.webhooks.hosts import Admission, Held, HostGuard
 from worker.webhooks.pruning import Pruner, retention_s
 from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
@@ -72,18 +72,6 @@ LEASE_MARGIN_S = 5.0
 def new_delivery_id() -> str:
     """Time-ordered ids (fixed-width hex microseconds), so a lexical index is a time index."""
     return f"{id_floor(time.time())}{secrets.token_hex(3)}"
-
-
-def public_url(url: str) -> str:
-    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL>"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def record_ttl_s(settings: Settings) -> int:
@@ -172,9 +160,12 @@ class Dispatcher:
         self.schedule = schedule or delivery_schedule(redis, settings)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
-        self._advance_script = lua.script(redis, "worker.webhooks", "advance")
         self.pruner = Pruner(redis, settings)
         self.hosts = HostGuard(redis, settings, self.schedule)
+        # Settle, pop and read the next head, then ask its host about it: one round trip.
+        self._advance_script = lua.chained(
+            redis, ("worker.webhooks", "advance"), self.hosts.admit_head
+        )
         self.signer = Signer(
             api_key=settings.api_key,
             api_secret=settings.api_secret.get_secret_value(),
@@ -193,8 +184,9 @@ class Dispatcher:
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
         head = await self._peek(qid)
+        asked: Admission | None = None
         while head is not None:
-            step = await self._deliver(qid, head)
+            step = await self._deliver(qid, head, asked)
             if isinstance(step, RetryLater | Held):
                 # The whole queue waits (a retry, or its host's breaker or rate, which cost no
                 # attempt), so nothing behind this delivery overtakes it.
@@ -203,7 +195,7 @@ class Dispatcher:
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
             # skipped: settled, popped and the next head read in one round trip.
-            held, head = await self._advance(claim, head, step)
+            held, head, asked = await self._advance(claim, head, step)
             if not held or head is None:
                 # The lease was lost (whoever holds it now goes on), or the queue is empty and
                 # was given back by the same script.
@@ -212,17 +204,19 @@ class Dispatcher:
 
     async def _peek(self, qid: str) -> Head | None:
         """The head delivery of a queue, read (and marked in flight) in one round trip."""
+        now = f"{time.time():.6f}"
         raw = await self._peek_script(
             keys=[self.schedule.list_key(qid), keys.gone(qid)],
-            args=[keys.delivery(""), keys.event_body(""), f"{time.time():.6f}"],
+            args=[keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")],
         )
         return head_of(raw) if raw else None
 
     async def _advance(
         self, claim: Claim, head: Head, step: Final | None
-    ) -> tuple[bool, Head | None]:
+    ) -> tuple[bool, Head | None, Admission | None]:
         """Settle a finished head (if `step`), pop it and read the next: (whether the lease
-        still holds, the next head or None when the queue is empty, then released)."""
+        still holds, the next head or None when the queue is empty, then released, and what
+        its host said about attempting it, None when it was not asked)."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
         state = reason = logged = ""
@@ -230,42 +224,56 @@ class Dispatcher:
             state, reason = final_state(step.outcome)
             if step.result is not None:
                 logged = entry(step.result, step.began)
-        raw = await self._advance_script(
-            keys=[
-                keys.delivery(did),
-                keys.DELIVERY_COUNTS,
-                keys.deliveries_in_state("pending"),
-                keys.deliveries_in_state("dead"),
-                keys.gone(qid),
-                self.schedule.due_key,
-                self.schedule.lease_key,
-                self.schedule.list_key(qid),
-            ],
-            args=[
-                did,
-                logged,
-                "",  # a finished record keeps no attempt count
-                state,
-                reason,
-                f"{time.time():.6f}",
-                ttl,
-                ttl if step is not None and isinstance(step.outcome, Gone) else "",
-                qid,
-                claim.token,
-                now_ms() + self.schedule.lease_ms,
-                keys.delivery(""),
-                keys.event_body(""),
-            ],
+        now = f"{time.time():.6f}"
+        advance_keys = [
+            keys.delivery(did),
+            keys.DELIVERY_COUNTS,
+            keys.deliveries_in_state("pending"),
+            keys.deliveries_in_state("dead"),
+            keys.gone(qid),
+            self.schedule.due_key,
+            self.schedule.lease_key,
+            self.schedule.list_key(qid),
+        ]
+        advance_args = [
+            did,
+            logged,
+            "",  # a finished record keeps no attempt count
+            state,
+            reason,
+            now,
+            ttl,
+            ttl if step is not None and isinstance(step.outcome, Gone) else "",
+            qid,
+            claim.token,
+            now_ms() + self.schedule.lease_ms,
+            keys.delivery(""),
+            keys.event_body(""),
+            keys.webhook_url(""),
+        ]
+        # The queue's URL, from this head's record; a record pruned meanwhile has none, and
+        # its next head is then asked about on its own (a mark of "" matches none).
+        url = head.record.get("url", "")
+        admit_keys, admit_args = self.hosts.head_keys_args(
+            url, qid, claim, self.schedule.list_key(qid), now if url else ""
         )
+        both = await self._advance_script(
+            keys=[*advance_keys, *admit_keys],
+            args=[len(advance_keys), len(advance_args), *advance_args, *admit_args],
+        )
+        raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
             self._observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
         if int(raw[1]) < 0:
-            return False, None
-        return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None)
+            return False, None, None
+        return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None), asked
 
-    async def _deliver(self, qid: str, head: Head) -> Final | RetryLater | Held | None:
+    async def _deliver(
+        self, qid: str, head: Head, asked: Admission | None = None
+    ) -> Final | RetryLater | Held | None:
         """Attempt the head delivery of a queue: a final outcome to settle, a retry (settled
-        already), or None when it was already finished."""
+        already), or None when it was already finished (`asked`: its host's answer, when the
+        read of the head asked it already)."""
         did, record = head.delivery_id, head.record
         if record.get("state") != "pending":
             return None  # finished by a consumer that died before popping it, or pruned
@@ -283,13 +291,15 @@ class Dispatcher:
             began = float(record["inflight"])
             lost = AttemptResult(None, INTERRUPTED, (time.time() - began) * 1000, "")
             verdict = decide(lost, attempt, schedule, jitter)
-            ATTEMPTS.labels("interrupted").inc()
+            child(ATTEMPTS, "interrupted").inc()
             if isinstance(verdict, Failed):
                 return Final(verdict, lost, attempt, began)
             await self._settle(did, record, lost, attempt, verdict, began)
             # Settling cleared the in-flight mark the peek set for the attempt about to go out.
             await mark_inflight(self.redis, did)
-        admission = await self.hosts.gate(did, record["url"], qid)
+            if asked is not None and not asked.go:
+                asked = None  # its hold cleared a mark set again just now: ask again
+        admission = await self.hosts.gate(did, record["url"], qid, asked)
         if isinstance(admission, Held):
             return admission
         attempt += 1
@@ -302,7 +312,7 @@ class Dispatcher:
         )
         outcome = decide(result, attempt, schedule, jitter)
         await self.hosts.observe(record["url"], result, admission)
-        ATTEMPTS.labels(result.label).inc()
+        child(ATTEMPTS, result.label).inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):
             await self._settle(did, record, result, attempt, outcome, began)
@@ -378,9 +388,9 @@ class Dispatcher:
         if int(moved) != 1 or isinstance(outcome, RetryLater):
             return
         state, reason = final_state(outcome)
-        DELIVERIES.labels(state).inc()
+        child(DELIVERIES, state).inc()
         if state == "delivered":
-            DELIVERY_SECONDS.observe(max(0.0, time.time() - float(record.get("created", 0))))
+            DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
         else:
             log.warning("webhook dead", **fields, reason=reason)
 

@@ -7,7 +7,9 @@ dead head is settled as a `Final` in the same script that reads the next one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome
 from worker.webhooks.stored import attempt_entry
@@ -40,6 +42,20 @@ class Final:
     result: AttemptResult | None
     attempt: int | None
     began: float
+
+
+@lru_cache(maxsize=4096)
+def public_url(url: str) -> str:
+    """A URL fit for logs: no credentials, no query (webhook URLs often carry tokens); each
+    URL parsed once (it is logged with every attempt)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def head_of(raw: list[Any]) -> Head:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
 from worker import keys, lua
 from worker.metrics import BREAKER_TRANSITIONS, HELD
-from worker.queue.schedule import Schedule, now_ms
+from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import AttemptResult
 
@@ -36,8 +38,10 @@ SLOW_MIN_MS = 30_000  # a Retry-After lowers the rate for at least this long
 SLOW_FLOOR_RPS = 1.0
 
 
+@lru_cache(maxsize=4096)
 def host_key(url: str) -> str:
-    """`scheme://host:port` of a URL (default ports spelled out), the unit of protection."""
+    """`scheme://host:port` of a URL (default ports spelled out), the unit of protection; each
+    URL parsed once (it is asked about before every attempt)."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -98,6 +102,48 @@ class HostGuard:
         self.schedule = schedule
         self._admit = lua.script(redis, "worker.webhooks", "host_admit")
         self._observe = lua.script(redis, "worker.webhooks", "host_observe")
+        # host_admit.lua for a queue's head, run by the script that read the head.
+        self.admit_head = lua.source("worker.webhooks", "host_admit_head") + lua.source(
+            "worker.webhooks", "host_admit"
+        )
+
+    def _admit_keys(self, host: str, record: str) -> list[str]:
+        return [keys.host(host), keys.host_waiting(host), keys.host_tat(host), keys.HOSTS, record]
+
+    def _admit_args(self, qid: str, host: str, rate: bool) -> list[Any]:
+        return [
+            qid,
+            now_ms(),
+            int(self.settings.webhook_breaker_probe * 1000),
+            self.settings.webhook_host_rps if rate else 0,
+            MAX_SLEEP_MS,
+            host,
+            BREAKER_OPEN,
+            RATE_HELD,
+        ]
+
+    def head_keys_args(
+        self, url: str, qid: str, claim: Claim, list_key: str, marked: str
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of `admit_head` for the head of `claim`'s queue (to `url`), which the
+        script before it marks in flight with `marked`."""
+        host = host_key(url)
+        return (
+            [*self._admit_keys(host, ""), list_key, self.schedule.lease_key],
+            [*self._admit_args(qid, host, True), claim.member, claim.token, keys.delivery(""),
+             marked],
+        )  # fmt: skip
+
+    @staticmethod
+    def admission(raw: list[Any]) -> Admission | None:
+        """What host_admit.lua answered (None: `admit_head` asked nothing)."""
+        if int(raw[0]) == 2:
+            return None
+        if int(raw[0]) == 0:
+            why = raw[2].decode() if isinstance(raw[2], bytes) else str(raw[2])
+            HELD.labels(why).inc()
+            return Admission(False, until_ms=int(raw[1]), why=why)
+        return Admission(True, int(raw[1]) / 1000, bool(int(raw[2])), int(raw[3]))
 
     async def admit(self, delivery_id: str, url: str, qid: str, *, rate: bool = True) -> Admission:
         """Ask to attempt `delivery_id` now; a hold is written on its record for the log.
@@ -105,33 +151,19 @@ class HostGuard:
         `rate=False` asks the breaker alone (after sleeping for a rate slot already reserved)."""
         host = host_key(url)
         raw = await self._admit(
-            keys=[
-                keys.host(host),
-                keys.host_waiting(host),
-                keys.host_tat(host),
-                keys.HOSTS,
-                keys.delivery(delivery_id),
-            ],
-            args=[
-                qid,
-                now_ms(),
-                int(self.settings.webhook_breaker_probe * 1000),
-                self.settings.webhook_host_rps if rate else 0,
-                MAX_SLEEP_MS,
-                host,
-                BREAKER_OPEN,
-                RATE_HELD,
-            ],
+            keys=self._admit_keys(host, keys.delivery(delivery_id)),
+            args=self._admit_args(qid, host, rate),
         )
-        if int(raw[0]) == 0:
-            why = raw[2].decode() if isinstance(raw[2], bytes) else str(raw[2])
-            HELD.labels(why).inc()
-            return Admission(False, until_ms=int(raw[1]), why=why)
-        return Admission(True, int(raw[1]) / 1000, bool(int(raw[2])), int(raw[3]))
+        admission = self.admission(raw)
+        assert admission is not None
+        return admission
 
-    async def gate(self, delivery_id: str, url: str, qid: str) -> Admission | Held:
-        """Admit an attempt, sleeping for a near rate slot; Held when it must wait longer."""
-        admission = await self.admit(delivery_id, url, qid)
+    async def gate(
+        self, delivery_id: str, url: str, qid: str, asked: Admission | None = None
+    ) -> Admission | Held:
+        """Admit an attempt (`asked`: the answer `admit_head` gave already), sleeping for a
+        near rate slot; Held when it must wait longer."""
+        admission = asked or await self.admit(delivery_id, url, qid)
         if admission.go and admission.wait_s > 0:
             await asyncio.sleep(admission.wait_s)
             if not admission.probe:

@@ -12,7 +12,7 @@ from redis.exceptions import WatchError
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.queue.schedule import now_ms
-from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds
+from worker.webhooks.delivery import Delivery, DeliveryState, reopen_cmds, resolve_urls
 from worker.webhooks.engine import Outbox, id_floor, record_ttl_s
 
 
@@ -65,6 +65,7 @@ async def list_deliveries(
                     break
         high = f"({ids[-1]}"
     page = found[:limit]
+    await resolve_urls(redis, [rec for _, rec in page])
     # A record from before the attempt log was folded in keeps its attempts in a list.
     async with redis.pipeline(transaction=False) as pipe:
         for did, _ in page:
@@ -115,7 +116,9 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_t
     schedule = outbox.schedule
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.delivery(did))
-        delivery = Delivery.from_hash(did, await pipe.hgetall(keys.delivery(did)))
+        record = await pipe.hgetall(keys.delivery(did))
+        await resolve_urls(pipe, [record])
+        delivery = Delivery.from_hash(did, record)
         if delivery.state is None:
             return NOT_FOUND
         if delivery.state == DeliveryState.DELIVERED and not delivered_too:
@@ -131,6 +134,8 @@ async def _requeue(redis: Redis, outbox: Outbox, did: str, ttl: int, delivered_t
             pipe.hdel(keys.delivery(did), "next_at")
             await pipe.execute()
             return QUEUED
+        if not delivery.url:
+            return NOT_FOUND  # its URL's key expired: nowhere to send it
         if not delivery.body_inline and not await pipe.exists(keys.event_body(delivery.event_id)):
             return NOT_FOUND
         pipe.multi()
@@ -182,12 +187,13 @@ async def replay(
             return Replay(results, None)
         async with redis.pipeline(transaction=False) as pipe:
             for did in ids:
-                pipe.hmget(keys.delivery(did), "state", "url")
+                pipe.hmget(keys.delivery(did), "state", "url", "uh")
             fields = await pipe.execute()
         records = [
-            {k: v for k, v in zip(("state", "url"), f, strict=True) if v is not None}
+            {k: v for k, v in zip(("state", "url", "uh"), f, strict=True) if v is not None}
             for f in fields
         ]
+        await resolve_urls(redis, records)
         chosen = [
             did
             for did, rec in zip(ids, records, strict=True)

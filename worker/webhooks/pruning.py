@@ -77,10 +77,10 @@ class Pruner:
             seen += len(ids)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for did in ids:
-                    pipe.hmget(keys.delivery(did), "room_id", "url")
+                    pipe.hmget(keys.delivery(did), "room_id", "url", "uh")
                 rooms = await pipe.execute()
             async with self.redis.pipeline(transaction=False) as pipe:
-                for did, (room, url) in zip(ids, rooms, strict=True):
+                for did, (room, url, uh) in zip(ids, rooms, strict=True):
                     await self._script(
                         keys=[
                             keys.delivery(did),
@@ -90,7 +90,7 @@ class Pruner:
                             keys.deliveries_in_state("pending"),
                             keys.deliveries_in_state("dead"),
                             keys.DELIVERY_COUNTS,
-                            keys.deliveries_by_url(url_hash(url or "")),
+                            keys.deliveries_by_url(uh or url_hash(url or "")),
                         ],
                         args=[did],
                         client=pipe,

@@ -11,7 +11,7 @@
 -- ARGV[4] state          'pending' (a retry), 'delivered' or 'dead'
 -- ARGV[5] reason         why it is dead ('' = none)
 -- ARGV[6] next_at        unix seconds of the next attempt, for a retry ('' = none)
--- ARGV[7] now            unix seconds, stored as `finished`
+-- ARGV[7] now            unix seconds, stored as `fin` (ms after the id's time)
 -- ARGV[8] ttl            seconds the record is kept
 -- ARGV[9] gone_ttl       seconds the queue stays gone ('' = do not set the flag)
 -- Returns -1 (no such record), 0 (already finished: only the log line was added) or 1.
@@ -20,6 +20,13 @@ local record, counts, pending_index, dead_index, gone = KEYS[1], KEYS[2], KEYS[3
 local id, entry, attempts, state, reason, next_at, now, ttl, gone_ttl =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local NONE = ''
+-- A finished record keeps its finishing time as `fin`, ms after the time in its id
+-- (`dlv_` and 14 hex digits of microseconds); an id of another shape keeps `finished`.
+local function finished_field(did, at)
+  local us = string.match(did, '^dlv_(%x%x%x%x%x%x%x%x%x%x%x%x%x%x)')
+  if not us then return 'finished', at end
+  return 'fin', string.format('%d', math.floor(tonumber(at) * 1000 - tonumber(us, 16) / 1000 + 0.5))
+end
 
 if redis.call('EXISTS', record) == 0 then return -1 end
 if entry ~= NONE then
@@ -33,7 +40,8 @@ redis.call('HDEL', record, 'inflight')
 if state == 'pending' then
   if next_at ~= NONE then redis.call('HSET', record, 'next_at', next_at) end
 else
-  redis.call('HSET', record, 'state', state, 'finished', now)
+  local fin, at = finished_field(id, now)
+  redis.call('HSET', record, 'state', state, fin, at)
   if reason ~= NONE then redis.call('HSET', record, 'reason', reason) end
   redis.call('HDEL', record, 'next_at', 'held', 'queue', 'attempts')
   redis.call('HINCRBY', counts, 'pending', -1)

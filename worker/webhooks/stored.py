@@ -33,9 +33,10 @@ def _zdict_v1() -> bytes:
     return files("worker.webhooks").joinpath("bodies_v1.zdict").read_bytes()
 
 
-def pack_body(body: bytes) -> str:
-    """The text a body is stored as."""
-    deflate = zlib.compressobj(9, zlib.DEFLATED, _WBITS, zdict=_zdict_v1())
+def pack_body(body: bytes, *, level: int = 9) -> str:
+    """The text a body is stored as (`level`: deflate's effort; a body kept for a short while
+    is packed faster and a little larger, and reads back the same)."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, _WBITS, zdict=_zdict_v1())
     packed = deflate.compress(body) + deflate.flush()
     return PACKED_V1 + binascii.b2a_base64(packed, newline=False).decode("ascii")
 
