@@ -53,8 +53,12 @@ async def test_two_limiters_on_one_redis_share_one_rate(redis: Redis) -> None:
     started = time.monotonic()
     await asyncio.gather(*(call(first if i % 2 else second) for i in range(40)))
 
-    assert time.monotonic() - started >= 39 / 50 * 0.95  # 40 calls at 50/s, together
-    assert most_in_window(sorted(stamps), 0.2) <= 10 + 1
+    # One shared timetable: the k-th call of both together goes no sooner than k slots of 1/50 s
+    # after the start (two separate timetables would let the 40 calls through in 20 slots). A
+    # call may go late when this loop is busy, never early, so late wake-ups bunched together
+    # cannot fail this check; 5 ms allows for the two clocks the limiter and this test read.
+    for k, stamp in enumerate(sorted(stamps)):
+        assert stamp - started >= k / 50 - 0.005, (k, stamp - started)
 
 
 async def test_a_call_whose_slot_is_beyond_its_budget_reserves_nothing(redis: Redis) -> None:

@@ -21,7 +21,8 @@ from worker.webhooks.attempt import (
     parse_retry_after,
 )
 from worker.webhooks.delivery import queue_id
-from worker.webhooks.engine import ID_PATTERN, id_floor, new_delivery_id, public_url
+from worker.webhooks.engine import ID_PATTERN, id_floor, new_delivery_id
+from worker.webhooks.heads import public_url
 from worker.webhooks.netguard import blocked_reason, parse_cidrs
 
 SCHEDULE = DEFAULT_RETRY_SCHEDULE  # 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h

@@ -1221,6 +1221,27 @@ async def test_host_admit_head_a_held_head_is_unmarked_and_says_why(redis: Redis
     assert (record["held"], "inflight" in record) == ("breaker open", False)
 
 
+async def test_host_admit_head_after_peek_asks_for_the_head_it_marked(redis: Redis) -> None:
+    await a_queue(redis)
+    await redis.lpop("q:list")  # d2 is the head of the claimed queue
+    second = lua.source("worker.webhooks", "host_admit_head") + lua.source(
+        "worker.webhooks", "host_admit"
+    )
+    script = redis.register_script(lua.chained_source(("worker.webhooks", "peek"), second))
+    a = [keys.delivery(""), keys.event_body(""), "60.0"]
+    k = [keys.host(HOST), keys.host_waiting(HOST), keys.host_tat(HOST), keys.HOSTS, ""]
+    b = ["q", 10_000, 1000, 0, 1000, HOST, "breaker open", "rate", "q", "tok"]
+    both = await script(
+        keys=["q:list", keys.gone("q"), *k, "q:list", "dq:lease"],
+        args=[2, len(a), *a, *b, keys.delivery(""), "60.0"],
+    )
+    peeked, admitted = both
+    assert (peeked[0], peeked[2:]) == ("d2", [0, '{"event":"y"}'])  # peek.lua's own answer
+    assert admitted == [1, 0, 0, 0]
+    assert await redis.zscore(keys.HOSTS, HOST) == 10_000
+    assert await redis.hget(keys.delivery("d2"), "inflight") == "60.0"
+
+
 @pytest.mark.parametrize(
     "case", ["the last one", "lease lost", "next finished", "next's body expired", "not marked"]
 )

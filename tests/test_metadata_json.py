@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from worker.rooms.limits import DEFAULT_LIMITS
-from worker.rooms.request import CreateRoomRequest, metadata_json_of
+from worker.rooms.metadata_json import metadata_json_of
+from worker.rooms.request import CreateRoomRequest
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)
 VALUE = st.recursive(

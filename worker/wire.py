@@ -130,7 +130,7 @@ class _Message:
 _MESSAGES: dict[type[BaseModel], _Message] = {}
 
 
-def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+def unwrap(annotation: Any) -> tuple[Any, list[Any]]:
     """The type under Optional/Annotated, and any Annotated metadata met on the way."""
     extras: list[Any] = []
     while True:
@@ -163,7 +163,7 @@ def _message(model: type[BaseModel]) -> _Message:
     zeros: list[_Field] = []
     fields: list[_Field] = []
     for name, info in model.model_fields.items():
-        tp, extras = _unwrap(info.annotation)
+        tp, extras = unwrap(info.annotation)
         extras += info.metadata
         kind: Literal["int", "scalar", "message", "messages", "value"] = "value"
         sub: type[BaseModel] | None = None
@@ -172,8 +172,8 @@ def _message(model: type[BaseModel]) -> _Message:
             kind, sub = "messages", read_as
         elif _is_model(tp):
             kind, sub = "message", tp
-        elif get_origin(tp) is list and get_args(tp) and _is_model(_unwrap(get_args(tp)[0])[0]):
-            kind, sub = "messages", _unwrap(get_args(tp)[0])[0]
+        elif get_origin(tp) is list and get_args(tp) and _is_model(unwrap(get_args(tp)[0])[0]):
+            kind, sub = "messages", unwrap(get_args(tp)[0])[0]
         elif tp is int or any(isinstance(x, IntLike) for x in extras):
             kind = "int"
         elif tp in (bool, str):

@@ -136,6 +136,22 @@ class Schedule:
             keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
             args=[claim.member, claim.token, head, now_ms() + self.lease_ms, "1"],
         )
+        return self.popped(raw)
+
+    def pop_next_cmd(self, pipe: Any, claim: Claim, head: str) -> None:
+        """Queue `pop_next` on a pipeline or transaction, by the script's SHA (a pipeline's own
+        script handling would ask `SCRIPT EXISTS` first, a round trip); its answer goes to
+        `popped`, and when the script was not loaded yet it fails alone (NOSCRIPT)."""
+        pipe.evalsha(
+            self._pop.sha,
+            3,
+            *(self.due_key, self.lease_key, self.list_key(claim.member)),
+            *(claim.member, claim.token, head, now_ms() + self.lease_ms, "1"),
+        )
+
+    @staticmethod
+    def popped(raw: Any) -> tuple[bool, str | None]:
+        """What `pop_next` answers, from pop.lua's reply."""
         if not isinstance(raw, list):
             return False, None
         nxt = raw[1]

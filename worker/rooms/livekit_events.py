@@ -12,6 +12,7 @@ import base64
 import binascii
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.json_format import Parse, ParseError
@@ -104,31 +105,63 @@ class Inbox:
         )
 
 
+@dataclass
+class PopAfter:
+    """The pop of a claimed room's applied event, made in the transaction that applies it when
+    there is one (`answer`: what the pop said; None when it still has to be made)."""
+
+    schedule: Schedule
+    claim: Claim
+    head: str
+    answer: tuple[bool, str | None] | None = None
+
+    def queue(self, pipe: Any) -> None:
+        """The pop, last in the applying transaction."""
+        self.schedule.pop_next_cmd(pipe, self.claim, self.head)
+
+    def took(self, results: list[Any]) -> None:
+        """The transaction's results: the pop's answer kept, any other failure raised."""
+        *writes, popped = results
+        for result in writes:
+            if isinstance(result, Exception):
+                raise result
+        if not isinstance(popped, Exception):  # NOSCRIPT: popped on its own afterwards
+            self.answer = self.schedule.popped(popped)
+
+    async def next(self) -> tuple[bool, str | None]:
+        """(whether the lease still holds, the room's next event or None), as `pop_next`."""
+        if self.answer is not None:
+            return self.answer
+        return await self.schedule.pop_next(self.claim, self.head)
+
+
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
     body = await schedule.head(claim.member)
     while body is not None:
         event = parse_event(body)
-        if not await apply(deps, event):
+        pop = PopAfter(schedule, claim, body)
+        if not await apply(deps, event, pop):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
-        held, body = await schedule.pop_next(claim, body)
+        held, body = await pop.next()
         if not held or body is None:
             return  # lost the lease, or the queue is empty and was given back with the pop
     await schedule.release(claim)
 
 
-async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
-    """Apply one event; False means "not yet" (its room is still being created)."""
+async def apply(deps: Deps, event: api.WebhookEvent, pop: PopAfter | None = None) -> bool:
+    """Apply one event; False means "not yet" (its room is still being created). `pop`: the
+    claimed queue's pop of this event, made in the applying transaction when there is one."""
     if event.event in recordings.EGRESS_EVENTS:
         return await recordings.apply_egress(deps, event)
     done = keys.lk_event_done(event.id)
     room_id, sid = event.room.name, event.room.sid
     # The common case (an event of the room's current session) is applied by this one read
     # and transaction; anything else comes back as the session that was read.
-    session = await _apply_to_session(deps, event, room_id, current_only=True)
+    session = await _apply_to_session(deps, event, room_id, pop, current_only=True)
     if session is None:
         return True
     if not session.sid or session.sid != sid:
@@ -153,7 +186,7 @@ async def apply(deps: Deps, event: api.WebhookEvent) -> bool:
     # the session just read settles it without finalize's round trips.
     if session.state != RoomState.ENDED:
         await finalize(deps, room_id, sid, "livekit_finished")
-    await _apply_to_session(deps, event, room_id)
+    await _apply_to_session(deps, event, room_id, pop)
     return True
 
 
@@ -192,7 +225,12 @@ def _age_ms(event: api.WebhookEvent) -> float:
 
 
 async def _apply_to_session(
-    deps: Deps, event: api.WebhookEvent, room_id: str, *, current_only: bool = False
+    deps: Deps,
+    event: api.WebhookEvent,
+    room_id: str,
+    pop: PopAfter | None,
+    *,
+    current_only: bool = False,
 ) -> RoomSession | None:
     """Apply `event` to the room's session with the forwarded event, in one transaction; None
     once applied (or found applied already). `current_only`: an event that is not of the
@@ -262,7 +300,11 @@ async def _apply_to_session(
                 if event.event in FORWARDED:
                     _emit(deps, pipe, event, session, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)
-                await pipe.execute()
+                if pop is None:
+                    await pipe.execute()
+                else:
+                    pop.queue(pipe)
+                    pop.took(await pipe.execute(raise_on_error=False))
                 return None
             except WatchError:
                 continue

@@ -34,7 +34,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticSerializationError
 
 from worker.rooms.features import (
     CopyrightConf,
@@ -52,6 +51,7 @@ from worker.rooms.limits import (
     CreateLimits,
     limits_of,
 )
+from worker.rooms.metadata_json import metadata_json_of
 from worker.webhooks.bodies import EVENTS
 from worker.webhooks.netguard import IPAddress, blocked_reason, literal_ip
 from worker.wire import (
@@ -99,28 +99,6 @@ class CreateRoom:
     def metadata(self) -> dict[str, Any]:
         """The normalised metadata (decoded from what LiveKit stores: only tests ask)."""
         return json.loads(self.metadata_json)  # type: ignore[no-any-return]
-
-
-# Every digit as "0", so `0.`, `0e` and `0E` find any number with a fraction or an exponent.
-_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
-
-
-def metadata_json_of(metadata: BaseModel) -> str:
-    """The metadata as LiveKit stores it: compact JSON, UTF-8 as is, `None` members left out.
-
-    pydantic writes it in Rust; its floats are spelled differently from Python's (`1e-7`, not
-    `1e-07`), so metadata that may hold a float (only unknown keys can; a string such as
-    "v1.2" looks the same to this check) is written by `json` as ever.
-    """
-    try:
-        text = metadata.model_dump_json(exclude_none=True)
-    except PydanticSerializationError:  # what pydantic will not write (a huge integer)
-        text = "0."
-    digits = text.encode().translate(_DIGITS)
-    if b"0." in digits or b"0e" in digits or b"0E" in digits:
-        data = metadata.model_dump(exclude_none=True)
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return text
 
 
 def _json_checked(value: Any, limits: CreateLimits, at: tuple[str, ...], depth: int) -> Any:

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS, child
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -41,7 +41,7 @@ from worker.webhooks.attempt import (
     send,
 )
 from worker.webhooks.bodies import wants
-from worker.webhooks.delivery import Delivery, created_at, mark_inflight, new_cmds, queue_id
+from worker.webhooks.delivery import Delivery, mark_inflight, new_cmds, queue_id
 from worker.webhooks.heads import (
     BODY_EXPIRED,
     GONE_EARLIER,
@@ -51,7 +51,7 @@ from worker.webhooks.heads import (
     entry,
     final_state,
     head_of,
-    public_url,
+    observe,
 )
 from worker.webhooks.hosts import Admission, Held, HostGuard
 from worker.webhooks.pruning import Pruner, retention_s
@@ -67,6 +67,7 @@ STATES = ("pending", "delivered", "dead")
 ID_PATTERN = re.compile(r"dlv_[0-9a-f]{20}")
 # A lease outlives the longest attempt by this much, so only a dead consumer loses one.
 LEASE_MARGIN_S = 5.0
+URLS_KEPT = 10_000  # queues whose URL a dispatcher remembers
 
 
 def new_delivery_id() -> str:
@@ -162,10 +163,13 @@ class Dispatcher:
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self.pruner = Pruner(redis, settings)
         self.hosts = HostGuard(redis, settings, self.schedule)
-        # Settle, pop and read the next head, then ask its host about it: one round trip.
+        # Settle, pop and read the next head, then ask its host about it: one round trip; a
+        # claim's first head likewise, once this process knows the queue's URL.
         self._advance_script = lua.chained(
             redis, ("worker.webhooks", "advance"), self.hosts.admit_head
         )
+        self._peek_admit = lua.chained(redis, ("worker.webhooks", "peek"), self.hosts.admit_head)
+        self._urls: dict[str, str] = {}  # queue -> its URL (the queue id hashes the URL)
         self.signer = Signer(
             api_key=settings.api_key,
             api_secret=settings.api_secret.get_secret_value(),
@@ -183,8 +187,7 @@ class Dispatcher:
 
     async def _work_queue(self, claim: Claim) -> None:
         qid = claim.member
-        head = await self._peek(qid)
-        asked: Admission | None = None
+        head, asked = await self._peek(claim)
         while head is not None:
             step = await self._deliver(qid, head, asked)
             if isinstance(step, RetryLater | Held):
@@ -202,14 +205,30 @@ class Dispatcher:
                 return
         await self.schedule.release(claim)
 
-    async def _peek(self, qid: str) -> Head | None:
-        """The head delivery of a queue, read (and marked in flight) in one round trip."""
-        now = f"{time.time():.6f}"
-        raw = await self._peek_script(
-            keys=[self.schedule.list_key(qid), keys.gone(qid)],
-            args=[keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")],
-        )
-        return head_of(raw) if raw else None
+    async def _peek(self, claim: Claim) -> tuple[Head | None, Admission | None]:
+        """The head delivery of a queue, read (and marked in flight) in one round trip, with
+        its host's answer when this process knows the queue's URL (else None)."""
+        qid, now = claim.member, f"{time.time():.6f}"
+        peek_keys = [self.schedule.list_key(qid), keys.gone(qid)]
+        peek_args = [keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")]
+        url, asked = self._urls.get(qid), None
+        if url is None:
+            raw = await self._peek_script(keys=peek_keys, args=peek_args)
+        else:
+            admit_keys, admit_args = self.hosts.head_keys_args(
+                url, qid, claim, self.schedule.list_key(qid), now
+            )
+            both = await self._peek_admit(
+                keys=[*peek_keys, *admit_keys],
+                args=[len(peek_keys), len(peek_args), *peek_args, *admit_args],
+            )
+            raw, asked = both[0], self.hosts.admission(both[1])
+        head = head_of(raw) if raw else None
+        if url is None and head is not None and head.record.get("url"):
+            if len(self._urls) >= URLS_KEPT:
+                del self._urls[next(iter(self._urls))]  # the longest known
+            self._urls[qid] = head.record["url"]
+        return head, asked
 
     async def _advance(
         self, claim: Claim, head: Head, step: Final | None
@@ -263,7 +282,7 @@ class Dispatcher:
         )
         raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
-            self._observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
+            observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
         if int(raw[1]) < 0:
             return False, None, None
         return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None), asked
@@ -356,43 +375,7 @@ class Dispatcher:
                 ttl if isinstance(outcome, Gone) else "",
             ],
         )
-        self._observe(did, record, result, attempt, outcome, moved)
-
-    def _observe(
-        self,
-        did: str,
-        record: dict[str, str],
-        result: AttemptResult | None,
-        attempt: int | None,
-        outcome: Outcome,
-        moved: Any,
-    ) -> None:
-        """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
-        fields = {
-            "delivery_id": did,
-            "event_id": record.get("event_id"),
-            "webhook_event": record.get("event"),
-            "room_id": record.get("room_id"),
-            "url": public_url(record.get("url", "")),
-        }
-        if result is not None:
-            log.info(
-                "webhook attempt",
-                **fields,
-                attempt=attempt,
-                status=result.status,
-                error=result.error,
-                duration_ms=round(result.duration_ms, 1),
-                outcome=type(outcome).__name__,
-            )
-        if int(moved) != 1 or isinstance(outcome, RetryLater):
-            return
-        state, reason = final_state(outcome)
-        child(DELIVERIES, state).inc()
-        if state == "delivered":
-            DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
-        else:
-            log.warning("webhook dead", **fields, reason=reason)
+        observe(did, record, result, attempt, outcome, moved)
 
     async def prune(self, before: float, batch: int = 500, limit: int | None = None) -> int:
         """Remove finished deliveries created before `before` (see `Pruner.prune`)."""

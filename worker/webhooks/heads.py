@@ -1,18 +1,25 @@
 """A queue's head as the dispatcher reads it, and the final outcome it settles with the next read.
 
 `peek.lua` and the tail of `advance.lua` return a head in one shape (`head_of`); a delivered or
-dead head is settled as a `Final` in the same script that reads the next one.
+dead head is settled as a `Final` in the same script that reads the next one; `observe` counts and
+logs each attempt and the transition it made.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome
+from worker.logs import get_logger
+from worker.metrics import DELIVERIES, DELIVERY_SECONDS, child
+from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome, RetryLater
+from worker.webhooks.delivery import created_at
 from worker.webhooks.stored import attempt_entry
+
+log = get_logger("roomkeeper.dispatch")
 
 GONE_REASON = (
     "receiver answered 410 Gone; later events of this room to this URL are dead until a redelivery"
@@ -78,3 +85,39 @@ def final_state(outcome: Outcome) -> tuple[str, str]:
 def entry(result: AttemptResult, began: float) -> str:
     """An attempt's log line as stored (see `worker.webhooks.stored`)."""
     return attempt_entry(result.as_record(began))
+
+
+def observe(
+    did: str,
+    record: dict[str, str],
+    result: AttemptResult | None,
+    attempt: int | None,
+    outcome: Outcome,
+    moved: Any,
+) -> None:
+    """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
+    fields = {
+        "delivery_id": did,
+        "event_id": record.get("event_id"),
+        "webhook_event": record.get("event"),
+        "room_id": record.get("room_id"),
+        "url": public_url(record.get("url", "")),
+    }
+    if result is not None:
+        log.info(
+            "webhook attempt",
+            **fields,
+            attempt=attempt,
+            status=result.status,
+            error=result.error,
+            duration_ms=round(result.duration_ms, 1),
+            outcome=type(outcome).__name__,
+        )
+    if int(moved) != 1 or isinstance(outcome, RetryLater):
+        return
+    state, reason = final_state(outcome)
+    child(DELIVERIES, state).inc()
+    if state == "delivered":
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
+    else:
+        log.warning("webhook dead", **fields, reason=reason)

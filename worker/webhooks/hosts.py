@@ -1,9 +1,11 @@
 """Protection for receivers, per target host: a circuit breaker and a rate limit, kept in Redis.
 
-A host is `scheme://host:port`. Every attempt asks `HostGuard.admit` first, one script that both
+A host is `scheme://host:port`. Every attempt asks `host_admit.lua` first, one script that both
 checks the breaker and reserves a slot on the host's timetable (GCRA), so any number of worker
-processes share one view. A delivery the guard holds is not attempted and keeps its attempts: its
-queue is released until the guard says to come back, so nothing behind it overtakes it.
+processes share one view: run by `HostGuard.admit`, or (`admit_head`) at the end of the script
+that read the delivery, in the same round trip. A delivery the guard holds is not attempted and
+keeps its attempts: its queue is released until the guard says to come back, so nothing behind
+it overtakes it.
 
 The breaker counts consecutive failed attempts to a host across all its rooms (5xx, 429,
 timeouts, connection errors; any other answer means the host is up and resets the count). At the
