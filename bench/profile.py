@@ -1,11 +1,13 @@
 """CPU per unit of work by phase, from a `py-spy record --subprocesses -f raw` of a benchmark.
 
     .venv/bin/python -m bench.profile record deliveries --quick   # writes bench/profiles/*.txt
-    .venv/bin/python -m bench.profile summary FILE --process "roomkeeper worker" --units 2800
+    .venv/bin/python -m bench.profile summary FILE --process "roomkeeper worker" --units 2800 \
+        --cpu-us 620   # the bench's measured CPU per delivery: phases scaled to it
 
 Each sample is attributed to the first phase found walking its stack from the leaf up (a socket
 write inside redis-py counts as Redis, a JSON dump inside structlog as logging). py-spy samples
-only threads that are not idle, so samples / rate is CPU seconds. The raw files stay out of git
+only threads that are runnable, so on a quiet machine samples / rate is CPU seconds (on a loaded
+one, scale with `--cpu-us`, see `summary`). The raw files stay out of git
 (bench/profiles/ is ignored); the README keeps the table.
 """
 
@@ -61,8 +63,16 @@ def phase_of(frames: list[str]) -> str:
     return "event loop"
 
 
-def summary(path: Path, process: str, units: int, rate: int = RATE) -> dict[str, float]:
-    """CPU-µs per unit by phase for the processes whose command line contains `process`."""
+def summary(
+    path: Path, process: str, units: int, rate: int = RATE, cpu_us: float | None = None
+) -> dict[str, float]:
+    """CPU-µs per unit by phase for the processes whose command line contains `process`.
+
+    `cpu_us`: the process's measured CPU time per unit (the benchmark's `CPU per …` row); the
+    phases are scaled to add up to it. py-spy samples a thread whenever the OS has it runnable,
+    and on a loaded machine a runnable thread is often waiting for a core, so unscaled sample
+    counts overstate CPU time by the machine's overload (4 to 6 times at a load of 10 on 2 cores);
+    the shares stay right, since the waiting falls on every phase alike."""
     counts: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -75,6 +85,9 @@ def summary(path: Path, process: str, units: int, rate: int = RATE) -> dict[str,
     per_unit = 1e6 / rate / units
     names = [name for name, _ in PHASES] + ["other (our code)", "event loop"]
     table = {name: counts[name] * per_unit for name in names}
+    total = sum(table.values())
+    if cpu_us is not None and total:
+        table = {name: us * cpu_us / total for name, us in table.items()}
     table["total CPU"] = sum(table.values())
     table["idle (waiting)"] = counts["idle (waiting)"] * per_unit
     return table
@@ -100,11 +113,16 @@ def main() -> None:
     summ.add_argument("file", type=Path)
     summ.add_argument("--process", required=True, help="a substring of the command line")
     summ.add_argument("--units", type=int, required=True, help="rooms, deliveries or events")
+    summ.add_argument(
+        "--cpu-us",
+        type=float,
+        help="the process's measured CPU µs per unit (the benchmark's row): scale the phases to it",
+    )
     args = parser.parse_args()
     if args.cmd == "record":
         print(record(args.bench, args.args))
         return
-    table = summary(args.file, args.process, args.units)
+    table = summary(args.file, args.process, args.units, cpu_us=args.cpu_us)
     for name, us in table.items():
         print(f"  {name:22} {us:8.1f} µs")
 

@@ -103,7 +103,10 @@ def _is_active(api_port: int, room_id: str) -> bool:
         },
     )
     with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - our own local API
-        return bool(json.loads(resp.read())["is_active"])
+        answer = json.loads(resp.read())
+    # An answer without `is_active` is an error of the request itself: say which.
+    assert "is_active" in answer, answer
+    return bool(answer["is_active"])
 
 
 def _reconciled_since(redis_port: int, since_ms: float) -> bool:

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -286,9 +287,7 @@ async def finalize(
 ) -> int:
     script = run(redis, "worker.rooms", "finalize")
     args: list[Any] = [len(read), *(x for pair in read.items() for x in pair), member, token]
-    args.append(len(writes))
-    for command in writes:
-        args += [len(command), *command]
+    args.append(writes_block(*writes))
     return int(await script(keys=[keys.room("r1"), DUE, LEASES], args=args))
 
 
@@ -346,23 +345,22 @@ async def test_finalize_leaves_a_lease_another_consumer_took_over(redis: Redis) 
 # -- worker/rooms/record_created.lua -----------------------------------------------------------
 
 
-def writes_block(*commands: list[str]) -> list[Any]:
-    out: list[Any] = [len(commands)]
-    for command in commands:
-        out += [len(command), *command]
-    return out
+def writes_block(*commands: list[str]) -> bytes:
+    """A block of writes as `worker.staged.block` spells it."""
+    return msgpack.packb(
+        [[w.encode() for w in command] for command in commands], use_bin_type=False
+    )
 
 
-async def record_created(redis: Redis, rooms: list[tuple[str, str]]) -> int:
-    """Each (room, job) with a created block (SET created:<room>) and a done block (SET
-    done:<room>); the wake block SETs `woken`."""
+async def record_created(redis: Redis, rooms: list[tuple[str, str]]) -> list[int]:
+    """Each (room, job) with a created block (SET created:<room>, INCR created); the wake block
+    SETs `woken`."""
     script = run(redis, "worker.rooms", "record_created")
     args: list[Any] = [len(rooms)]
     for room, job in rooms:
-        args += [job, *writes_block(["SET", f"created:{room}", job])]
-        args += writes_block(["SET", f"done:{room}", job], ["INCR", "done"])
-    args += writes_block(["SET", "woken", "1"])
-    return int(await script(keys=[keys.room(r) for r, _ in rooms], args=args))
+        args += [job, writes_block(["SET", f"created:{room}", job], ["INCR", "created"])]
+    args.append(writes_block(["SET", "woken", "1"]))
+    return list(await script(keys=[keys.room(r) for r, _ in rooms], args=args))
 
 
 async def test_record_created_applies_each_rooms_block_by_its_session(redis: Redis) -> None:
@@ -371,22 +369,19 @@ async def test_record_created_applies_each_rooms_block_by_its_session(redis: Red
     await redis.hset(keys.room("c"), mapping={"state": "created", "job_id": "jc"})  # done before
     await redis.hset(keys.room("d"), mapping={"state": "creating", "job_id": "newer"})
     rooms = [("a", "ja"), ("b", "jb"), ("c", "jc"), ("d", "jd"), ("e", "je")]  # e: no session
-    assert await record_created(redis, rooms) == 2
+    assert await record_created(redis, rooms) == [3, 4, 5]  # the caller completes those jobs
     assert await redis.get("created:a") == "ja"
     assert await redis.get("created:b") == "jb"
+    assert await redis.get("created") == "2"
     for room in "cde":
         assert await redis.exists(f"created:{room}") == 0
-        assert await redis.exists(f"done:{room}") == 1
-    assert await redis.exists("done:a", "done:b") == 0
-    assert await redis.get("done") == "3"
     assert await redis.get("woken") == "1"
 
 
 async def test_record_created_wakes_nobody_when_no_room_was_created(redis: Redis) -> None:
     await redis.hset(keys.room("a"), mapping={"state": "active", "job_id": "ja"})
-    assert await record_created(redis, [("a", "ja")]) == 0
-    assert await redis.get("done:a") == "ja"
-    assert await redis.exists("woken") == 0
+    assert await record_created(redis, [("a", "ja")]) == [1]
+    assert await redis.exists("created:a", "created", "woken") == 0
 
 
 # -- worker/rooms/start_create.lua -------------------------------------------------------------

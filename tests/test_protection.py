@@ -346,9 +346,13 @@ async def test_hosts_idle_for_the_retention_period_are_forgotten(
 ) -> None:
     ((_, (did,)),) = await emit(redis, stack.settings, "kept", receiver.at("/kept"))
     await _all_settled(redis, [did])
-    await redis.zadd(keys.HOSTS, {"https://old.example.org:443": 1_000})
-    await redis.hset(keys.host("https://old.example.org:443"), mapping={"state": "open"})
-    await redis.sadd(keys.HOSTS_OPEN, "https://old.example.org:443")
+    # One transaction: a prune turn of the worker's between these writes would forget the host
+    # half-written and leave the rest for no one to forget.
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(keys.HOSTS, {"https://old.example.org:443": 1_000})
+        pipe.hset(keys.host("https://old.example.org:443"), mapping={"state": "open"})
+        pipe.sadd(keys.HOSTS_OPEN, "https://old.example.org:443")
+        await pipe.execute()
 
     # The worker's own prune turn (it runs after the delivery above) may forget it first.
     assert await forget_idle_hosts(redis, int((time.time() - 86400) * 1000)) in (0, 1)

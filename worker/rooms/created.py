@@ -114,29 +114,40 @@ class GroupRecorder:
 async def _record_created(deps: Deps, chunk: list[Created]) -> None:
     """Move each created room's session to `created` (`record_created.lua`), in one round trip.
 
-    Each room's writes are built twice, for both outcomes: created, or (a session an earlier
-    run recorded, or one no longer this job's) only the job complete; the script picks per
-    room, atomically, as a WATCHed transaction would have after reading the sessions.
+    The script applies a room's writes only while its session is still pending on the room's
+    job, atomically, as a WATCHed transaction would have after reading the sessions; the jobs of
+    the others (recorded by an earlier run, or superseded) are completed afterwards.
     """
     args: list[EncodableT] = [len(chunk)]
     soonest = None
+    infos = []
     for w, info in chunk:
         info_json = json.dumps(info, separators=(",", ":"))
-        created, done = stage(deps.redis), stage(deps.redis)
+        infos.append(info_json)
+        created = stage(deps.redis)
         due = _created_cmds(created, deps, w, info, info_json)
         soonest = due if soonest is None else min(soonest, due)
-        deps.store.job_complete_cmds(
-            done, w.job_id, info_json, room_id=w.room_id, event_id=w.job.event_id
-        )
-        args += [w.job_id, *block(created), *block(done)]
+        args += [w.job_id, block(created)]
     wake = stage(deps.redis)  # one wake-up per schedule for the whole group
     if needs_wake(soonest):
         deps.timers.wake(wake)
     deps.outbox.schedule.wake(wake)
-    args += block(wake)
-    await lua.script(deps.redis, "worker.rooms", "record_created")(
+    args.append(block(wake))
+    skipped = await lua.script(deps.redis, "worker.rooms", "record_created")(
         keys=deps.store.session_keys([w.room_id for w, _ in chunk]), args=args
     )
+    if skipped:  # done by an earlier run (or no longer this job's): only the job completes
+        async with deps.redis.pipeline(transaction=True) as pipe:
+            for position in skipped:
+                w, _ = chunk[int(position) - 1]
+                deps.store.job_complete_cmds(
+                    pipe,
+                    w.job_id,
+                    infos[int(position) - 1],
+                    room_id=w.room_id,
+                    event_id=w.job.event_id,
+                )
+            await pipe.execute()
 
 
 def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> int:

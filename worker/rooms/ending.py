@@ -145,7 +145,7 @@ async def _finalize_as_read(
             *(x for pair in read.items() for x in pair),
             claim.member if claim else "",
             claim.token if claim else "",
-            *block(staged),
+            block(staged),
         ],
     )
     if not done:

@@ -13,8 +13,7 @@
 -- ARGV[2..2n+1]        those pairs
 -- ARGV[2n+2] member    the firing timer's schedule member ('' = no timer to release)
 -- ARGV[2n+3] token     its claim's token (a consumer whose lease was taken over is fenced out)
--- ARGV[2n+4..]         the writes, a block (worker/staged.py): the number of commands, then for
---                      each its word count and its words
+-- ARGV[2n+4] writes    the writes, a block (worker/staged.py: a msgpack array of commands)
 -- Returns 1 when the writes were applied, 0 when the session was not as read (nothing written).
 local room, due, leases = KEYS[1], KEYS[2], KEYS[3]
 local n = tonumber(ARGV[1])
@@ -30,13 +29,7 @@ end
 
 local at = FIRST_PAIR + 2 * n
 local member, token = ARGV[at], ARGV[at + 1]
-local commands = tonumber(ARGV[at + 2])
-at = at + 3
-for _ = 1, commands do
-  local words = tonumber(ARGV[at])
-  redis.call(unpack(ARGV, at + 1, at + words))
-  at = at + words + 1
-end
+for _, command in ipairs(cmsgpack.unpack(ARGV[at + 2])) do redis.call(unpack(command)) end
 if member ~= '' and redis.call('HGET', leases, member) == token then
   redis.call('HDEL', leases, member)
   redis.call('ZREM', due, member)
