@@ -8,7 +8,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from tests.support.servers import RedisServer
-from worker.connections import fast_packing
+from worker.connections import _retry, fast_packing
 
 ARGS = [
     ("SET", "k", "v"),
@@ -34,7 +34,7 @@ def test_what_redis_py_refuses_is_still_refused() -> None:
 async def test_a_packing_client_reads_and_writes_a_real_redis(redis_server: RedisServer) -> None:
     client = fast_packing(Redis.from_url(redis_server.url, decode_responses=True))
     # Asked again, it wraps the connection class once.
-    assert fast_packing(client).connection_pool.connection_class.__mro__[2] is Connection
+    assert fast_packing(client).connection_pool.connection_class.__mro__[3] is Connection
     try:
         await client.set("packed:ü", "✓ 1.5")
         assert await client.get("packed:ü") == "✓ 1.5"
@@ -44,3 +44,21 @@ async def test_a_packing_client_reads_and_writes_a_real_redis(redis_server: Redi
             assert await pipe.execute() == [0.25, 0.75]
     finally:
         await client.aclose()
+
+
+async def test_a_pooled_connection_the_server_closed_is_not_handed_out_broken(
+    redis_server: RedisServer,
+) -> None:
+    """The pool's check looks at what the loop has received, not the socket: a connection
+    Redis closed meanwhile still gives way to a working one."""
+    client = fast_packing(Redis.from_url(redis_server.url, decode_responses=True, **_retry(3)))
+    other = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        for _ in range(3):
+            killed = await client.client_id()
+            await other.client_kill_filter(_id=killed)
+            assert await client.set("quiet:k", "v")
+            assert await client.client_id() != killed
+    finally:
+        await client.aclose()
+        await other.aclose()

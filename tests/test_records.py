@@ -234,6 +234,17 @@ async def claim_of_a_live_room(store: Store) -> CreateClaim:
     return Store.parse_claim(raw)
 
 
+async def assert_reads_back(redis: Redis, store: Store, session: RoomSession) -> None:
+    """`session` as every reader of "r1" sees it: the session, its head, a create's claim."""
+    assert await store.session("r1") == session
+    async with redis.pipeline(transaction=False) as pipe:
+        store.head_cmd(pipe, "r1")
+        (row,) = await pipe.execute()
+    assert store.head("r1", row).info == session.info
+    claim = await claim_of_a_live_room(store)
+    assert (claim.kind, claim.info) == ("exists", session.info)
+
+
 async def test_a_sessions_room_is_kept_packed_so_the_session_stays_compact(redis: Redis) -> None:
     store = Store(redis, job_ttl_s=60)
     session = a_session(info=seed_room())
@@ -243,13 +254,7 @@ async def test_a_sessions_room_is_kept_packed_so_the_session_stays_compact(redis
     stored = await redis.hgetall(keys.room("r1"))
     assert "info" not in stored and "i0" in stored
     assert await redis.object("encoding", keys.room("r1")) == "listpack"
-    assert await store.session("r1") == session
-    async with redis.pipeline(transaction=False) as pipe:
-        store.head_cmd(pipe, "r1")
-        (row,) = await pipe.execute()
-    assert store.head("r1", row).info == session.info
-    claim = await claim_of_a_live_room(store)
-    assert (claim.kind, claim.info) == ("exists", session.info)
+    await assert_reads_back(redis, store, session)
     async with redis.pipeline(transaction=True) as pipe:
         store.job_complete_cmds(pipe, "j1", json.dumps(session.info), room_id="r1")
         await pipe.execute()
@@ -262,10 +267,4 @@ async def test_a_session_written_with_its_room_as_json_is_still_read(redis: Redi
     session = a_session(info=seed_room())
     older = {k: v for k, v in session.to_mapping().items() if not k[1:].isdigit()}
     await redis.hset(keys.room("r1"), mapping={**older, "info": json.dumps(session.info)})
-    assert await store.session("r1") == session
-    async with redis.pipeline(transaction=False) as pipe:
-        store.head_cmd(pipe, "r1")
-        (row,) = await pipe.execute()
-    assert store.head("r1", row).info == session.info
-    claim = await claim_of_a_live_room(store)
-    assert (claim.kind, claim.info) == ("exists", session.info)
+    await assert_reads_back(redis, store, session)

@@ -16,6 +16,7 @@ kept for the retention period, then pruned by whichever worker takes the prune t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -282,7 +283,11 @@ class Dispatcher:
         )
         raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
-            observe(did, head.record, step.result, step.attempt, step.outcome, raw[0])
+            # Settled already: its log line and counters wait for the next turn of the loop,
+            # which comes once the next head's POST is written, so they cost the queue no time.
+            asyncio.get_running_loop().call_soon(
+                observe, did, head.record, step.result, step.attempt, step.outcome, raw[0]
+            )
         if int(raw[1]) < 0:
             return False, None, None
         return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None), asked
