@@ -83,13 +83,17 @@ def summary(
             continue
         counts[phase_of(frames[procs[-1] + 1 :])] += int(n)
     per_unit = 1e6 / rate / units
-    names = [name for name, _ in PHASES] + ["other (our code)", "event loop"]
+    # Start-up (imports) is not work per unit: it is shown apart, like idle waits, and left out of
+    # the total the phases are scaled to.
+    apart = ("imports / start-up", "idle (waiting)")
+    names = [name for name, _ in PHASES if name not in apart] + ["other (our code)", "event loop"]
     table = {name: counts[name] * per_unit for name in names}
     total = sum(table.values())
     if cpu_us is not None and total:
         table = {name: us * cpu_us / total for name, us in table.items()}
     table["total CPU"] = sum(table.values())
-    table["idle (waiting)"] = counts["idle (waiting)"] * per_unit
+    for name in apart:
+        table[name] = counts[name] * per_unit
     return table
 
 
