@@ -35,6 +35,11 @@ CHROMIUM_ARGS = [
 ]
 
 
+# Each browser test starts its own chromium (1.5 to 2 s): they run in `make test`, not in
+# `make test-fast`.
+BROWSER = pytest.mark.slow
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Debian's chromium (never a downloaded browser); a missing one fails the test."""
@@ -66,6 +71,7 @@ async def _page(browser: Browser, **context: object) -> Page:
     return await ctx.new_page()
 
 
+@BROWSER
 async def test_an_operator_sees_a_room_and_a_dead_delivery_and_redelivers_it(
     stack: Stack, redis: Redis, receiver: Receiver, browser: Browser
 ) -> None:
@@ -100,6 +106,7 @@ async def test_an_operator_sees_a_room_and_a_dead_delivery_and_redelivers_it(
     assert receiver.received[-1].headers["webhook-id"] == (await record(redis, did))["event_id"]
 
 
+@BROWSER
 async def test_the_console_test_send_shows_the_receivers_answer(
     stack: Stack, receiver: Receiver, browser: Browser
 ) -> None:
@@ -113,6 +120,7 @@ async def test_the_console_test_send_shows_the_receivers_answer(
     assert [r.json["event"] for r in receiver.received if r.path == "/try"] == ["webhook_test"]
 
 
+@BROWSER
 async def test_no_credentials_get_401_and_wrong_ones_too(stack: Stack, browser: Browser) -> None:
     page = await _page(browser)
     # Headless chromium aborts a navigation that meets a Basic challenge it cannot answer, so
@@ -165,6 +173,7 @@ async def test_the_console_password_opens_it_and_an_empty_one_never_does(
                 assert resp.status == status, (user, password)
 
 
+@BROWSER
 async def test_a_room_scheduled_ahead_is_listed_on_the_scheduled_page(
     stack: Stack, browser: Browser
 ) -> None:

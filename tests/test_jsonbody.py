@@ -31,6 +31,7 @@ def reference_depth(raw: str) -> int:
     return deepest
 
 
+@pytest.mark.slow  # 2,000 examples: some 3 s, so in `make test`, not `make test-fast`
 @settings(max_examples=2000)
 @given(st.text(alphabet='[]{}"\\a\n,:', max_size=80))
 def test_the_depth_of_any_text_is_the_one_a_character_scan_finds(raw: str) -> None:

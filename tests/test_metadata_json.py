@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ def python_json(metadata: Any) -> str:
     )
 
 
+@pytest.mark.slow  # 1,500 examples: some 10 s, so in `make test`, not `make test-fast`
 @settings(max_examples=1500, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(TEXT, VALUE, max_size=4), TEXT, FEATURES)
 def test_stored_metadata_is_what_python_json_writes(
