@@ -89,21 +89,8 @@ async def _delete_and_finalize(
     return False
 
 
-async def finalize(
-    deps: Deps, room_id: str, sid: str, reason: EndReason, *, read: dict[str, str] | None = None
-) -> bool:
-    """Move session `sid` to ended and emit `session_ended`; False if it already was.
-
-    `read`: the session's hash as the caller has just read it. Ended (or replaced) there, it is
-    for good (a session never leaves `ended`); otherwise the end takes one round trip while the
-    session is still as read, and a fresh read only when it is not.
-    """
-    if read is not None:
-        session = RoomSession.from_hash(room_id, read)
-        if session.sid != sid or session.state in (RoomState.ENDED, None):
-            return False
-        if await _finalize_as_read(deps, room_id, sid, reason, read, None):
-            return True
+async def finalize(deps: Deps, room_id: str, sid: str, reason: EndReason) -> bool:
+    """Move session `sid` to ended and emit `session_ended`; False if it already was."""
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:

@@ -1,5 +1,5 @@
 -- The head of a claimed (room, URL) queue asked about, in the same script as the step that read
--- it (`worker.lua.chain`): prepended to host_admit.lua, it finds the delivery the step just
+-- it (`worker.lua.chained`): prepended to host_admit.lua, it finds the delivery the step just
 -- marked in flight and lets host_admit.lua run for it; anything else (the queue empty, the lease
 -- lost, a head not marked by this step: finished, gone, or its body expired) asks nothing, so no
 -- rate slot or probe is spent on a delivery that will not be attempted.
