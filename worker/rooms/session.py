@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from worker.webhooks.stored import pack_body, unpack_body
+from worker.webhooks.stored import pack_body, piece_fields, unpack_body
 
 Fields = dict[str, str | int | float]
-INFO_PIECE = 64  # Redis's `hash-max-listpack-value`: a compact hash's longest value
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -66,9 +65,7 @@ def _int(raw: str | None) -> int:
 
 def info_fields(info: dict[str, Any]) -> dict[str, str]:
     """A session's LiveKit room as the fields it is stored in (`i0`, `i1`, …)."""
-    packed = pack_body(json.dumps(info, separators=(",", ":")).encode())
-    starts = range(0, len(packed), INFO_PIECE)
-    return {f"i{n}": packed[at : at + INFO_PIECE] for n, at in enumerate(starts)}
+    return piece_fields("i", pack_body(json.dumps(info, separators=(",", ":")).encode()))
 
 
 def is_info_field(name: str) -> bool:

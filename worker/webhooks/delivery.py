@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker import keys
-from worker.webhooks.stored import attempt_log
+from worker.webhooks.stored import attempt_log, piece_fields
 
 
 class DeliveryState(StrEnum):
@@ -46,15 +46,9 @@ def url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-# Redis keeps a hash in its compact encoding only while every value is at most 64 bytes
-# (`hash-max-listpack-value`), so a body kept in its record goes in pieces of that size.
-BODY_PIECE = 64
-
-
 def body_fields(packed: str) -> dict[str, str]:
     """A packed body as fields of its record: `b0`, `b1`, … (`peek.lua` joins them again)."""
-    starts = range(0, len(packed), BODY_PIECE)
-    return {f"b{i}": packed[at : at + BODY_PIECE] for i, at in enumerate(starts)}
+    return piece_fields("b", packed)
 
 
 def queue_id(room_id: str, url: str) -> str:

@@ -41,6 +41,17 @@ def pack_body(body: bytes, *, level: int = 9) -> str:
     return PACKED_V1 + binascii.b2a_base64(packed, newline=False).decode("ascii")
 
 
+# Redis keeps a hash in its compact encoding only while every value is at most 64 bytes
+# (`hash-max-listpack-value`), so packed text kept in a hash goes in pieces of that size.
+PIECE = 64
+
+
+def piece_fields(prefix: str, packed: str) -> dict[str, str]:
+    """Packed text as hash fields `{prefix}0`, `{prefix}1`, … of at most `PIECE` characters."""
+    starts = range(0, len(packed), PIECE)
+    return {f"{prefix}{n}": packed[at : at + PIECE] for n, at in enumerate(starts)}
+
+
 def unpack_body(stored: str) -> bytes:
     """The exact bytes of a stored body (packed, or raw from before packing)."""
     if not stored.startswith(PACKED_V1):
