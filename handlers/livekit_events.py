@@ -10,7 +10,7 @@ from handlers.state import DEPS, INBOX, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.logs import get_logger
 from worker.replicas import NotReplicated
-from worker.rooms.livekit_events import room_of
+from worker.rooms.inbox import room_of
 
 log = get_logger("roomkeeper.livekit_events")
 
