@@ -1,0 +1,91 @@
+"""A backlog of one room's LiveKit events (several queued before a worker gets to them) is
+applied in arrival order, each once, with the counts each forwarded event carries: the batch
+path (`livekit_batch`) and the one-event path it hands over to, on a real stack."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf.json_format import MessageToJson
+from livekit import api
+from redis.asyncio import Redis
+
+from tests.support.api import eventually, minimal_request
+from tests.support.servers import Receiver
+from tests.support.stack import Stack
+from tests.test_livekit_webhook import post_webhook, token_for
+from worker import keys
+from worker.deps import open_deps
+from worker.queue.schedule import now_ms
+from worker.rooms import livekit_batch
+
+
+def event(kind: str, room: dict, identity: str, n: int, sid: str | None = None) -> str:
+    return MessageToJson(
+        api.WebhookEvent(
+            event=kind,
+            id=f"EV_batch{n:08d}",
+            created_at=int(time.time()),
+            room=api.Room(sid=sid or room["sid"], name=room["name"]),
+            participant=api.ParticipantInfo(sid=f"PA_{identity}", identity=identity, state=2),
+        )
+    )
+
+
+async def test_a_backlog_of_a_rooms_events_is_applied_in_order_once_each(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    created = await stack.api.create(minimal_request("backlog", webhook_url=receiver.at("/hook")))
+    room = created["room_info"]
+    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
+    deps = await open_deps(stack.settings)
+    try:
+        # Hold the room's queue, as a worker that claimed it would, so the events pile up.
+        far = now_ms() + 600_000
+        async with redis.pipeline(transaction=True) as pipe:
+            deps.inbound.add(pipe, "backlog", far, replace=True)
+            await pipe.execute()
+        (claim,) = await deps.inbound.claim(1, far)
+        bodies = [
+            event("participant_joined", room, "alice", 1),
+            event("participant_joined", room, "bob", 2),
+            event("participant_joined", room, "alice", 3),  # a repeated join: not counted again
+            event("participant_left", room, "alice", 4),
+            event("participant_joined", room, "mallory", 5, sid="RM_notours"),  # one at a time
+            event("participant_joined", room, "carol", 6),
+            event("participant_left", room, "dave", 7),  # never counted in: not counted out
+        ]
+        for body in bodies:
+            assert await post_webhook(stack.url, body, {"Authorization": token_for(body)}) == 200
+        assert await redis.llen(keys.schedule_list(keys.INBOUND, "backlog")) == len(bodies)
+
+        await livekit_batch.work(deps, claim)
+    finally:
+        await deps.aclose()
+
+    assert await redis.llen(keys.schedule_list(keys.INBOUND, "backlog")) == 0
+    assert await redis.zscore(keys.schedule_due(keys.INBOUND), "backlog") is None
+    for n in range(1, len(bodies) + 1):
+        assert await redis.exists(keys.lk_event_done(f"EV_batch{n:08d}")) == 1
+    assert await redis.hget(keys.room("backlog"), "participants") == "2"
+    assert await redis.smembers(keys.members(room["sid"])) == {"bob", "carol"}
+    wanted = ("participant_joined", "participant_left")
+    await receiver.wait_for(lambda r: sum(x.json["event"] in wanted for x in r) >= 6)
+    await eventually(lambda: _delivered(redis), what="every forwarded event delivered", timeout=10)
+    seen = [
+        (e["event"], e["participant"]["identity"], e["room"]["num_participants"])
+        for e in receiver.events("/hook")
+        if e["event"] in wanted
+    ]
+    assert seen == [
+        ("participant_joined", "alice", 1),
+        ("participant_joined", "bob", 2),
+        ("participant_joined", "alice", 2),
+        ("participant_left", "alice", 1),
+        ("participant_joined", "carol", 2),
+        ("participant_left", "dave", 2),
+    ]
+
+
+async def _delivered(redis: Redis) -> bool:
+    return await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
