@@ -9,6 +9,7 @@ pipeline is out the next gathers. Each request still gets its own answer, after 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 from livekit import api
@@ -19,6 +20,8 @@ from worker.queue.schedule import Schedule, now_ms
 from worker.webhooks.stored import pack_body
 
 SEEN_TTL = 86400
+# Serialized events from this size on are kept deflated (see `encode_event`).
+DEFLATE_FROM = 256
 # The most events one pipeline files: a burst is cut into pipelines of this size.
 PIPELINE_MAX = 256
 
@@ -27,10 +30,15 @@ _Filing = tuple[list[str], list[Any], "asyncio.Future[bool]"]
 
 def encode_event(event: api.WebhookEvent) -> str:
     """How a verified event waits for the workers: the message the API parsed, as protobuf, so
-    no worker parses its JSON a second time, deflated as stored bodies are (its room's metadata,
-    most of its bytes, is what their dictionary holds: about a quarter of the size while a busy
-    worker lets events wait), as text (the schedule's lists hold text)."""
-    return pack_body(event.SerializeToString(), level=1)
+    no worker parses its JSON a second time, as text (the schedule's lists hold text). One that
+    carries its room's metadata is deflated as stored bodies are (the metadata, most of its
+    bytes, is what their dictionary holds: about a quarter of the size while a busy worker lets
+    events wait); a small one is only base64, since deflating with the dictionary costs far
+    more than the few bytes it saves there."""
+    raw = event.SerializeToString()
+    if len(raw) < DEFLATE_FROM:
+        return base64.b64encode(raw).decode("ascii")
+    return pack_body(raw, level=1)
 
 
 def room_of(event: api.WebhookEvent) -> str:
