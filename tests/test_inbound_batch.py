@@ -68,6 +68,8 @@ async def test_a_backlog_of_a_rooms_events_is_applied_in_order_once_each(
     for n in range(1, len(bodies) + 1):
         assert await redis.exists(keys.lk_event_done(f"EV_batch{n:08d}")) == 1
     assert await redis.hget(keys.room("backlog"), "participants") == "2"
+    assert await redis.hget(keys.room("backlog"), "joined") == "3"  # alice, bob, carol
+    assert await redis.hget(keys.room("backlog"), "state") == "active"
     assert await redis.smembers(keys.members(room["sid"])) == {"bob", "carol"}
     wanted = ("participant_joined", "participant_left")
     await receiver.wait_for(lambda r: sum(x.json["event"] in wanted for x in r) >= 6)

@@ -118,7 +118,10 @@ def _queue_changes(
     included: they are only popped)."""
     room_id, sid = session.room_id, session.sid
     state, participants, claimed = session.state, session.participants, session.recording_claimed
-    present: dict[str, bool] = {}  # who came or went in this batch
+    present: dict[str, bool] = {}  # who is in after the events so far, of those they name
+    was_in: dict[str, bool] = {}  # and before them
+    joined = 0  # counted joins
+    counted_out = False
     applied: set[str] = set()
     handled = 0
     woken = False
@@ -134,17 +137,15 @@ def _queue_changes(
             event.participant
         )
         live = state in LIVE_STATES
-        is_in = present.get(identity, bool(member[i]))
+        was_in.setdefault(identity, bool(member[i]))
+        is_in = present.get(identity, was_in[identity])
         if live and event.event == "room_started" and state == RoomState.CREATED:
-            deps.store.started_cmds(pipe, room_id)
             state = RoomState.ACTIVE
         elif live and counted and event.event == "participant_joined":
             # Counted once per identity present: a repeated join does not inflate it.
-            if is_in:
-                deps.store.started_cmds(pipe, room_id)
-            else:
+            if not is_in:
                 participants += 1
-                deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=True)
+                joined += 1
                 present[identity] = True
             state = RoomState.ACTIVE
             if (
@@ -157,13 +158,24 @@ def _queue_changes(
         elif live and counted and is_in:
             # Left or aborted: only someone counted in is counted out, so never below 0.
             participants = max(0, participants - 1)
-            deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
+            counted_out = True
             present[identity] = False
         if event.event in FORWARDED:
             emit_forwarded(deps, pipe, event, session, participants if live else 0, wake=False)
             woken = True
         pipe.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
         handled = i + 1
+    # The events' changes to the session and who is in, written as their net effect.
+    deps.store.presence_cmds(
+        pipe,
+        room_id,
+        sid,
+        came=[who for who, now in present.items() if now and not was_in[who]],
+        went=[who for who, now in present.items() if not now and was_in[who]],
+        participants=participants if joined or counted_out else None,
+        joined=joined,
+        active=state == RoomState.ACTIVE and session.state != RoomState.ACTIVE,
+    )
     if woken:
         deps.outbox.schedule.wake(pipe)  # once for the batch's forwarded events
     return handled

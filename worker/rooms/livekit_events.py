@@ -240,15 +240,19 @@ async def _apply_to_session(
                         deps.store.started_cmds(pipe, room_id)
                     else:
                         participants += 1
-                        deps.store.member_cmds(
-                            pipe, room_id, sid, identity, participants, came=True
-                        )
+                        deps.store.presence_cmds(
+                            pipe, room_id, sid, came=[identity], went=[],
+                            participants=participants, joined=1, active=True,
+                        )  # fmt: skip
                     if auto:
                         auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
                 elif live and counted and present:
                     # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
-                    deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
+                    deps.store.presence_cmds(
+                        pipe, room_id, sid, came=[], went=[identity],
+                        participants=participants, joined=0, active=False,
+                    )  # fmt: skip
                 if event.event in FORWARDED:
                     emit_forwarded(deps, pipe, event, session, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)
