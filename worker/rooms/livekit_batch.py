@@ -67,7 +67,15 @@ async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool,
     """Apply the leading run of `items` that the batch path takes, and pop them; (whether the
     lease still holds, the queue's next items). None when the first item is not for this path
     (nothing was done)."""
-    events = [parse_event(item) for item in items]
+    events: list[api.WebhookEvent] = []
+    for item in items:
+        try:
+            events.append(parse_event(item))
+        except ValueError:
+            if not events:
+                raise  # as the one-event path would: the item stays, the claim fails
+            break  # the ones before it are applied; it comes first next time
+    items = items[: len(events)]
     room_id = claim.member
     done = [keys.lk_event_done(e.id) for e in events]
     while True:
