@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
@@ -91,3 +92,35 @@ async def test_a_backlog_of_a_rooms_events_is_applied_in_order_once_each(
 
 async def _delivered(redis: Redis) -> bool:
     return await redis.zcard(keys.schedule_due(keys.DELIVERY_QUEUES)) == 0
+
+
+async def test_an_item_that_is_no_event_stops_the_batch_after_the_events_ahead_of_it(
+    stack: Stack, redis: Redis, receiver: Receiver
+) -> None:
+    created = await stack.api.create(minimal_request("broken", webhook_url=receiver.at("/hook")))
+    room = created["room_info"]
+    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
+    deps = await open_deps(stack.settings)
+    try:
+        far = now_ms() + 600_000
+        async with redis.pipeline(transaction=True) as pipe:
+            deps.inbound.add(pipe, "broken", far, replace=True)
+            await pipe.execute()
+        (claim,) = await deps.inbound.claim(1, far)
+        for n, who in enumerate(("alice", "bob"), start=101):
+            body = event("participant_joined", room, who, n)
+            assert await post_webhook(stack.url, body, {"Authorization": token_for(body)}) == 200
+        async with redis.pipeline(transaction=True) as pipe:
+            deps.inbound.push(pipe, "broken", "z1:bm90IGRlZmxhdGVk", far)
+            await pipe.execute()
+
+        with pytest.raises(ValueError, match="not a LiveKit webhook event"):
+            await livekit_batch.work(deps, claim)
+    finally:
+        await deps.aclose()
+
+    assert await redis.lrange(keys.schedule_list(keys.INBOUND, "broken"), 0, -1) == [
+        "z1:bm90IGRlZmxhdGVk"
+    ]
+    assert await redis.hget(keys.room("broken"), "participants") == "2"
+    assert await redis.exists(keys.lk_event_done("EV_batch00000102")) == 1
