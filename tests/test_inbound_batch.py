@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.json_format import MessageToJson
 from livekit import api
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError, WatchError
 
 from tests.support.api import eventually, minimal_request
 from tests.support.servers import Receiver
@@ -124,3 +125,42 @@ async def test_an_item_that_is_no_event_stops_the_batch_after_the_events_ahead_o
     ]
     assert await redis.hget(keys.room("broken"), "participants") == "2"
     assert await redis.exists(keys.lk_event_done("EV_batch00000102")) == 1
+
+
+async def test_watch_and_read_answers_the_reads_and_arms_the_watch(redis: Redis) -> None:
+    await redis.hset("h", mapping={"a": "1"})
+    await redis.set("s", "x")
+    for changed in (False, True):
+        async with redis.pipeline(transaction=True) as pipe:
+            async with redis.pipeline(transaction=False) as reader:
+                reader.hgetall("h")
+                reader.mget(["s", "missing"])
+                reader.sismember("nobody", "x")
+                answers = await livekit_batch.watch_and_read(pipe, ["h", "s"], reader.command_stack)
+            assert answers == [{"a": "1"}, ["x", None], 0]
+            if changed:
+                await redis.set("s", "y")  # another client, after the reads
+            pipe.multi()
+            pipe.hset("h", "a", "2")
+            if changed:
+                with pytest.raises(WatchError):
+                    await pipe.execute()
+            else:
+                assert await pipe.execute() == [0]
+        assert await redis.hget("h", "a") == ("1" if changed else "2")
+        await redis.hset("h", "a", "1")
+        await redis.set("s", "x")
+
+
+async def test_watch_and_read_reads_every_reply_when_one_fails(redis: Redis) -> None:
+    await redis.set("a-string", "x")
+    async with (
+        redis.pipeline(transaction=True) as pipe,
+        redis.pipeline(transaction=False) as reader,
+    ):
+        reader.hgetall("a-string")  # WRONGTYPE
+        reader.get("a-string")
+        with pytest.raises(ResponseError):
+            await livekit_batch.watch_and_read(pipe, ["a-string"], reader.command_stack)
+    assert await redis.get("a-string") == "x"  # the pooled connection is still in step
+    assert await redis.ping()

@@ -4,9 +4,9 @@ The common run of a room's queue (events of its current session that do not end 
 by one read and one transaction for up to `BATCH` events: the session, the events' done-markers
 and who is in are read once, each event's change is worked out in turn on what the previous ones
 left, and the changes, the forwarded events, the markers and the pop of the handled events
-commit together under a WATCH of the session and the markers. Whatever else comes up (an event
-of another session, the room's end, egress, a room still being created) goes one event at a
-time through `livekit_events.apply`.
+commit together under a WATCH of the session and the markers (the WATCH and the reads share a
+round trip). Whatever else comes up (an event of another session, the room's end, egress, a
+room still being created) goes one event at a time through `livekit_events.apply`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from livekit import api
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from worker import keys
 from worker.deps import Deps
@@ -81,16 +81,17 @@ async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool,
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(*deps.store.session_keys([room_id]), *done)
-                # Read on another connection: WATCH is armed already, so a change after this
-                # read still aborts the EXEC (as `livekit_events` does for one event). Who is
-                # in changes only with a write to the watched session hash.
+                # The reads are queued on a pipeline that is never executed: they go after the
+                # WATCH, on its connection. Who is in changes only with a write to the watched
+                # session hash.
                 async with deps.redis.pipeline(transaction=False) as reader:
                     reader.mget(done)
                     deps.store.session_cmd(reader, room_id)
                     for event in events:
                         reader.sismember(keys.members(event.room.sid), event.participant.identity)
-                    seen, record, *member = await reader.execute()
+                    seen, record, *member = await watch_and_read(
+                        pipe, [*deps.store.session_keys([room_id]), *done], reader.command_stack
+                    )
                 session = RoomSession.from_hash(room_id, record)
                 pipe.multi()
                 handled = _queue_changes(deps, pipe, session, events, seen, member)
@@ -107,6 +108,29 @@ async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool,
         if isinstance(popped, Exception):  # NOSCRIPT: popped on its own now
             return await deps.inbound.pop_many(claim, items[:handled], BATCH)
         return deps.inbound.popped_many(popped)
+
+
+async def watch_and_read(pipe: Any, watched: list[str], reads: list[Any]) -> list[Any]:
+    """WATCH `watched` on the transaction `pipe`, then run `reads` (a pipeline's command
+    stack) on its connection, in one round trip (redis-py's `watch` and each read after it
+    are a round trip each): the reads' answers, each as redis-py gives it. A later EXEC on
+    `pipe` fails if a watched key changed after the WATCH, so after these reads too."""
+    conn = pipe.connection or await pipe.connection_pool.get_connection()
+    pipe.connection = conn  # `pipe` releases it (and unwatches, if it has to) on reset
+    commands = [(("WATCH", *watched), {}), *reads]
+    await conn.send_packed_command(conn.pack_commands(args for args, _ in commands))
+    answers: list[Any] = []
+    failure: ResponseError | None = None
+    for args, options in commands:  # every reply is read, so the connection stays in step
+        callback_options = {k: v for k, v in options.items() if k != "keys"}  # keys: caching
+        try:
+            answers.append(await pipe.parse_response(conn, args[0], **callback_options))
+        except ResponseError as exc:
+            failure = failure or exc
+            answers.append(None)
+    if failure is not None:
+        raise failure
+    return answers[1:]
 
 
 def _batched(event_name: str) -> bool:
