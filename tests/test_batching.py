@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 
-from tests.support.servers import free_port
+from tests.support.api import eventually
+from tests.support.servers import RedisServer, free_port
 from worker.batching import Batcher, Call, batcher
 
 ECHO = "return {KEYS[1], ARGV[1]}"
@@ -168,3 +171,38 @@ async def test_call_many_answers_in_order_with_errors_in_place(redis: Redis, man
     answers = await Batcher(redis).call_many(calls)
     assert answers[:-1] == [[f"k{i}", str(i)] for i in range(many - 1)]
     assert isinstance(answers[-1], ResponseError)
+
+
+async def test_a_batch_whose_connection_is_lost_while_out_is_sent_again_and_answered(
+    redis: Redis, redis_server: RedisServer
+) -> None:
+    retrying = Redis.from_url(
+        redis_server.url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries=3),
+        retry_on_error=[RedisConnectionError],
+    )
+    try:
+        write = retrying.register_script(WRITE)
+        await retrying.script_load(WRITE)
+        batch = batcher(retrying)
+        # Writes wait while Redis is paused, so the calls are out, written and unanswered, when
+        # their connections are killed; the client's retry sends them again on new ones. The
+        # first call goes alone, the five made in the same turn as one pipeline behind it.
+        await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        calls = [asyncio.create_task(batch.call(write, [f"k{i}"], [i])) for i in range(6)]
+
+        async def blocked() -> list[Any] | None:
+            clients = await redis.client_list()
+            out = [c for c in clients if c["cmd"] == "evalsha" and "b" in c["flags"]]
+            return out if len(out) == 2 else None
+
+        for client in await eventually(blocked, what="the alone call and the batch paused"):
+            await redis.client_kill_filter(_id=client["id"])
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        assert await asyncio.gather(*calls) == [1] * 6
+        for i in range(6):
+            assert await redis.lrange(f"k{i}", 0, -1) == [str(i)]
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        await retrying.aclose()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -52,10 +53,7 @@ async def run(redis: Redis, calls: Sequence[Call], *, reload: bool = True) -> li
             return [await _alone(redis, *calls[0])]
         except ResponseError as exc:
             return [exc]
-    async with redis.pipeline(transaction=False) as pipe:
-        for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        answers: list[Any] = await pipe.execute(raise_on_error=False)
+    answers = await _pipelined(redis, calls)
     # The pipeline's calls that met a Redis not holding their script ran not at all.
     missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
     if missing and reload:
@@ -65,6 +63,43 @@ async def run(redis: Redis, calls: Sequence[Call], *, reload: bool = True) -> li
         for i, answer in zip(missing, again, strict=True):
             answers[i] = answer
     return answers
+
+
+async def _pipelined(redis: Redis, calls: Sequence[Call]) -> list[Any]:
+    """What redis-py's `Pipeline.execute(raise_on_error=False)` does for these calls (one
+    pooled connection, one write, the replies read in order, retried whole on connection loss
+    as the client's retry policy says), without its per-command bookkeeping, which cost a
+    third of the client's CPU per call."""
+    pool = redis.connection_pool
+    conn = await pool.get_connection()
+    try:
+        answers: list[Any] = await conn.retry.call_with_retry(
+            lambda: _exchange(conn, calls), lambda error: _drop(conn, error)
+        )
+    finally:
+        await pool.release(conn)
+    return answers
+
+
+async def _exchange(conn: AbstractConnection, calls: Sequence[Call]) -> list[Any]:
+    await conn.send_packed_command(
+        conn.pack_commands([("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls])
+    )
+    answers: list[Any] = []
+    for _ in calls:
+        try:
+            answers.append(await conn.read_response())
+        except ResponseError as exc:  # this call's own refusal; the connection is fine
+            answers.append(exc)
+    return answers
+
+
+async def _drop(conn: AbstractConnection, error: Exception) -> None:
+    """A connection lost mid-batch is closed; the batch is retried only for the errors the
+    client retries any command on."""
+    await conn.disconnect()
+    if conn.retry_on_error is None or not isinstance(error, tuple(conn.retry_on_error)):
+        raise error
 
 
 class Batcher:
