@@ -82,6 +82,8 @@ def room_reply(msg: str, info: dict[str, Any], **extra: Any) -> web.Response:
 
 def wants_async(request: web.Request) -> bool:
     """RFC 7240 `Prefer: respond-async`."""
+    if request.headers.get("Prefer") == "respond-async":  # as SDKs send it: no parsing
+        return True
     prefs = ",".join(request.headers.getall("Prefer", []))
     return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefs.split(","))
 
