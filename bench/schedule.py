@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench.common import Emulator, percentile, report, roomkeeper, wait_until
+from bench.common import Emulator, percentile, report, roomkeeper, rss_mib, wait_until
 from tests.support.api import API_KEY, API_SECRET, minimal_request
 from tests.support.servers import RedisServer
 from worker import keys
@@ -127,15 +127,23 @@ async def phase_roomkeeper(n: int, due_count: int, rate: float) -> dict[str, Any
     redis = Redis.from_url(server.url, decode_responses=True)
     env = {"ROOMKEEPER_LIVEKIT_MAX_RPS": str(rate), "ROOMKEEPER_SCHEDULE_LEAD": str(LEAD)}
     try:
-        async with roomkeeper(server, emu.url, **env) as (url, _), aiohttp.ClientSession() as s:
+        async with roomkeeper(server, emu.url, **env) as (url, procs), aiohttp.ClientSession() as s:
+            assert procs.api.proc is not None
             empty_sync = await sync_creates(s, url, "a")
             far = int(time.time()) + 30 * 86400
             spread = [far + (i * 60 * 86400) // max(n - due_count, 1) for i in range(n - due_count)]
             before = int((await redis.info("memory"))["used_memory"])
+            rewrites = int((await redis.info("persistence"))["aof_rewrites"])
+            api_rss = rss_mib(procs.api.proc.pid)
             per_call: list[float] = []
             far_rooms = [room(i, "far", t) for i, t in enumerate(spread)]
             took = await bulk(s, url, far_rooms, "scheduled", per_call)
             after = int((await redis.info("memory"))["used_memory"])
+            # Redis rewrites its AOF by itself once it has doubled past 64 MB: a child process on
+            # the same cores for a second or two, which is what a call taking 3 to 6 times longer
+            # in the middle of the phase is.
+            rewrites = int((await redis.info("persistence"))["aof_rewrites"]) - rewrites
+            api_rss = rss_mib(procs.api.proc.pid) - api_rss
             scheduled = int(await redis.zcard(keys.SCHEDULED_BY_START))
             full_sync = await sync_creates(s, url, "b")
 
@@ -161,6 +169,8 @@ async def phase_roomkeeper(n: int, due_count: int, rate: float) -> dict[str, Any
             "first_rps": PER_CALL / statistics.median(per_call[: max(1, len(per_call) // 10)]),
             "last_rps": PER_CALL / statistics.median(per_call[-max(1, len(per_call) // 10) :]),
             "bytes": (after - before) / max(scheduled, 1),
+            "aof_rewrites": rewrites,
+            "api_rss_mib": api_rss,
             "scheduled": scheduled,
             "empty_sync": empty_sync,
             "full_sync": full_sync,
@@ -206,6 +216,11 @@ async def main() -> None:
                 f"{ours['first_rps']:.0f} / {ours['last_rps']:.0f} rooms/s",
             ),
             ("Redis per scheduled room", f"{ours['bytes']:.0f} bytes ({ours['scheduled']} held)"),
+            (
+                "  meanwhile",
+                f"{ours['aof_rewrites']} AOF rewrite(s) by Redis; API RSS "
+                f"{ours['api_rss_mib']:+.1f} MiB over the phase",
+            ),
             (
                 "sync create p50, empty schedule",
                 f"{ms(ours['empty_sync'], 50)} (p99 {ms(ours['empty_sync'], 99)})",
