@@ -19,7 +19,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from handlers import console, deliveries, livekit_events, openapi, ops, routes
 from handlers.replies import STATUS_CODE, ApiError, StatusCode, failure
-from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
+from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, REQUEST_LOG, SETTINGS
 from worker.deps import open_deps
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
@@ -104,8 +104,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         elapsed = time.perf_counter() - started
         _counted(route, status_code, response.status).inc()
         _timed(route).observe(elapsed)
-        if _logs_requests():
-            log.info(
+        request_log: Any = request.app[REQUEST_LOG]
+        if request_log.is_enabled_for(logging.INFO):  # else the line's fields are not built
+            request_log.info(
                 "request",
                 method=request.method,
                 route=route,
@@ -119,11 +120,6 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         structlog.contextvars.reset_contextvars(**bound)
-
-
-def _logs_requests() -> bool:
-    """Whether info lines are written (the per-request line's fields are built only then)."""
-    return bool(log.is_enabled_for(logging.INFO))
 
 
 def _unknown_route(request: web.Request) -> web.Response | None:
@@ -169,6 +165,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
+    app[REQUEST_LOG] = log.bind()
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         deps = await open_deps(settings)
