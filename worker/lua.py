@@ -42,13 +42,9 @@ def chained_source(first: tuple[str, str], second: str) -> str:
             second,
             "end",
             "local n_keys, n_args = tonumber(ARGV[1]), tonumber(ARGV[2])",
-            "local k1, a1, k2, a2 = {}, {}, {}, {}",
-            "for i = 1, #KEYS do",
-            "  if i <= n_keys then k1[#k1 + 1] = KEYS[i] else k2[#k2 + 1] = KEYS[i] end",
-            "end",
-            "for i = 3, #ARGV do",
-            "  if i - 2 <= n_args then a1[#a1 + 1] = ARGV[i] else a2[#a2 + 1] = ARGV[i] end",
-            "end",
+            # Split by `unpack` (in C) rather than a loop in Lua: a few µs of every call.
+            "local k1, k2 = {unpack(KEYS, 1, n_keys)}, {unpack(KEYS, n_keys + 1)}",
+            "local a1, a2 = {unpack(ARGV, 3, n_args + 2)}, {unpack(ARGV, n_args + 3)}",
             "local r1 = first(k1, a1)",
             "return {r1, second(k2, a2)}",
         ]

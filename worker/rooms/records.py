@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from worker import keys, lua
 from worker.arqueue import ArqJob
+from worker.batching import Call
 from worker.rooms.session import (
     LIVE_STATES,
     PENDING_STATES,
@@ -64,6 +65,24 @@ class Store:
         self._transition = lua.script(redis, "worker.rooms", "transition")
         self._start_create = lua.script(redis, "worker.rooms", "start_create")
 
+    def claim_create_call(
+        self,
+        *,
+        room_id: str,
+        job_id: str,
+        request: str,
+        event_id: str,
+        enqueue: ArqJob,
+    ) -> Call:
+        """The claim of one create, as a script call; a new claim also writes `enqueue`."""
+        claim_keys = (keys.room(room_id), keys.job(job_id), keys.QUEUED_JOBS)
+        claim_args = (job_id, request, event_id, int(time.time() * 1000), room_id, self.job_ttl_s)
+        return Call(
+            self._claim_create,
+            (*claim_keys, enqueue.key, enqueue.queue),
+            (*claim_args, enqueue.payload, enqueue.ttl_ms, enqueue.score, enqueue.job_id),
+        )
+
     def claim_create_cmd(
         self,
         pipe: Any,
@@ -73,34 +92,15 @@ class Store:
         request: str,
         event_id: str,
         enqueue: ArqJob,
-        loaded: bool = False,
     ) -> None:
-        """Add the claim of one create to a pipeline; a new claim also writes `enqueue`.
-
-        `loaded`: the caller handles NOSCRIPT itself (no SCRIPT EXISTS trip per execute)."""
+        """Add the claim of one create to a pipeline, which loads the script when missing."""
         # Not `self._claim_create(..., client=pipe)`: the async Script's call is a coroutine, so
-        # nothing would be queued. Otherwise the pipeline loads the registered script first.
-        if not loaded:
-            pipe.scripts.add(self._claim_create)
-        pipe.evalsha(
-            self._claim_create.sha,
-            5,
-            keys.room(room_id),
-            keys.job(job_id),
-            keys.QUEUED_JOBS,
-            enqueue.key,
-            enqueue.queue,
-            job_id,
-            request,
-            event_id,
-            int(time.time() * 1000),
-            room_id,
-            self.job_ttl_s,
-            enqueue.payload,
-            enqueue.ttl_ms,
-            enqueue.score,
-            enqueue.job_id,
+        # nothing would be queued.
+        pipe.scripts.add(self._claim_create)
+        call = self.claim_create_call(
+            room_id=room_id, job_id=job_id, request=request, event_id=event_id, enqueue=enqueue
         )
+        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
     @staticmethod
     def parse_claim(raw: list[Any]) -> CreateClaim:

@@ -13,18 +13,15 @@ A room whose `start_at` lies beyond `schedule_lead` is not claimed but scheduled
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import OutOfMemoryError
 
-from worker import lua
 from worker.arqueue import ArqJob, arq_job
+from worker.batching import batcher
 from worker.deps import Deps
 from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id
@@ -42,78 +39,6 @@ class _Claim:
     job_id: str
     event_id: str
     job: ArqJob
-
-
-async def _run(store: Store, claims: Sequence[_Claim]) -> list[Any]:
-    """The claims in one pipeline; each one's answer (an exception for a refused one)."""
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for claim in claims:
-            store.claim_create_cmd(
-                pipe,
-                room_id=claim.req.room_id,
-                job_id=claim.job_id,
-                request=job_request(claim.req),
-                event_id=claim.event_id,
-                enqueue=claim.job,
-                loaded=True,
-            )
-        answers: list[Any] = await pipe.execute(raise_on_error=False)
-    # The script is sent by its SHA alone; a Redis that does not hold it (new, restarted,
-    # flushed) ran none of those claims, so they are sent again once it is loaded.
-    missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
-    if missing:
-        await store.redis.script_load(lua.source("worker.rooms", "claim_create"))
-        again = await _run(store, [claims[i] for i in missing])
-        for i, answer in zip(missing, again, strict=True):
-            answers[i] = answer
-    return answers
-
-
-class _Batcher:
-    """The claims of concurrent calls in one process, sent together in one pipeline.
-
-    Every call that reaches `submit` while the event loop works through one round of ready
-    tasks joins the same pipeline (one write to Redis and one read for all of them, not one
-    each); each claim is still its own script, so each call gets exactly the answers it would
-    have had alone.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[list[_Claim], asyncio.Future[list[Any]]]] = []
-        self.sending: set[asyncio.Task[None]] = set()
-
-    def add(self, store: Store, claims: list[_Claim]) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[list[Any]] = loop.create_future()
-        self.pending.append((claims, answer))
-        if len(self.pending) == 1:
-            # The task's first step runs after the tasks already ready in this round.
-            task = loop.create_task(self._send(store))
-            self.sending.add(task)
-            task.add_done_callback(self.sending.discard)
-        return answer
-
-    async def _send(self, store: Store) -> None:
-        batch, self.pending = self.pending, []
-        try:
-            answers = await _run(store, [claim for claims, _ in batch for claim in claims])
-        except Exception as exc:
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        except BaseException:
-            for _, answer in batch:
-                answer.cancel()
-            raise
-        at = 0
-        for claims, answer in batch:
-            if not answer.done():  # its caller may have been cancelled meanwhile
-                answer.set_result(answers[at : at + len(claims)])
-            at += len(claims)
-
-
-_BATCHERS: weakref.WeakKeyDictionary[Store, _Batcher] = weakref.WeakKeyDictionary()
 
 
 def _uuid4_hex() -> str:
@@ -142,10 +67,21 @@ async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim
             _Claim(req, job_id, new_event_id(), job)
             for req, job_id in zip(group, job_ids, strict=True)
         )
-    batcher = _BATCHERS.get(deps.store)
-    if batcher is None:
-        batcher = _BATCHERS[deps.store] = _Batcher()
-    answers = await batcher.add(deps.store, claims)
+    # The claims of concurrent calls in this process go to Redis in one pipeline; each is still
+    # its own script, so each call gets exactly the answers it would have had alone.
+    store = deps.store
+    answers = await batcher(store.redis).call_many(
+        [
+            store.claim_create_call(
+                room_id=claim.req.room_id,
+                job_id=claim.job_id,
+                request=job_request(claim.req),
+                event_id=claim.event_id,
+                enqueue=claim.job,
+            )
+            for claim in claims
+        ]
+    )
     # A full Redis refuses each script whole, so some rooms of a call may be claimed and others
     # not; those are reported one by one, and a call of which nothing was claimed fails whole.
     full = [isinstance(a, OutOfMemoryError) for a in answers]

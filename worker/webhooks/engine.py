@@ -27,6 +27,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
+from worker.batching import batcher
 from worker.logs import get_logger
 from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
@@ -160,6 +161,8 @@ class Dispatcher:
         self.settings = settings
         self.session = session
         self.schedule = schedule or delivery_schedule(redis, settings)
+        # The script calls of concurrent queues go to Redis together (see `worker.batching`).
+        self.batch = batcher(redis)
         self._peek_script = lua.script(redis, "worker.webhooks", "peek")
         self._settle_script = lua.script(redis, "worker.webhooks", "settle")
         self.pruner = Pruner(redis, settings)
@@ -214,14 +217,15 @@ class Dispatcher:
         peek_args = [keys.delivery(""), keys.event_body(""), now, keys.webhook_url("")]
         url, asked = self._urls.get(qid), None
         if url is None:
-            raw = await self._peek_script(keys=peek_keys, args=peek_args)
+            raw = await self.batch.call(self._peek_script, peek_keys, peek_args)
         else:
             admit_keys, admit_args = self.hosts.head_keys_args(
                 url, qid, claim, self.schedule.list_key(qid), now
             )
-            both = await self._peek_admit(
-                keys=[*peek_keys, *admit_keys],
-                args=[len(peek_keys), len(peek_args), *peek_args, *admit_args],
+            both = await self.batch.call(
+                self._peek_admit,
+                [*peek_keys, *admit_keys],
+                [len(peek_keys), len(peek_args), *peek_args, *admit_args],
             )
             raw, asked = both[0], self.hosts.admission(both[1])
         head = head_of(raw) if raw else None
@@ -277,9 +281,10 @@ class Dispatcher:
         admit_keys, admit_args = self.hosts.head_keys_args(
             url, qid, claim, self.schedule.list_key(qid), now if url else ""
         )
-        both = await self._advance_script(
-            keys=[*advance_keys, *admit_keys],
-            args=[len(advance_keys), len(advance_args), *advance_args, *admit_args],
+        both = await self.batch.call(
+            self._advance_script,
+            [*advance_keys, *admit_keys],
+            [len(advance_keys), len(advance_args), *advance_args, *admit_args],
         )
         raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
@@ -360,15 +365,16 @@ class Dispatcher:
         else:
             state, reason = final_state(outcome)
         ttl = record_ttl_s(self.settings)
-        moved = await self._settle_script(
-            keys=[
+        moved = await self.batch.call(
+            self._settle_script,
+            [
                 keys.delivery(did),
                 keys.DELIVERY_COUNTS,
                 keys.deliveries_in_state("pending"),
                 keys.deliveries_in_state("dead"),
                 keys.gone(record["queue"]),
             ],
-            args=[
+            [
                 did,
                 entry(result, began) if result is not None else "",
                 "" if attempt is None else attempt,

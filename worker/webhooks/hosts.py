@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from worker import keys, lua
+from worker.batching import batcher
 from worker.metrics import BREAKER_TRANSITIONS, HELD
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
@@ -102,6 +103,7 @@ class HostGuard:
         self.redis = redis
         self.settings = settings
         self.schedule = schedule
+        self.batch = batcher(redis)
         self._admit = lua.script(redis, "worker.webhooks", "host_admit")
         self._observe = lua.script(redis, "worker.webhooks", "host_observe")
         # host_admit.lua for a queue's head, run by the script that read the head.
@@ -152,9 +154,10 @@ class HostGuard:
 
         `rate=False` asks the breaker alone (after sleeping for a rate slot already reserved)."""
         host = host_key(url)
-        raw = await self._admit(
-            keys=self._admit_keys(host, keys.delivery(delivery_id)),
-            args=self._admit_args(qid, host, rate),
+        raw = await self.batch.call(
+            self._admit,
+            self._admit_keys(host, keys.delivery(delivery_id)),
+            self._admit_args(qid, host, rate),
         )
         admission = self.admission(raw)
         assert admission is not None
@@ -184,8 +187,9 @@ class HostGuard:
         ):
             return
         host = host_key(url)
-        moved = await self._observe(
-            keys=[
+        moved = await self.batch.call(
+            self._observe,
+            [
                 keys.host(host),
                 keys.host_waiting(host),
                 keys.HOSTS_OPEN,
@@ -193,7 +197,7 @@ class HostGuard:
                 self.schedule.lease_key,
                 self.schedule.wake_key,
             ],
-            args=[
+            [
                 "fail" if failed else "ok",
                 now_ms(),
                 self.settings.webhook_breaker_failures,
