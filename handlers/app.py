@@ -7,6 +7,7 @@ becomes `INTERNAL_SERVER_ERROR` (logged with the request id), never a traceback 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from handlers import console, deliveries, livekit_events, openapi, ops, routes
 from handlers.replies import STATUS_CODE, ApiError, StatusCode, failure
-from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, SETTINGS
+from handlers.state import DEPS, DRAINING, INBOX, LOG_FIELDS, REQUEST_LOG, SETTINGS
 from worker.deps import open_deps
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
@@ -61,17 +62,41 @@ def _timed(route: str) -> Any:
 
 
 @web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, one log line per request, and metrics by route and status_code."""
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, one log line per request, metrics by route and status_code; unknown paths
+    as JSON; for `/auth/*`: POST only, and the one place errors become answers.
+
+    One middleware, not one per concern: each is a coroutine layer every request passes
+    through. Each route's own checks (size, signature, JSON, validation) are in
+    `handlers.routes`.
+    """
     request_id = request.headers.get("X-Request-Id") or os.urandom(16).hex()
     started = time.perf_counter()
     route = _route_name(request)
-    status_code = ""
     # A connection's requests run in one task (one context): the id is bound and reset here.
     bound = structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            unknown = _unknown_route(request)
+            if unknown is not None:
+                response = unknown
+            else:
+                auth = request.path.startswith("/auth/")
+                try:
+                    if auth and request.method != "POST":
+                        raise ApiError(
+                            StatusCode.INVALID_PARAMETERS,
+                            "only POST is supported on this route",
+                            405,
+                        )
+                    response = await handler(request)
+                except web.HTTPException:
+                    raise
+                except Exception as exc:
+                    if not auth:
+                        raise
+                    response = _error_answer(exc)
         except web.HTTPException as exc:
             response = exc
         response.headers["X-Request-Id"] = request_id
@@ -79,15 +104,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         elapsed = time.perf_counter() - started
         _counted(route, status_code, response.status).inc()
         _timed(route).observe(elapsed)
-        log.info(
-            "request",
-            method=request.method,
-            route=route,
-            http_status=response.status,
-            status_code=status_code or None,
-            duration_ms=round(elapsed * 1000, 2),
-            **request.get(LOG_FIELDS, {}),
-        )
+        request_log: Any = request.app[REQUEST_LOG]
+        if request_log.is_enabled_for(logging.INFO):  # else the line's fields are not built
+            request_log.info(
+                "request",
+                method=request.method,
+                route=route,
+                http_status=response.status,
+                status_code=status_code or None,
+                duration_ms=round(elapsed * 1000, 2),
+                **request.get(LOG_FIELDS, {}),
+            )
         if isinstance(response, web.HTTPException):
             raise response
         return response
@@ -109,52 +136,36 @@ def _unknown_route(request: web.Request) -> web.Response | None:
     return failure(StatusCode.NOT_FOUND, f"{request.path}: not found", http_status=404)
 
 
-@web.middleware
-async def plugnmeet(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Unknown paths as JSON; for `/auth/*`: POST only, and the one place errors become answers.
-
-    Each route's own checks (size, signature, JSON, validation) are in `handlers.routes`.
-    """
-    unknown = _unknown_route(request)
-    if unknown is not None:
-        return unknown
-    if not request.path.startswith("/auth/"):
-        return await handler(request)
-    try:
-        if request.method != "POST":
-            raise ApiError(
-                StatusCode.INVALID_PARAMETERS, "only POST is supported on this route", 405
-            )
-        return await handler(request)
-    except ApiError as exc:
+def _error_answer(exc: Exception) -> web.Response:
+    """An `/auth/*` route's error as a plugNmeet answer (called in its `except` block, so an
+    unexpected one is logged with its traceback)."""
+    if isinstance(exc, ApiError):
         return failure(exc.status_code, exc.msg, http_status=exc.http_status, **exc.extra)
-    except NotReplicated as exc:
+    if isinstance(exc, NotReplicated):
         log.warning("accepted work not replicated", error=exc.msg)
         return failure(StatusCode.INTERNAL_SERVER_ERROR, exc.msg)
-    except OutOfMemoryError:
+    if isinstance(exc, OutOfMemoryError):
         log.warning("redis is full (maxmemory)")
         return failure(StatusCode.INTERNAL_SERVER_ERROR, STORAGE_FULL)
-    except RedisError:
+    if isinstance(exc, RedisError):
         log.exception("redis error")
         return failure(StatusCode.INTERNAL_SERVER_ERROR, "storage unavailable, try again shortly")
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unexpected error")
-        return failure(
-            StatusCode.INTERNAL_SERVER_ERROR, "internal error; the request id is in X-Request-Id"
-        )
+    log.exception("unexpected error")
+    return failure(
+        StatusCode.INTERNAL_SERVER_ERROR, "internal error; the request id is in X-Request-Id"
+    )
 
 
 def create_app(settings: Settings) -> web.Application:
     """The API application; Redis, arq and LiveKit clients live for the app's lifetime."""
     app = web.Application(
-        middlewares=[observe, plugnmeet],
+        middlewares=[edge],
         # aiohttp refuses larger bodies itself; one byte more lets us tell "too large" apart.
         client_max_size=routes.largest_body(settings) + 1,
     )
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
+    app[REQUEST_LOG] = log.bind()
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         deps = await open_deps(settings)

@@ -17,4 +17,6 @@ DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
 WEBHOOK_SESSION = web.AppKey("webhook_session", aiohttp.ClientSession)  # test sends, guarded
 DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
+# The per-request line's logger, bound once: the module's lazy proxy costs a lookup per use.
+REQUEST_LOG = web.AppKey("request_log", object)
 LOG_FIELDS = web.RequestKey[dict[str, Any]]("log")  # extra fields for the request's log line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 from livekit import api
 from standardwebhooks import Webhook
@@ -78,6 +79,9 @@ async def test_respond_async_answers_202_with_a_job_id_and_the_room_follows(
         "job_id": body["job_id"],
         "warnings": [],
     }
+    # A version 4 UUID in 32 hex digits, as job ids have always been written.
+    job_id = uuid.UUID(hex=body["job_id"])
+    assert (job_id.hex, job_id.version, job_id.variant) == (body["job_id"], 4, uuid.RFC_4122)
     await eventually(lambda: _has_room(stack, "async-room"), what="room in LiveKit")
 
 

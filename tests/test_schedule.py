@@ -351,6 +351,27 @@ def test_a_scheduled_request_packs_small_and_unpacks_to_the_same_request() -> No
     assert len(packed) < len(body) / 4
 
 
+@pytest.mark.parametrize(
+    "title", ["plain", 'quote " back\\slash tab\t del\x7f ctl\x01', "Ünïcode ✓ 😀"]
+)
+def test_a_job_request_is_the_text_json_writes_whatever_it_holds(title: str) -> None:
+    # The stored request (and so every packed schedule) must not change with the writer.
+    request = minimal_request("zah-2")
+    request["metadata"] |= {"room_title": title, "extra_data": {"k": title}}
+    req = parse_create_room(request)
+    expected = {
+        "room_id": req.room_id,
+        "max_participants": req.max_participants,
+        "empty_timeout": req.empty_timeout,
+        "departure_timeout": req.departure_timeout,
+        "room_duration": req.room_duration,
+        "webhook_url": req.webhook_url,
+        "webhook_events": ",".join(req.webhook_events),
+        "metadata": req.metadata_json,
+    }
+    assert job_request(req) == json.dumps(expected, separators=(",", ":"))
+
+
 def test_requests_packed_by_earlier_releases_still_unpack() -> None:
     # Recorded once: a change to the preset dictionary would strand every stored schedule.
     stored = "z1:ePnVZ8+jq0Yu3AzpXKb5JpZkAMMe6AwAZU4u1g=="

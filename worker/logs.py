@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +24,27 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class UtcStamper:
+    """`timestamp` as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
+    ("2026-12-01T17:21:19.328447Z"), its date and time of day formatted once per second: a
+    datetime per line cost more than the rest of the line's processors together."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self.second = second
+        micro = int((now - second) * 1_000_000)
+        # isoformat leaves out a fraction of exactly zero.
+        event["timestamp"] = f"{self.prefix}.{micro:06d}Z" if micro else f"{self.prefix}Z"
+        return event
+
+
 def _dumps(obj: Any, default: Any = None, **_: Any) -> str:
     return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -37,7 +60,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcStamper(),
         _redact,
     ]
     # Plain tracebacks on the console: rich's would print local variables, secrets included.

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
@@ -43,19 +45,23 @@ class RetryIn:
 
 def job_request(req: CreateRoom) -> str:
     """The request a job record keeps (the validated, normalised create)."""
-    return json.dumps(
-        {
-            "room_id": req.room_id,
-            "max_participants": req.max_participants,
-            "empty_timeout": req.empty_timeout,
-            "departure_timeout": req.departure_timeout,
-            "room_duration": req.room_duration,
-            "webhook_url": req.webhook_url,
-            "webhook_events": ",".join(req.webhook_events),
-            "metadata": req.metadata_json,
-        },
-        separators=(",", ":"),
-    )
+    fields = {
+        "room_id": req.room_id,
+        "max_participants": req.max_participants,
+        "empty_timeout": req.empty_timeout,
+        "departure_timeout": req.departure_timeout,
+        "room_duration": req.room_duration,
+        "webhook_url": req.webhook_url,
+        "webhook_events": ",".join(req.webhook_events),
+        "metadata": req.metadata_json,
+    }
+    # orjson (in C) writes printable ASCII exactly as `json.dumps` does; text holding anything
+    # else (beyond ASCII, or DEL) is left to `json`, which escapes it where orjson would not, so
+    # the stored bytes never depend on the writer.
+    text = orjson.dumps(fields)
+    if text.isascii() and b"\x7f" not in text:
+        return text.decode()
+    return json.dumps(fields, separators=(",", ":"))
 
 
 async def create_batch(

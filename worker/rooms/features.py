@@ -41,13 +41,18 @@ def copies_of(model: type[M]) -> Callable[[], M]:
     proto = model()
     values, fields_set = proto.__dict__, proto.__pydantic_fields_set__
     new, assign = model.__new__, object.__setattr__
+    # BaseModel's slots, set through their descriptors (no attribute lookup per copy).
+    slots = vars(BaseModel)
+    set_fields_set = slots["__pydantic_fields_set__"].__set__
+    set_extra = slots["__pydantic_extra__"].__set__
+    set_private = slots["__pydantic_private__"].__set__
 
     def copy() -> M:
         made = new(model)
         assign(made, "__dict__", values.copy())
-        assign(made, "__pydantic_fields_set__", set(fields_set))
-        assign(made, "__pydantic_extra__", {})
-        assign(made, "__pydantic_private__", None)
+        set_fields_set(made, set(fields_set))
+        set_extra(made, {})
+        set_private(made, None)
         return made
 
     return copy

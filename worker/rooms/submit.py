@@ -13,8 +13,8 @@ A room whose `start_at` lies beyond `schedule_lead` is not claimed but scheduled
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +41,15 @@ class _Claim:
     job: ArqJob
 
 
+def _uuid4_hex() -> str:
+    """A random (version 4) UUID as 32 hex digits, what `uuid.uuid4().hex` gives, without
+    building a `uuid.UUID` (which costs three times the randomness)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
+
+
 async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim]:
     """Claim each room's create and queue the new ones, in one round trip; claims in order.
 
@@ -52,7 +61,7 @@ async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim
     claims: list[_Claim] = []
     for start in range(0, len(requests), size):
         group = requests[start : start + size]
-        job_ids = [uuid.uuid4().hex for _ in group]
+        job_ids = [_uuid4_hex() for _ in group]
         job = arq_job(CREATE_ROOMS, (job_ids,), batch_job_id(ORIGIN, job_ids))
         claims += (
             _Claim(req, job_id, new_event_id(), job)
