@@ -17,6 +17,7 @@ from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
 from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from worker import keys
+from worker.rooms.inbox import DEFLATE_FROM
 from worker.rooms.livekit_events import encode_event, parse_event
 
 
@@ -160,3 +161,15 @@ def test_a_queued_event_is_kept_deflated_and_older_forms_still_read() -> None:
     assert parse_event(MessageToJson(event)) == event
     with pytest.raises(ValueError, match="not a LiveKit webhook event"):
         parse_event("z1:bm90IGRlZmxhdGVk")
+
+
+def test_a_small_queued_event_is_kept_as_base64_protobuf_and_read_back() -> None:
+    room = api.Room(sid="RM_q2", name="queued")
+    participant = api.ParticipantInfo(sid="PA_1", identity="alice", state=2)
+    event = api.WebhookEvent(
+        event="participant_joined", id="EV_q2", room=room, participant=participant
+    )
+    queued = encode_event(event)
+    assert len(event.SerializeToString()) < DEFLATE_FROM
+    assert base64.b64decode(queued, validate=True) == event.SerializeToString()
+    assert parse_event(queued) == event

@@ -39,6 +39,7 @@ TESTED = {
     "worker/queue/claim.lua",
     "worker/queue/release.lua",
     "worker/queue/pop.lua",
+    "worker/queue/pop_many.lua",
     "worker/reserve_slot.lua",
     "worker/webhooks/peek.lua",
     "worker/webhooks/settle.lua",
@@ -618,6 +619,61 @@ async def test_pop_with_a_lost_lease_changes_nothing(redis: Redis) -> None:
     assert await pop(redis, "stale-token", "x") == -1
     assert await redis.lrange("s:q:a", 0, -1) == ["x"]
     assert await redis.zscore("s:due", "a") == 5000
+
+
+# -- worker/queue/pop_many.lua -----------------------------------------------------------------
+
+
+async def pop_many(redis: Redis, token: str, limit: int, *handled: str) -> Any:
+    script = run(redis, "worker.queue", "pop_many")
+    return await script(
+        keys=["s:due", "s:lease", "s:q:a"], args=["a", token, 9_000, limit, *handled]
+    )
+
+
+async def test_pop_many_drops_the_handled_heads_and_returns_the_next_items(redis: Redis) -> None:
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "y", "z", "w")
+    assert await pop_many(redis, "tok", 2, "x", "y") == ["z", "w"]
+    assert await redis.lrange("s:q:a", 0, -1) == ["z", "w"]
+    assert await redis.zscore("s:due", "a") == 9000
+    assert await redis.hget("s:lease", "a") == "tok"
+    assert await pop_many(redis, "tok", 1, "z") == ["w"]
+
+
+async def test_pop_many_stops_at_the_first_handled_item_that_is_not_the_head(
+    redis: Redis,
+) -> None:
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "q", "y")
+    assert await pop_many(redis, "tok", 5, "x", "y") == ["q", "y"]
+    assert await redis.lrange("s:q:a", 0, -1) == ["q", "y"]
+
+
+async def test_pop_many_of_the_last_items_gives_the_member_back(redis: Redis) -> None:
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "y")
+    assert await pop_many(redis, "tok", 5, "x", "y") == []
+    assert await redis.exists("s:q:a") == 0
+    assert await redis.zscore("s:due", "a") is None
+    assert await redis.hexists("s:lease", "a") == 0
+
+
+async def test_pop_many_with_nothing_handled_only_reads_and_renews(redis: Redis) -> None:
+    await leased(redis)
+    await redis.rpush("s:q:a", "x", "y")
+    assert await pop_many(redis, "tok", 1) == ["x"]
+    assert await redis.lrange("s:q:a", 0, -1) == ["x", "y"]
+    assert await redis.zscore("s:due", "a") == 9000
+
+
+async def test_pop_many_with_a_lost_lease_changes_nothing(redis: Redis) -> None:
+    await leased(redis)
+    await redis.rpush("s:q:a", "x")
+    assert await pop_many(redis, "stale-token", 5, "x") == -1
+    assert await redis.lrange("s:q:a", 0, -1) == ["x"]
+    assert await redis.zscore("s:due", "a") == 5000
+    assert await redis.hget("s:lease", "a") == "tok"
 
 
 # -- worker/reserve_slot.lua -------------------------------------------------------------------

@@ -57,12 +57,33 @@ async def test_joins_and_leaves_count_participants_and_activate(redis: Redis) ->
     store = Store(redis, job_ttl_s=60)
     async with redis.pipeline(transaction=True) as pipe:
         store.created_cmds(pipe, a_session(), sid_ttl_s=60)
-        store.participants_cmds(pipe, "r1", 1, joined=True)
-        store.participants_cmds(pipe, "r1", 2, joined=True)
-        store.participants_cmds(pipe, "r1", 1, joined=False)
+        for who, count, came in (("alice", 1, True), ("bob", 2, True), ("alice", 1, False)):
+            store.presence_cmds(
+                pipe, "r1", "RM_1", came=[who] if came else [], went=[] if came else [who],
+                participants=count, joined=int(came), active=came,
+            )  # fmt: skip
         await pipe.execute()
     session = await store.session("r1")
     assert (session.state, session.participants, session.joined) == (RoomState.ACTIVE, 1, 2)
+    assert await redis.smembers(keys.members("RM_1")) == {"bob"}
+
+
+async def test_several_comings_and_goings_are_written_as_their_net_effect(redis: Redis) -> None:
+    store = Store(redis, job_ttl_s=60)
+    async with redis.pipeline(transaction=True) as pipe:
+        store.created_cmds(pipe, a_session(), sid_ttl_s=60)
+        store.presence_cmds(
+            pipe, "r1", "RM_1", came=["alice"], went=[], participants=1, joined=1, active=True
+        )
+        store.presence_cmds(
+            pipe, "r1", "RM_1", came=["bob", "carol"], went=["alice"], participants=2,
+            joined=2, active=True,
+        )  # fmt: skip
+        await pipe.execute()
+    session = await store.session("r1")
+    assert (session.state, session.participants, session.joined) == (RoomState.ACTIVE, 2, 3)
+    assert await redis.smembers(keys.members("RM_1")) == {"bob", "carol"}
+    assert 0 < await redis.ttl(keys.members("RM_1")) <= 60
     assert session.live and not session.pending
 
 

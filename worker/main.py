@@ -32,7 +32,7 @@ from worker.logs import configure_logging, get_logger
 from worker.loop import run as run_loop
 from worker.queue.consumer import run_consumer
 from worker.queue.schedule import now_ms
-from worker.rooms import jobs, livekit_events
+from worker.rooms import jobs, livekit_batch
 from worker.rooms.firing import run_firing
 from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
@@ -69,7 +69,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(
             run_consumer(
                 deps.inbound,
-                lambda c: livekit_events.work(deps, c),
+                lambda c: livekit_batch.work(deps, c),
                 waiter=waiters[1],
                 stop=stop,
                 concurrency=64,

@@ -57,6 +57,7 @@ class Schedule:
         self._claim = lua.script(redis, "worker.queue", "claim")
         self._release = lua.script(redis, "worker.queue", "release")
         self._pop = lua.script(redis, "worker.queue", "pop")
+        self._pop_many = lua.script(redis, "worker.queue", "pop_many")
 
     def list_key(self, member: str) -> str:
         """The FIFO list a member owns."""
@@ -156,6 +157,40 @@ class Schedule:
             return False, None
         nxt = raw[1]
         return True, (nxt.decode() if isinstance(nxt, bytes) else nxt) or None
+
+    async def pop_many(
+        self, claim: Claim, handled: list[str], limit: int
+    ) -> tuple[bool, list[str]]:
+        """Drop the `handled` heads of a member's list, renew the lease, and read its next
+        items: (whether the lease still holds, at most `limit` next items). With none left the
+        member is given back (released)."""
+        raw = await self._pop_many(
+            keys=[self.due_key, self.lease_key, self.list_key(claim.member)],
+            args=[claim.member, claim.token, now_ms() + self.lease_ms, limit, *handled],
+        )
+        return self.popped_many(raw)
+
+    def pop_many_cmd(self, pipe: Any, claim: Claim, handled: list[str], limit: int) -> None:
+        """Queue `pop_many` on a transaction by the script's SHA, as `pop_next_cmd` does; its
+        answer goes to `popped_many` (NOSCRIPT when the script was not loaded yet)."""
+        pipe.evalsha(
+            self._pop_many.sha,
+            3,
+            *(self.due_key, self.lease_key, self.list_key(claim.member)),
+            *(claim.member, claim.token, now_ms() + self.lease_ms, limit, *handled),
+        )
+
+    @staticmethod
+    def popped_many(raw: Any) -> tuple[bool, list[str]]:
+        """What `pop_many` answers, from pop_many.lua's reply."""
+        if not isinstance(raw, list):
+            return False, []
+        return True, [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+
+    async def heads(self, member: str, limit: int) -> list[str]:
+        """The oldest `limit` items of a member's list, oldest first."""
+        raw = await self.redis.lrange(self.list_key(member), 0, limit - 1)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
 
     async def head(self, member: str) -> str | None:
         """The oldest item of a member's list."""

@@ -1,9 +1,10 @@
 """LiveKit's events, after `POST /webhook` verified them: accepted once, applied in order per room.
 
 The API only files an event (deduplicated by LiveKit's `id`) on the room's FIFO of the `in`
-schedule and answers. Workers apply each room's events one at a time, in arrival order: the state
-change and the forwarded event commit together, guarded by a per-event marker so a re-run after a
-crash applies nothing twice.
+schedule and answers. Workers apply each room's events in arrival order (`livekit_batch` works
+the queue, several common events per transaction; the rest one at a time here): the state change
+and the forwarded event commit together, guarded by a per-event marker so a re-run after a crash
+applies nothing twice.
 """
 
 from __future__ import annotations
@@ -20,18 +21,23 @@ from google.protobuf.message import DecodeError
 from livekit import api
 from redis.exceptions import WatchError
 
-from worker import keys, lua
+from worker import keys
 from worker.deps import Deps
 from worker.livekit import LiveKitError, proto_dict
 from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
+
+# Inbox is re-exported: the API builds it from here.
+from worker.rooms.inbox import SEEN_TTL, Inbox, encode_event, room_of
 from worker.rooms.session import PastSession, RoomSession, RoomState
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
-from worker.webhooks.stored import PACKED_V1, pack_body, unpack_body
+from worker.webhooks.stored import PACKED_V1, unpack_body
 
 log = get_logger("roomkeeper.inbound")
+
+__all__ = ["SEEN_TTL", "Inbox", "apply", "encode_event", "parse_event", "room_of"]
 
 FORWARDED = frozenset(
     {
@@ -43,19 +49,10 @@ FORWARDED = frozenset(
         "track_unpublished",
     }
 )
-SEEN_TTL = 86400
 PARTICIPANT_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 # How long an event may wait for its room's create to finish before it is judged not ours.
 PENDING_WAIT_MS = 30_000
 PENDING_RETRY_MS = 200
-
-
-def encode_event(event: api.WebhookEvent) -> str:
-    """How a verified event waits for the workers: the message the API parsed, as protobuf, so
-    no worker parses its JSON a second time, deflated as stored bodies are (its room's metadata,
-    most of its bytes, is what their dictionary holds: about a quarter of the size while a busy
-    worker lets events wait), as text (the schedule's lists hold text)."""
-    return pack_body(event.SerializeToString(), level=1)
 
 
 def parse_event(item: str) -> api.WebhookEvent:
@@ -75,34 +72,6 @@ def parse_event(item: str) -> api.WebhookEvent:
         return event
     except (ParseError, DecodeError, binascii.Error, zlib.error) as exc:
         raise ValueError(f"not a LiveKit webhook event: {exc}") from None
-
-
-def room_of(event: api.WebhookEvent) -> str:
-    """The room an event is about (egress events name it in `egressInfo`, not in `room`)."""
-    return event.room.name or event.egress_info.room_name
-
-
-class Inbox:
-    """The API's side: file a verified event for the workers."""
-
-    def __init__(self, schedule: Schedule) -> None:
-        self.schedule = schedule
-        self._accept = lua.script(schedule.redis, "worker.rooms", "accept_event")
-
-    async def accept(self, event: api.WebhookEvent) -> bool:
-        """File `event` on its room's FIFO; False when this event id was seen already."""
-        room = room_of(event)
-        return bool(
-            await self._accept(
-                keys=[
-                    keys.lk_event_seen(event.id),
-                    self.schedule.due_key,
-                    self.schedule.list_key(room),
-                    self.schedule.wake_key,
-                ],
-                args=[SEEN_TTL, encode_event(event), now_ms(), room],
-            )
-        )
 
 
 @dataclass
@@ -133,23 +102,6 @@ class PopAfter:
         if self.answer is not None:
             return self.answer
         return await self.schedule.pop_next(self.claim, self.head)
-
-
-async def work(deps: Deps, claim: Claim) -> None:
-    """Apply one room's queued LiveKit events in order."""
-    schedule = deps.inbound
-    body = await schedule.head(claim.member)
-    while body is not None:
-        event = parse_event(body)
-        pop = PopAfter(schedule, claim, body)
-        if not await apply(deps, event, pop):
-            # The room's create has not finished yet: let this room's queue wait a moment.
-            await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
-            return
-        held, body = await pop.next()
-        if not held or body is None:
-            return  # lost the lease, or the queue is empty and was given back with the pop
-    await schedule.release(claim)
 
 
 async def apply(deps: Deps, event: api.WebhookEvent, pop: PopAfter | None = None) -> bool:
@@ -288,17 +240,21 @@ async def _apply_to_session(
                         deps.store.started_cmds(pipe, room_id)
                     else:
                         participants += 1
-                        deps.store.member_cmds(
-                            pipe, room_id, sid, identity, participants, came=True
-                        )
+                        deps.store.presence_cmds(
+                            pipe, room_id, sid, came=[identity], went=[],
+                            participants=participants, joined=1, active=True,
+                        )  # fmt: skip
                     if auto:
                         auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
                 elif live and counted and present:
                     # Left or aborted: only someone counted in is counted out, so never below 0.
                     participants = max(0, participants - 1)
-                    deps.store.member_cmds(pipe, room_id, sid, identity, participants, came=False)
+                    deps.store.presence_cmds(
+                        pipe, room_id, sid, came=[], went=[identity],
+                        participants=participants, joined=0, active=False,
+                    )  # fmt: skip
                 if event.event in FORWARDED:
-                    _emit(deps, pipe, event, session, participants if live else 0)
+                    emit_forwarded(deps, pipe, event, session, participants if live else 0)
                 pipe.set(done, 1, ex=SEEN_TTL)
                 if pop is None:
                     await pipe.execute()
@@ -310,13 +266,17 @@ async def _apply_to_session(
                 continue
 
 
-def _emit(
+def emit_forwarded(
     deps: Deps,
     pipe: Any,
     event: api.WebhookEvent,
     session: RoomSession,
     participants: int,
+    *,
+    wake: bool = True,
 ) -> None:
+    """Queue the forwarded form of `event` on `pipe` for the session's webhooks (`wake=False`:
+    the caller wakes the dispatcher once for many)."""
     event_id = derived_event_id("livekit", event.id)
     body = notify_body(
         event.event,
@@ -334,6 +294,7 @@ def _emit(
         body=body,
         room_webhook_url=session.webhook_url or None,
         room_events=session.webhook_events,
+        wake=wake,
     )
 
 
@@ -357,7 +318,7 @@ async def _forward(deps: Deps, event: api.WebhookEvent, room_id: str, past: Past
                 await pipe.reset()
                 return
             pipe.multi()
-            _emit(deps, pipe, event, earlier, 0)
+            emit_forwarded(deps, pipe, event, earlier, 0)
             pipe.set(done, 1, ex=SEEN_TTL)
             await pipe.execute()
         except WatchError:

@@ -214,34 +214,29 @@ class Store:
         """LiveKit says the room started."""
         pipe.hset(keys.room(room_id), "state", RoomState.ACTIVE)
 
-    def participants_cmds(
-        self, pipe: Any, room_id: str, participants: int, *, joined: bool
-    ) -> None:
-        """The participant count after a join (which makes the session active) or a leave."""
-        if joined:
-            pipe.hset(
-                keys.room(room_id),
-                mapping={"participants": participants, "state": RoomState.ACTIVE},
-            )
-            pipe.hincrby(keys.room(room_id), "joined", 1)
-        else:
-            pipe.hset(keys.room(room_id), "participants", participants)
-
-    def member_cmds(
-        self, pipe: Any, room_id: str, sid: str, identity: str, participants: int, *, came: bool
-    ) -> None:
-        """A counted participant came (first time present) or went: the count and who is in.
-
-        The set of who is in changes only with the session hash, so a WATCH on the hash covers
-        both.
-        """
+    def presence_cmds(
+        self, pipe: Any, room_id: str, sid: str, *, came: list[str], went: list[str],
+        participants: int | None, joined: int, active: bool,
+    ) -> None:  # fmt: skip
+        """Counted participants who came in (first time present) and went out, the count after
+        (None: unchanged), how many joins, whether the session became active (a join makes it
+        so): one event's change or several events' net. The set of who is in changes only with
+        the session hash, so a WATCH on the hash covers both."""
         members = keys.members(sid)
         if came:
-            pipe.sadd(members, identity)
+            pipe.sadd(members, *came)
             pipe.expire(members, self.job_ttl_s)
-        else:
-            pipe.srem(members, identity)
-        self.participants_cmds(pipe, room_id, participants, joined=came)
+        if went:
+            pipe.srem(members, *went)
+        fields: dict[str, str | int] = (
+            {} if participants is None else {"participants": participants}
+        )
+        if active:
+            fields["state"] = RoomState.ACTIVE
+        if fields:
+            pipe.hset(keys.room(room_id), mapping=fields)
+        if joined:
+            pipe.hincrby(keys.room(room_id), "joined", joined)
 
     def recording_claim_cmds(self, pipe: Any, room_id: str) -> None:
         """The session's one auto recording is claimed (by its first admin's join)."""

@@ -1,0 +1,213 @@
+"""A claimed room's queued LiveKit events applied several at a time, in order, each once.
+
+The common run of a room's queue (events of its current session that do not end it) is applied
+by one read and one transaction for up to `BATCH` events: the session, the events' done-markers
+and who is in are read once, each event's change is worked out in turn on what the previous ones
+left, and the changes, the forwarded events, the markers and the pop of the handled events
+commit together under a WATCH of the session and the markers (the WATCH and the reads share a
+round trip). Whatever else comes up (an event of another session, the room's end, egress, a
+room still being created) goes one event at a time through `livekit_events.apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livekit import api
+from redis.exceptions import ResponseError, WatchError
+
+from worker import keys
+from worker.deps import Deps
+from worker.queue.schedule import Claim, now_ms
+from worker.rooms import auto_recording, recordings
+from worker.rooms.livekit_events import (
+    FORWARDED,
+    PARTICIPANT_EVENTS,
+    PENDING_RETRY_MS,
+    SEEN_TTL,
+    PopAfter,
+    apply,
+    emit_forwarded,
+    parse_event,
+)
+from worker.rooms.session import LIVE_STATES, RoomSession, RoomState
+
+# Events applied per transaction: enough that a busy room's backlog costs a few round trips,
+# few enough that one transaction stays short for Redis.
+BATCH = 32
+
+
+async def work(deps: Deps, claim: Claim) -> None:
+    """Apply one room's queued LiveKit events in order."""
+    schedule = deps.inbound
+    items = await schedule.heads(claim.member, BATCH)
+    while items:
+        batch = await apply_batch(deps, claim, items)
+        if batch is not None:
+            held, items = batch
+            if not held:
+                return  # lost the lease: whoever holds it now carries on
+            if not items:
+                return  # the queue is empty and was given back with the pop
+            continue
+        # The head needs the one-at-a-time path.
+        pop = PopAfter(schedule, claim, items[0])
+        if not await apply(deps, parse_event(items[0]), pop):
+            # The room's create has not finished yet: let this room's queue wait a moment.
+            await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
+            return
+        held, head = await pop.next()
+        if not held or head is None:
+            return  # lost the lease, or the queue is empty and was given back with the pop
+        items = await schedule.heads(claim.member, BATCH)
+    await schedule.release(claim)
+
+
+async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool, list[str]] | None:
+    """Apply the leading run of `items` that the batch path takes, and pop them; (whether the
+    lease still holds, the queue's next items). None when the first item is not for this path
+    (nothing was done)."""
+    events: list[api.WebhookEvent] = []
+    for item in items:
+        try:
+            events.append(parse_event(item))
+        except ValueError:
+            if not events:
+                raise  # as the one-event path would: the item stays, the claim fails
+            break  # the ones before it are applied; it comes first next time
+    items = items[: len(events)]
+    room_id = claim.member
+    done = [keys.lk_event_done(e.id) for e in events]
+    while True:
+        async with deps.redis.pipeline(transaction=True) as pipe:
+            try:
+                # The reads are queued on a pipeline that is never executed: they go after the
+                # WATCH, on its connection. Who is in changes only with a write to the watched
+                # session hash.
+                async with deps.redis.pipeline(transaction=False) as reader:
+                    reader.mget(done)
+                    deps.store.session_cmd(reader, room_id)
+                    for event in events:
+                        reader.sismember(keys.members(event.room.sid), event.participant.identity)
+                    seen, record, *member = await watch_and_read(
+                        pipe, [*deps.store.session_keys([room_id]), *done], reader.command_stack
+                    )
+                session = RoomSession.from_hash(room_id, record)
+                pipe.multi()
+                handled = _queue_changes(deps, pipe, session, events, seen, member)
+                if not handled:
+                    await pipe.reset()
+                    return None
+                deps.inbound.pop_many_cmd(pipe, claim, items[:handled], BATCH)
+                *writes, popped = await pipe.execute(raise_on_error=False)
+            except WatchError:
+                continue
+        for result in writes:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(popped, Exception):  # NOSCRIPT: popped on its own now
+            return await deps.inbound.pop_many(claim, items[:handled], BATCH)
+        return deps.inbound.popped_many(popped)
+
+
+async def watch_and_read(pipe: Any, watched: list[str], reads: list[Any]) -> list[Any]:
+    """WATCH `watched` on the transaction `pipe`, then run `reads` (a pipeline's command
+    stack) on its connection, in one round trip (redis-py's `watch` and each read after it
+    are a round trip each): the reads' answers, each as redis-py gives it. A later EXEC on
+    `pipe` fails if a watched key changed after the WATCH, so after these reads too."""
+    conn = pipe.connection or await pipe.connection_pool.get_connection()
+    pipe.connection = conn  # `pipe` releases it (and unwatches, if it has to) on reset
+    commands = [(("WATCH", *watched), {}), *reads]
+    await conn.send_packed_command(conn.pack_commands(args for args, _ in commands))
+    answers: list[Any] = []
+    failure: ResponseError | None = None
+    for args, options in commands:  # every reply is read, so the connection stays in step
+        callback_options = {k: v for k, v in options.items() if k != "keys"}  # keys: caching
+        try:
+            answers.append(await pipe.parse_response(conn, args[0], **callback_options))
+        except ResponseError as exc:
+            failure = failure or exc
+            answers.append(None)
+    if failure is not None:
+        raise failure
+    return answers[1:]
+
+
+def _batched(event_name: str) -> bool:
+    return event_name not in recordings.EGRESS_EVENTS and event_name != "room_finished"
+
+
+def _queue_changes(
+    deps: Deps,
+    pipe: Any,
+    session: RoomSession,
+    events: list[api.WebhookEvent],
+    seen: list[str | None],
+    member: list[int],
+) -> int:
+    """Queue on `pipe` the changes of the leading events this path takes, each worked out on
+    the session as the ones before it left it; how many leading events that is (done ones
+    included: they are only popped)."""
+    room_id, sid = session.room_id, session.sid
+    state, participants, claimed = session.state, session.participants, session.recording_claimed
+    present: dict[str, bool] = {}  # who is in after the events so far, of those they name
+    was_in: dict[str, bool] = {}  # and before them
+    joined = 0  # counted joins
+    counted_out = False
+    applied: set[str] = set()
+    handled = 0
+    woken = False
+    for i, event in enumerate(events):
+        if seen[i] or event.id in applied:
+            handled = i + 1
+            continue
+        if not _batched(event.event) or not sid or sid != event.room.sid:
+            break
+        applied.add(event.id)
+        identity = event.participant.identity
+        counted = event.event in PARTICIPANT_EVENTS and not recordings.is_dependent(
+            event.participant
+        )
+        live = state in LIVE_STATES
+        was_in.setdefault(identity, bool(member[i]))
+        is_in = present.get(identity, was_in[identity])
+        if live and event.event == "room_started" and state == RoomState.CREATED:
+            state = RoomState.ACTIVE
+        elif live and counted and event.event == "participant_joined":
+            # Counted once per identity present: a repeated join does not inflate it.
+            if not is_in:
+                participants += 1
+                joined += 1
+                present[identity] = True
+            state = RoomState.ACTIVE
+            if (
+                not claimed
+                and auto_recording.is_admin(event.participant)
+                and auto_recording.wants_auto_recording(session)
+            ):
+                auto_recording.claim_auto_recording(pipe, deps, room_id, sid)
+                claimed = True
+        elif live and counted and is_in:
+            # Left or aborted: only someone counted in is counted out, so never below 0.
+            participants = max(0, participants - 1)
+            counted_out = True
+            present[identity] = False
+        if event.event in FORWARDED:
+            emit_forwarded(deps, pipe, event, session, participants if live else 0, wake=False)
+            woken = True
+        pipe.set(keys.lk_event_done(event.id), 1, ex=SEEN_TTL)
+        handled = i + 1
+    # The events' changes to the session and who is in, written as their net effect.
+    deps.store.presence_cmds(
+        pipe,
+        room_id,
+        sid,
+        came=[who for who, now in present.items() if now and not was_in[who]],
+        went=[who for who, now in present.items() if not now and was_in[who]],
+        participants=participants if joined or counted_out else None,
+        joined=joined,
+        active=state == RoomState.ACTIVE and session.state != RoomState.ACTIVE,
+    )
+    if woken:
+        deps.outbox.schedule.wake(pipe)  # once for the batch's forwarded events
+    return handled
