@@ -5,6 +5,7 @@ path (`livekit_batch`) and the one-event path it hands over to, on a real stack.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToJson
@@ -17,8 +18,8 @@ from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from tests.test_livekit_webhook import post_webhook, token_for
 from worker import keys
-from worker.deps import open_deps
-from worker.queue.schedule import now_ms
+from worker.deps import Deps, open_deps
+from worker.queue.schedule import Claim, now_ms
 from worker.rooms import livekit_batch
 
 
@@ -34,20 +35,27 @@ def event(kind: str, room: dict, identity: str, n: int, sid: str | None = None) 
     )
 
 
+async def held_room(
+    stack: Stack, redis: Redis, receiver: Receiver, room_id: str
+) -> tuple[dict[str, Any], Deps, Claim, int]:
+    """A created room whose `in` queue is claimed, as a worker that took it would hold it, so
+    the events posted next pile up: (its room_info, deps, the claim, the claim's due time)."""
+    created = await stack.api.create(minimal_request(room_id, webhook_url=receiver.at("/hook")))
+    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
+    deps = await open_deps(stack.settings)
+    far = now_ms() + 600_000
+    async with redis.pipeline(transaction=True) as pipe:
+        deps.inbound.add(pipe, room_id, far, replace=True)
+        await pipe.execute()
+    (claim,) = await deps.inbound.claim(1, far)
+    return created["room_info"], deps, claim, far
+
+
 async def test_a_backlog_of_a_rooms_events_is_applied_in_order_once_each(
     stack: Stack, redis: Redis, receiver: Receiver
 ) -> None:
-    created = await stack.api.create(minimal_request("backlog", webhook_url=receiver.at("/hook")))
-    room = created["room_info"]
-    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
-    deps = await open_deps(stack.settings)
+    room, deps, claim, _ = await held_room(stack, redis, receiver, "backlog")
     try:
-        # Hold the room's queue, as a worker that claimed it would, so the events pile up.
-        far = now_ms() + 600_000
-        async with redis.pipeline(transaction=True) as pipe:
-            deps.inbound.add(pipe, "backlog", far, replace=True)
-            await pipe.execute()
-        (claim,) = await deps.inbound.claim(1, far)
         bodies = [
             event("participant_joined", room, "alice", 1),
             event("participant_joined", room, "bob", 2),
@@ -98,16 +106,8 @@ async def _delivered(redis: Redis) -> bool:
 async def test_an_item_that_is_no_event_stops_the_batch_after_the_events_ahead_of_it(
     stack: Stack, redis: Redis, receiver: Receiver
 ) -> None:
-    created = await stack.api.create(minimal_request("broken", webhook_url=receiver.at("/hook")))
-    room = created["room_info"]
-    await receiver.wait_for(lambda r: any(x.json["event"] == "room_started" for x in r))
-    deps = await open_deps(stack.settings)
+    room, deps, claim, far = await held_room(stack, redis, receiver, "broken")
     try:
-        far = now_ms() + 600_000
-        async with redis.pipeline(transaction=True) as pipe:
-            deps.inbound.add(pipe, "broken", far, replace=True)
-            await pipe.execute()
-        (claim,) = await deps.inbound.claim(1, far)
         for n, who in enumerate(("alice", "bob"), start=101):
             body = event("participant_joined", room, who, n)
             assert await post_webhook(stack.url, body, {"Authorization": token_for(body)}) == 200
