@@ -20,11 +20,22 @@ from tests.support.api import LK_KEY, LK_SECRET
 
 BODY = b'{"event":"participant_joined","id":"EV_1","room":{"name":"r","sid":"RM_1"}}'
 DIGEST = base64.b64encode(hashlib.sha256(BODY).digest()).decode()
-NOW = int(time.time())
+
+
+def now() -> int:
+    """The time a token is made at: read when it is made, not when this module was imported
+    (the suite may reach these tests minutes later, past the leeway)."""
+    return int(time.time())
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"iss": LK_KEY, "exp": NOW + 600, "nbf": NOW, "sub": "", "sha256": DIGEST}
+    out: dict[str, Any] = {
+        "iss": LK_KEY,
+        "exp": now() + 600,
+        "nbf": now(),
+        "sub": "",
+        "sha256": DIGEST,
+    }
     out.update(changes)
     return {k: v for k, v in out.items() if v is not None}
 
@@ -53,14 +64,14 @@ def swap_payload(token: str, payload: dict[str, Any]) -> str:
 TOKENS: dict[str, Callable[[], str]] = {
     "valid": lambda: api.AccessToken(LK_KEY, LK_SECRET).with_sha256(DIGEST).to_jwt(),
     "valid, hand made": lambda: hand_made({"alg": "HS256", "typ": "JWT"}, claims()),
-    "expired": lambda: signed(claims(exp=NOW - 600)),
-    "expired within the leeway": lambda: signed(claims(exp=NOW - 30)),
+    "expired": lambda: signed(claims(exp=now() - 600)),
+    "expired within the leeway": lambda: signed(claims(exp=now() - 30)),
     "no exp": lambda: signed(claims(exp=None)),
     "exp not a number": lambda: hand_made({"alg": "HS256"}, claims(exp="soon")),
-    "exp as a numeric string": lambda: hand_made({"alg": "HS256"}, claims(exp=str(NOW + 600))),
-    "nbf ahead": lambda: signed(claims(nbf=NOW + 600)),
-    "nbf ahead within the leeway": lambda: signed(claims(nbf=NOW + 30)),
-    "iat ahead": lambda: signed(claims(iat=NOW + 600)),
+    "exp as a numeric string": lambda: hand_made({"alg": "HS256"}, claims(exp=str(now() + 600))),
+    "nbf ahead": lambda: signed(claims(nbf=now() + 600)),
+    "nbf ahead within the leeway": lambda: signed(claims(nbf=now() + 30)),
+    "iat ahead": lambda: signed(claims(iat=now() + 600)),
     "iat not a number": lambda: hand_made({"alg": "HS256"}, claims(iat="x")),
     "another issuer": lambda: signed(claims(iss="someone-else")),
     "no issuer": lambda: signed(claims(iss=None)),
@@ -83,7 +94,7 @@ TOKENS: dict[str, Callable[[], str]] = {
     "crit header": lambda: hand_made({"alg": "HS256", "crit": ["exp"]}, claims()),
     "header not an object": lambda: hand_made(["HS256"], claims()),
     "payload not an object": lambda: hand_made({"alg": "HS256"}, [1, 2]),
-    "tampered payload": lambda: swap_payload(signed(claims()), claims(exp=NOW + 9999)),
+    "tampered payload": lambda: swap_payload(signed(claims()), claims(exp=now() + 9999)),
     "two segments": lambda: ".".join(signed(claims()).split(".")[:2]),
     "four segments": lambda: signed(claims()) + ".x",
     "not base64": lambda: "%%%.%%%.%%%",
