@@ -14,6 +14,8 @@ from tests.support.api import Api, minimal_request
 from tests.support.procs import api_process, roomkeeper_env
 from tests.support.servers import RedisServer
 
+pytestmark = pytest.mark.slow  # an API process per level: about 4 s each
+
 
 def _request_lines(output: str) -> list[dict[str, Any]]:
     lines = []
