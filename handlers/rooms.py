@@ -14,11 +14,10 @@ from handlers.state import DEPS, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.deps import Deps
 from worker.rooms.limits import CreateLimits
-from worker.rooms.records import CreateClaim
 from worker.rooms.request import CreateRoomRequest
 from worker.rooms.scheduled import Scheduled
 from worker.rooms.session import CreateJob, JobState, completed_room_info
-from worker.rooms.submit import submit, submit_or_schedule
+from worker.rooms.submit import submit_or_schedule
 from worker.settings import Settings
 
 
@@ -112,14 +111,8 @@ async def create(request: web.Request, body: CreateRoomRequest) -> web.Response:
     deps = request.app[DEPS]
     req = body.room
     request[LOG_FIELDS] = {"room_id": req.room_id}
-    # The claim writes the arq job itself: never a claim without a job. A room wanted now (no
-    # `start_at`, as most are) goes straight to `submit`, which is what `submit_or_schedule`
-    # would call for it.
-    claim: CreateClaim | Scheduled
-    if req.start_at is None:
-        (claim,) = await submit(deps, [req])
-    else:
-        (claim,) = await submit_or_schedule(deps, [req])
+    # The claim writes the arq job itself: never a claim without a job.
+    (claim,) = await submit_or_schedule(deps, [req])
     if isinstance(claim, Scheduled):
         request[LOG_FIELDS]["job_id"] = claim.job_id
         await deps.replicas.confirm(deps.redis, [keys.scheduled(claim.room_id)])

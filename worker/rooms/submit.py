@@ -103,6 +103,8 @@ async def submit_or_schedule(
     results in request order (room_ids distinct, as for `submit`)."""
     now = time.time()
     later = [is_scheduled(r.start_at, deps.settings.schedule_lead, now) for r in requests]
+    if not any(later):  # as most calls are: nothing to split
+        return list(await submit(deps, requests))
     pairs = list(zip(requests, later, strict=True))
     scheduled = iter(await schedule_rooms(deps, [r for r, w in pairs if w]))
     claims = iter(await submit(deps, [r for r, w in pairs if not w]))
