@@ -30,18 +30,21 @@ class UtcStamper:
     datetime per line cost more than the rest of the line's processors together."""
 
     def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
+        # (second, its text) as one value: the worker's timer thread logs too, and two fields
+        # set one after the other could be read half-updated.
+        self.cached: tuple[int, str] = (-1, "")
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         second = int(now)
-        if second != self.second:
-            self.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self.second = second
+        cached = self.cached
+        if cached[0] != second:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            cached = self.cached = (second, text)
+        prefix = cached[1]
         micro = int((now - second) * 1_000_000)
         # isoformat leaves out a fraction of exactly zero.
-        event["timestamp"] = f"{self.prefix}.{micro:06d}Z" if micro else f"{self.prefix}Z"
+        event["timestamp"] = f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
         return event
 
 
