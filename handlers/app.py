@@ -24,7 +24,7 @@ from worker.deps import open_deps
 from worker.logs import get_logger
 from worker.metrics import REQUEST_SECONDS, REQUESTS
 from worker.replicas import NotReplicated
-from worker.rooms.livekit_events import Inbox
+from worker.rooms.inbox import Inbox
 from worker.settings import Settings
 
 log = get_logger("roomkeeper.api")

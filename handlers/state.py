@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from worker.deps import Deps
-from worker.rooms.livekit_events import Inbox
+from worker.rooms.inbox import Inbox
 from worker.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -17,8 +17,8 @@ from tests.support.api import LK_KEY, LK_SECRET, eventually, minimal_request
 from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from worker import keys
-from worker.rooms.inbox import DEFLATE_FROM
-from worker.rooms.livekit_events import encode_event, parse_event
+from worker.rooms.inbox import DEFLATE_FROM, encode_event
+from worker.rooms.livekit_events import parse_event
 
 
 def joined_event(room: dict, identity: str, event_id: str = "EV_test00000001") -> str:

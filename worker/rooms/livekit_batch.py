@@ -20,11 +20,11 @@ from worker import keys
 from worker.deps import Deps
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms import auto_recording, recordings
+from worker.rooms.inbox import SEEN_TTL
 from worker.rooms.livekit_events import (
     FORWARDED,
     PARTICIPANT_EVENTS,
     PENDING_RETRY_MS,
-    SEEN_TTL,
     PopAfter,
     apply,
     emit_forwarded,

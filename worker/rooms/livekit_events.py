@@ -28,16 +28,12 @@ from worker.logs import get_logger
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
-
-# Inbox is re-exported: the API builds it from here.
-from worker.rooms.inbox import SEEN_TTL, Inbox, encode_event, room_of
+from worker.rooms.inbox import SEEN_TTL
 from worker.rooms.session import PastSession, RoomSession, RoomState
 from worker.webhooks.bodies import derived_event_id, notify_body, notify_room
 from worker.webhooks.stored import PACKED_V1, unpack_body
 
 log = get_logger("roomkeeper.inbound")
-
-__all__ = ["SEEN_TTL", "Inbox", "apply", "encode_event", "parse_event", "room_of"]
 
 FORWARDED = frozenset(
     {
