@@ -34,23 +34,14 @@ class Call(NamedTuple):
     args: Sequence[Any]
 
 
-async def _alone(
-    redis: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
-) -> Any:
-    """One call as a plain EVALSHA, loaded and sent again on NOSCRIPT; its error raised."""
-    try:
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)
-    except NoScriptError:
-        script.sha = await redis.script_load(script.script)
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)
-
-
 async def run(redis: Redis, calls: Sequence[Call], *, reload: bool = True) -> list[Any]:
     """The calls in one pipeline (a single one as a plain EVALSHA); each one's answer, or the
     error Redis answered it with in its place. A failure to reach Redis at all raises."""
     if len(calls) == 1 and reload:
+        # redis-py's own Script call: EVALSHA, loaded and sent again on NOSCRIPT.
+        script, keys, args = calls[0]
         try:
-            return [await _alone(redis, *calls[0])]
+            return [await script(keys=keys, args=args, client=redis)]
         except ResponseError as exc:
             return [exc]
     answers = await _pipelined(redis, calls)
@@ -118,7 +109,7 @@ class Batcher:
             # Alone (see `call_many`): the plain call, no more frames than a Script's own.
             self._out += 1
             try:
-                return await _alone(self.redis, script, keys, args)
+                return await script(keys=keys, args=args, client=self.redis)
             finally:
                 self._out -= 1
         (answer,) = await self.call_many([Call(script, keys, args)])
