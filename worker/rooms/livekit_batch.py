@@ -42,7 +42,8 @@ async def work(deps: Deps, claim: Claim) -> None:
     schedule = deps.inbound
     items = await schedule.heads(claim.member, BATCH)
     while items:
-        batch = await apply_batch(deps, claim, items)
+        events = _leading_events(items)
+        batch = await apply_batch(deps, claim, items[: len(events)], events)
         if batch is not None:
             held, items = batch
             if not held:
@@ -52,7 +53,7 @@ async def work(deps: Deps, claim: Claim) -> None:
             continue
         # The head needs the one-at-a-time path.
         pop = PopAfter(schedule, claim, items[0])
-        if not await apply(deps, parse_event(items[0]), pop):
+        if not await apply(deps, events[0], pop):
             # The room's create has not finished yet: let this room's queue wait a moment.
             await schedule.release(claim, now_ms() + PENDING_RETRY_MS)
             return
@@ -63,10 +64,8 @@ async def work(deps: Deps, claim: Claim) -> None:
     await schedule.release(claim)
 
 
-async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool, list[str]] | None:
-    """Apply the leading run of `items` that the batch path takes, and pop them; (whether the
-    lease still holds, the queue's next items). None when the first item is not for this path
-    (nothing was done)."""
+def _leading_events(items: list[str]) -> list[api.WebhookEvent]:
+    """The queued items up to the first that is not an event, parsed (each parsed once)."""
     events: list[api.WebhookEvent] = []
     for item in items:
         try:
@@ -75,7 +74,15 @@ async def apply_batch(deps: Deps, claim: Claim, items: list[str]) -> tuple[bool,
             if not events:
                 raise  # as the one-event path would: the item stays, the claim fails
             break  # the ones before it are applied; it comes first next time
-    items = items[: len(events)]
+    return events
+
+
+async def apply_batch(
+    deps: Deps, claim: Claim, items: list[str], events: list[api.WebhookEvent]
+) -> tuple[bool, list[str]] | None:
+    """Apply the leading run of `events` (parsed from `items`, one each) that the batch path
+    takes, and pop them; (whether the lease still holds, the queue's next items). None when the
+    first event is not for this path (nothing was done)."""
     room_id = claim.member
     done = [keys.lk_event_done(e.id) for e in events]
     while True:
