@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from livekit import api
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import keys
 from worker.deps import Deps
@@ -106,7 +108,7 @@ async def apply_batch(
                     await pipe.reset()
                     return None
                 deps.inbound.pop_many_cmd(pipe, claim, items[:handled], BATCH)
-                *writes, popped = await pipe.execute(raise_on_error=False)
+                *writes, popped = await commit(pipe)
             except WatchError:
                 continue
         for result in writes:
@@ -138,6 +140,38 @@ async def watch_and_read(pipe: Any, watched: list[str], reads: list[Any]) -> lis
     if failure is not None:
         raise failure
     return answers[1:]
+
+
+async def commit(pipe: Any) -> list[Any]:
+    """EXEC the transaction queued on `pipe` (armed by `watch_and_read`, after `multi()`):
+    its commands' raw replies, a failed command's as its exception; WatchError when a watched
+    key changed or the connection failed (the caller reads again and retries). It is
+    redis-py's `execute` without what these writes do not need: every reply through the
+    client's layers and the response callbacks of replies nobody reads."""
+    conn, stack = pipe.connection, pipe.command_stack
+    commands = [("MULTI",), *(args for args, _ in stack), ("EXEC",)]
+    try:
+        await conn.send_packed_command(conn.pack_commands(commands))
+        queued: ResponseError | None = None
+        for _ in range(len(stack) + 1):  # MULTI's OK, then each command's QUEUED or refusal
+            try:
+                await conn.read_response(disable_decoding=True)
+            except ResponseError as exc:
+                queued = queued or exc
+        try:
+            replies = await conn.read_response()
+        except ExecAbortError:  # a command was refused as queued: nothing ran
+            raise queued or ResponseError("transaction aborted") from None
+    except (RedisConnectionError, RedisTimeoutError):
+        # The connection is dropped (read_response does it), and the WATCH with it; whether
+        # the EXEC ran is unknown, which the re-read settles (its events are marked done).
+        await conn.disconnect()
+        raise WatchError("the connection failed during the transaction") from None
+    finally:
+        pipe.watching = False  # EXEC or the dropped connection ended the WATCH
+    if replies is None:
+        raise WatchError("a watched key changed")
+    return list(replies)
 
 
 def _batched(event_name: str) -> bool:
