@@ -74,7 +74,7 @@ async def test_rooms_worked_at_once_share_a_transaction_each_with_its_own_change
     finally:
         await deps.aclose()
 
-    # The first room's batch goes at once; the two made while it was out go together.
+    # Batches made in one turn of the loop, or while a group is out, go together.
     assert transactions < len(names)
     expected = {"g-a": "2", "g-b": "1", "g-c": "2"}
     for name in names:

@@ -11,9 +11,8 @@ room still being created) goes one event at a time through `livekit_events.apply
 
 from __future__ import annotations
 
-import asyncio
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import api
@@ -23,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import keys
 from worker.deps import Deps
+from worker.gathering import Gatherer
 from worker.queue.schedule import Claim, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.inbox import SEEN_TTL
@@ -45,7 +45,7 @@ BATCH = 32
 async def work(deps: Deps, claim: Claim) -> None:
     """Apply one room's queued LiveKit events in order."""
     schedule = deps.inbound
-    items = await schedule.heads(claim.member, BATCH)
+    items = await heads(deps, claim.member)
     while items:
         events = _leading_events(items)
         batch = await apply_batch(deps, claim, items[: len(events)], events)
@@ -65,7 +65,7 @@ async def work(deps: Deps, claim: Claim) -> None:
         held, head = await pop.next()
         if not held or head is None:
             return  # lost the lease, or the queue is empty and was given back with the pop
-        items = await schedule.heads(claim.member, BATCH)
+        items = await heads(deps, claim.member)
     await schedule.release(claim)
 
 
@@ -89,93 +89,62 @@ async def apply_batch(
     takes, and pop them; (whether the lease still holds, the queue's next items). None when the
     first event is not for this path (nothing was done). The batches of rooms worked at once
     share their round trips (see `Group`)."""
-    group = _GROUPS.get(deps.redis)
-    if group is None:
-        group = _GROUPS[deps.redis] = Group()
-    return await group.apply(_Batch(deps, claim, items, events))
+    return await _gatherers(deps).batches.call(_Batch(deps, claim, items, events))
 
 
 @dataclass
 class _Batch:
-    """One room's batch, waiting for its group's answer."""
+    """One room's batch, for its group."""
 
     deps: Deps
     claim: Claim
     items: list[str]
     events: list[api.WebhookEvent]
-    answer: asyncio.Future[tuple[bool, list[str]] | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
-class Group:
-    """The batches of the rooms one process works at once, applied together: one WATCH and
-    read, one transaction for all (each room's changes worked out on its own reads, as alone).
-    A batch made while none is out goes at once; those made while one is out gather behind it
-    and go together next, so a lone room waits for nothing. A change to any room's watched keys
-    makes the group read again, every room's answer stays its own. A room appears once per
-    group: a second batch of it (a claim taken over) waits for the next, so its WATCH sees the
-    first's markers."""
+@dataclass
+class _Heads:
+    """One room's read of its queue's first items, for its group."""
+
+    deps: Deps
+    member: str
+
+
+class _Gatherers:
+    """A process's gatherers: the batches of the rooms it works at once applied together
+    (one WATCH and read, one transaction for all, each room's changes worked out on its own
+    reads, as alone; a change to any room's watched keys makes the group read again; a room
+    appears once per group, so a second batch of it, a claim taken over, sees the first's
+    markers), and their queues' first items read together."""
 
     def __init__(self) -> None:
-        self._waiting: list[_Batch] = []
-        self._out = False
-
-    async def apply(self, batch: _Batch) -> tuple[bool, list[str]] | None:
-        self._waiting.append(batch)
-        if not self._out:
-            self._send()
-        return await batch.answer
-
-    def _send(self) -> None:
-        rooms: set[str] = set()
-        group: list[_Batch] = []
-        waiting: list[_Batch] = []
-        for batch in self._waiting:
-            if batch.answer.done():
-                continue  # its caller was cancelled before it went
-            (waiting if batch.claim.member in rooms else group).append(batch)
-            rooms.add(batch.claim.member)
-        self._waiting = waiting
-        if not group:
-            return
-        self._out = True
-        # A task of its own: a caller cancelled while the group is out leaves the others be.
-        asyncio.create_task(self._run(group)).add_done_callback(self._sent)
-
-    def _sent(self, _task: asyncio.Task[None]) -> None:
-        self._out = False
-        if self._waiting:
-            self._send()
-
-    async def _run(self, group: list[_Batch]) -> None:
-        try:
-            try:
-                answers = await _apply_group(group)
-            except Exception:
-                if len(group) == 1:
-                    raise
-                # One room's failure (a key of the wrong type, a refused write) is its own:
-                # each batch again on its own, which the done-markers make safe even after a
-                # transaction that ran.
-                for batch in group:
-                    await self._run([batch])
-                return
-        except Exception as exc:
-            for batch in group:
-                if not batch.answer.done():
-                    batch.answer.set_exception(exc)
-            return
-        except BaseException:  # cancelled (shutting down): so are the callers' waits
-            for batch in group:
-                batch.answer.cancel()
-            raise
-        for batch, answer in zip(group, answers, strict=True):
-            if not batch.answer.done():
-                batch.answer.set_result(answer)
+        self.batches = Gatherer(_apply_group, lambda b: b.claim.member)
+        self.heads = Gatherer(_read_heads, lambda h: h.member)
 
 
-_GROUPS: weakref.WeakKeyDictionary[Any, Group] = weakref.WeakKeyDictionary()
+_GATHERERS: weakref.WeakKeyDictionary[Any, _Gatherers] = weakref.WeakKeyDictionary()
+
+
+def _gatherers(deps: Deps) -> _Gatherers:
+    found = _GATHERERS.get(deps.redis)
+    if found is None:
+        found = _GATHERERS[deps.redis] = _Gatherers()
+    return found
+
+
+async def heads(deps: Deps, member: str) -> list[str]:
+    """The first `BATCH` items of a room's queue (the reads of rooms worked at once share a
+    round trip)."""
+    return await _gatherers(deps).heads.call(_Heads(deps, member))
+
+
+async def _read_heads(group: list[_Heads]) -> list[list[str]]:
+    schedule = group[0].deps.inbound
+    async with group[0].deps.redis.pipeline(transaction=False) as pipe:
+        for one in group:
+            pipe.lrange(schedule.list_key(one.member), 0, BATCH - 1)
+        raw = await pipe.execute()
+    return [[x.decode() if isinstance(x, bytes) else str(x) for x in items] for items in raw]
 
 
 async def _apply_group(group: list[_Batch]) -> list[tuple[bool, list[str]] | None]:
