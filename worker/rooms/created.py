@@ -120,12 +120,9 @@ async def _record_created(deps: Deps, chunk: list[Created]) -> None:
     """
     args: list[EncodableT] = [len(chunk)]
     soonest = None
-    infos = []
     for w, info in chunk:
-        info_json = json.dumps(info, separators=(",", ":"))
-        infos.append(info_json)
         created = stage(deps.redis)
-        due = _created_cmds(created, deps, w, info, info_json)
+        due = _created_cmds(created, deps, w, info)
         soonest = due if soonest is None else min(soonest, due)
         args += [w.job_id, block(created)]
     wake = stage(deps.redis)  # one wake-up per schedule for the whole group
@@ -139,18 +136,14 @@ async def _record_created(deps: Deps, chunk: list[Created]) -> None:
     if skipped:  # done by an earlier run (or no longer this job's): only the job completes
         async with deps.redis.pipeline(transaction=True) as pipe:
             for position in skipped:
-                w, _ = chunk[int(position) - 1]
-                deps.store.job_complete_cmds(
-                    pipe,
-                    w.job_id,
-                    infos[int(position) - 1],
-                    room_id=w.room_id,
-                    event_id=w.job.event_id,
+                w, info = chunk[int(position) - 1]
+                deps.store.job_done_cmds(
+                    pipe, w.job_id, room_id=w.room_id, sid=info["sid"], event_id=w.job.event_id
                 )
             await pipe.execute()
 
 
-def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_json: str) -> int:
+def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any]) -> int:
     """The session's move to `created`, its timers and its `room_created` event; returns when
     its first timer is due (ms)."""
     request, room_id, job_id = w.request, w.room_id, w.job_id
@@ -194,5 +187,7 @@ def _created_cmds(pipe: Any, deps: Deps, w: Work, info: dict[str, Any], info_jso
         room_events=request.get("webhook_events"),
         wake=False,
     )
-    deps.store.job_complete_cmds(pipe, job_id, info_json, room_id=room_id, event_id=w.job.event_id)
+    deps.store.job_done_cmds(
+        pipe, job_id, room_id=room_id, sid=info["sid"], event_id=w.job.event_id
+    )
     return min(t.deadline_ms for t in timers)
