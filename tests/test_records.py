@@ -13,7 +13,14 @@ from tests.support.api import seed_request
 from worker import keys
 from worker.arqueue import arq_job
 from worker.rooms.records import CreateClaim, Store
-from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
+from worker.rooms.session import (
+    CreateJob,
+    JobState,
+    PastSession,
+    RoomSession,
+    RoomState,
+    compact_json,
+)
 from worker.webhooks.delivery import (
     Delivery,
     DeliveryState,
@@ -324,3 +331,22 @@ async def test_a_session_written_with_its_room_as_json_is_still_read(redis: Redi
     older = {k: v for k, v in session.to_mapping().items() if not k[1:].isdigit()}
     await redis.hset(keys.room("r1"), mapping={**older, "info": json.dumps(session.info)})
     await assert_reads_back(redis, store, session)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {
+            "sid": "RM_1",
+            "n": 3,
+            "codecs": [{"mime": "audio/opus", "fmtp_line": ""}],
+            "m": '{"a":1}',
+        },
+        {"title": "Raum für alle ✓", "ctl": 'a\x00b\x1f\n"\\'},
+        {"del": "a\x7fb"},
+        {"big": 2**70, "neg": -(2**63) - 1},
+        [],
+    ],
+)
+def test_compact_json_writes_the_bytes_json_writes(value: object) -> None:
+    assert compact_json(value) == json.dumps(value, separators=(",", ":")).encode()
