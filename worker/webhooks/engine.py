@@ -50,9 +50,11 @@ from worker.webhooks.heads import (
     INTERRUPTED,
     Final,
     Head,
+    count_transition,
     entry,
     final_state,
     head_of,
+    log_attempt,
     observe,
 )
 from worker.webhooks.hosts import Admission, Held, HostGuard
@@ -281,6 +283,12 @@ class Dispatcher:
         admit_keys, admit_args = self.hosts.head_keys_args(
             url, qid, claim, self.schedule.list_key(qid), now if url else ""
         )
+        loop = asyncio.get_running_loop()
+        if step is not None and step.result is not None:
+            # The attempt's log line is written while Redis runs the script: queued now, it
+            # runs at the loop's next turn, which comes once the call is written (nothing
+            # before the write yields), so it costs the queue no time.
+            loop.call_soon(log_attempt, did, head.record, step.result, step.attempt, step.outcome)
         both = await self.batch.call(
             self._advance_script,
             [*advance_keys, *admit_keys],
@@ -288,11 +296,8 @@ class Dispatcher:
         )
         raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
-            # Settled already: its log line and counters wait for the next turn of the loop,
-            # which comes once the next head's POST is written, so they cost the queue no time.
-            asyncio.get_running_loop().call_soon(
-                observe, did, head.record, step.result, step.attempt, step.outcome, raw[0]
-            )
+            # Settled: its counters wait for the loop's next turn.
+            loop.call_soon(count_transition, did, head.record, step.outcome, raw[0])
         if int(raw[1]) < 0:
             return False, None, None
         return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None), asked

@@ -2,7 +2,7 @@
 
 `peek.lua` and the tail of `advance.lua` return a head in one shape (`head_of`); a delivered or
 dead head is settled as a `Final` in the same script that reads the next one; `observe` counts and
-logs each attempt and the transition it made.
+logs each attempt and the transition it made (`log_attempt`, then `count_transition`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,50 @@ def entry(result: AttemptResult, began: float) -> str:
     return attempt_entry(result.as_record(began))
 
 
+def log_attempt(
+    did: str,
+    record: dict[str, str],
+    result: AttemptResult,
+    attempt: int | None,
+    outcome: Outcome,
+) -> None:
+    """Log one attempt (what it sent to, what came back, what follows from it)."""
+    log.info(
+        "webhook attempt",
+        delivery_id=did,
+        event_id=record.get("event_id"),
+        webhook_event=record.get("event"),
+        room_id=record.get("room_id"),
+        url=public_url(record.get("url", "")),
+        attempt=attempt,
+        status=result.status,
+        error=result.error,
+        duration_ms=round(result.duration_ms, 1),
+        outcome=type(outcome).__name__,
+    )
+
+
+def count_transition(did: str, record: dict[str, str], outcome: Outcome, moved: Any) -> None:
+    """Count (and log, when it died) the transition a settle made (`moved` as settle.lua
+    says: 1 when it moved the delivery on)."""
+    if int(moved) != 1 or isinstance(outcome, RetryLater):
+        return
+    state, reason = final_state(outcome)
+    child(DELIVERIES, state).inc()
+    if state == "delivered":
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
+    else:
+        log.warning(
+            "webhook dead",
+            delivery_id=did,
+            event_id=record.get("event_id"),
+            webhook_event=record.get("event"),
+            room_id=record.get("room_id"),
+            url=public_url(record.get("url", "")),
+            reason=reason,
+        )
+
+
 def observe(
     did: str,
     record: dict[str, str],
@@ -96,28 +140,6 @@ def observe(
     moved: Any,
 ) -> None:
     """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
-    fields = {
-        "delivery_id": did,
-        "event_id": record.get("event_id"),
-        "webhook_event": record.get("event"),
-        "room_id": record.get("room_id"),
-        "url": public_url(record.get("url", "")),
-    }
     if result is not None:
-        log.info(
-            "webhook attempt",
-            **fields,
-            attempt=attempt,
-            status=result.status,
-            error=result.error,
-            duration_ms=round(result.duration_ms, 1),
-            outcome=type(outcome).__name__,
-        )
-    if int(moved) != 1 or isinstance(outcome, RetryLater):
-        return
-    state, reason = final_state(outcome)
-    child(DELIVERIES, state).inc()
-    if state == "delivered":
-        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
-    else:
-        log.warning("webhook dead", **fields, reason=reason)
+        log_attempt(did, record, result, attempt, outcome)
+    count_transition(did, record, outcome, moved)
