@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from worker import __version__, keys, lua
 from worker.batching import batcher
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, child
+from worker.metrics import ATTEMPTS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -345,9 +345,8 @@ class Dispatcher:
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
+        # Counted with its log line (`log_attempt`), off the way to settling it.
         await self.hosts.observe(record["url"], result, admission)
-        child(ATTEMPTS, result.label).inc()
-        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):
             await self._settle(did, record, result, attempt, outcome, began)
             return outcome

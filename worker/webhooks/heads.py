@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.logs import get_logger
-from worker.metrics import DELIVERIES, DELIVERY_SECONDS, child
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS, child
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome, RetryLater
 from worker.webhooks.delivery import created_at
 from worker.webhooks.stored import attempt_entry
@@ -94,7 +94,11 @@ def log_attempt(
     attempt: int | None,
     outcome: Outcome,
 ) -> None:
-    """Log one attempt (what it sent to, what came back, what follows from it)."""
+    """Log and count one attempt (what it sent to, what came back, what follows from it); one
+    the worker's stop cut short is counted where it is noticed, as `interrupted`."""
+    if result.error != INTERRUPTED:
+        child(ATTEMPTS, result.label).inc()
+        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
     log.info(
         "webhook attempt",
         delivery_id=did,
