@@ -2,7 +2,8 @@
 
 `peek.lua` and the tail of `advance.lua` return a head in one shape (`head_of`); a delivered or
 dead head is settled as a `Final` in the same script that reads the next one; `observe` counts and
-logs each attempt and the transition it made (`log_attempt`, then `count_transition`).
+logs each attempt and the transition it made (`log_attempt`, then `count_transition`; the
+dispatcher runs them through `account` while its next script call is out).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from worker.logs import get_logger
@@ -147,3 +148,23 @@ def observe(
     if result is not None:
         log_attempt(did, record, result, attempt, outcome)
     count_transition(did, record, outcome, moved)
+
+
+class Transition(NamedTuple):
+    """A settled head, its transition still to count (`count_transition`'s arguments)."""
+
+    delivery_id: str
+    record: dict[str, str]
+    outcome: Outcome
+    moved: Any
+
+
+def account(
+    uncounted: list[Transition], head: Head | None = None, step: Final | None = None
+) -> None:
+    """Count the transitions of heads settled earlier, then log (and count) the attempt
+    `step` made of `head`, if it made one."""
+    for transition in uncounted:
+        count_transition(*transition)
+    if head is not None and step is not None and step.result is not None:
+        log_attempt(head.delivery_id, head.record, step.result, step.attempt, step.outcome)
