@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.json_format import ParseError
 from livekit import api
 
 from handlers.livekit_verify import Refused, verifier
 from handlers.state import DEPS, INBOX, LOG_FIELDS, SETTINGS
 from worker import keys
 from worker.logs import get_logger
+from worker.protoread import parse_json
 from worker.replicas import NotReplicated
 from worker.rooms.inbox import room_of
 
@@ -46,7 +47,7 @@ async def receive(request: web.Request) -> web.Response:
         return _unauthorized("signature does not verify")
     try:
         # Parsed once, here: the workers get the message (`encode_event`), not the JSON.
-        event = Parse(text, api.WebhookEvent(), ignore_unknown_fields=True)
+        event = parse_json(text, api.WebhookEvent)
     except ParseError as exc:  # signed by LiveKit's key, yet not an event: refuse, don't retry
         return web.Response(status=400, text=f"not a LiveKit webhook event: {exc}\n")
     request[LOG_FIELDS] = {

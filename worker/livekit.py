@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from livekit import api
+
+from worker.protodict import message_dict
 
 T = TypeVar("T")
 
@@ -46,9 +47,7 @@ class LiveKitRejected(LiveKitError):
 
 def proto_dict(msg: Message) -> dict[str, Any]:
     """A protobuf message as snake_case JSON-ready data (int64 as strings, defaults included)."""
-    return MessageToDict(
-        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    return message_dict(msg)
 
 
 def room_dict(room: api.Room) -> dict[str, Any]:

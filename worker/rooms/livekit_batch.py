@@ -11,10 +11,15 @@ room still being created) goes one event at a time through `livekit_events.apply
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import api
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import keys
 from worker.deps import Deps
@@ -82,39 +87,151 @@ async def apply_batch(
 ) -> tuple[bool, list[str]] | None:
     """Apply the leading run of `events` (parsed from `items`, one each) that the batch path
     takes, and pop them; (whether the lease still holds, the queue's next items). None when the
-    first event is not for this path (nothing was done)."""
-    room_id = claim.member
-    done = [keys.lk_event_done(e.id) for e in events]
+    first event is not for this path (nothing was done). The batches of rooms worked at once
+    share their round trips (see `Group`)."""
+    group = _GROUPS.get(deps.redis)
+    if group is None:
+        group = _GROUPS[deps.redis] = Group()
+    return await group.apply(_Batch(deps, claim, items, events))
+
+
+@dataclass
+class _Batch:
+    """One room's batch, waiting for its group's answer."""
+
+    deps: Deps
+    claim: Claim
+    items: list[str]
+    events: list[api.WebhookEvent]
+    answer: asyncio.Future[tuple[bool, list[str]] | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Group:
+    """The batches of the rooms one process works at once, applied together: one WATCH and
+    read, one transaction for all (each room's changes worked out on its own reads, as alone).
+    A batch made while none is out goes at once; those made while one is out gather behind it
+    and go together next, so a lone room waits for nothing. A change to any room's watched keys
+    makes the group read again, every room's answer stays its own. A room appears once per
+    group: a second batch of it (a claim taken over) waits for the next, so its WATCH sees the
+    first's markers."""
+
+    def __init__(self) -> None:
+        self._waiting: list[_Batch] = []
+        self._out = False
+
+    async def apply(self, batch: _Batch) -> tuple[bool, list[str]] | None:
+        self._waiting.append(batch)
+        if not self._out:
+            self._send()
+        return await batch.answer
+
+    def _send(self) -> None:
+        rooms: set[str] = set()
+        group: list[_Batch] = []
+        waiting: list[_Batch] = []
+        for batch in self._waiting:
+            if batch.answer.done():
+                continue  # its caller was cancelled before it went
+            (waiting if batch.claim.member in rooms else group).append(batch)
+            rooms.add(batch.claim.member)
+        self._waiting = waiting
+        if not group:
+            return
+        self._out = True
+        # A task of its own: a caller cancelled while the group is out leaves the others be.
+        asyncio.create_task(self._run(group)).add_done_callback(self._sent)
+
+    def _sent(self, _task: asyncio.Task[None]) -> None:
+        self._out = False
+        if self._waiting:
+            self._send()
+
+    async def _run(self, group: list[_Batch]) -> None:
+        try:
+            try:
+                answers = await _apply_group(group)
+            except Exception:
+                if len(group) == 1:
+                    raise
+                # One room's failure (a key of the wrong type, a refused write) is its own:
+                # each batch again on its own, which the done-markers make safe even after a
+                # transaction that ran.
+                for batch in group:
+                    await self._run([batch])
+                return
+        except Exception as exc:
+            for batch in group:
+                if not batch.answer.done():
+                    batch.answer.set_exception(exc)
+            return
+        except BaseException:  # cancelled (shutting down): so are the callers' waits
+            for batch in group:
+                batch.answer.cancel()
+            raise
+        for batch, answer in zip(group, answers, strict=True):
+            if not batch.answer.done():
+                batch.answer.set_result(answer)
+
+
+_GROUPS: weakref.WeakKeyDictionary[Any, Group] = weakref.WeakKeyDictionary()
+
+
+async def _apply_group(group: list[_Batch]) -> list[tuple[bool, list[str]] | None]:
+    """Apply each batch of `group` (rooms all different) in one WATCH/read and transaction."""
+    deps = group[0].deps
+    store, inbound = deps.store, deps.inbound
+    dones = [[keys.lk_event_done(e.id) for e in b.events] for b in group]
     while True:
         async with deps.redis.pipeline(transaction=True) as pipe:
             try:
                 # The reads are queued on a pipeline that is never executed: they go after the
                 # WATCH, on its connection. Who is in changes only with a write to the watched
                 # session hash.
+                watched: list[str] = []
                 async with deps.redis.pipeline(transaction=False) as reader:
-                    reader.mget(done)
-                    deps.store.session_cmd(reader, room_id)
-                    for event in events:
-                        reader.sismember(keys.members(event.room.sid), event.participant.identity)
-                    seen, record, *member = await watch_and_read(
-                        pipe, [*deps.store.session_keys([room_id]), *done], reader.command_stack
-                    )
-                session = RoomSession.from_hash(room_id, record)
+                    for batch, done in zip(group, dones, strict=True):
+                        reader.mget(done)
+                        store.session_cmd(reader, batch.claim.member)
+                        for event in batch.events:
+                            reader.sismember(
+                                keys.members(event.room.sid), event.participant.identity
+                            )
+                        watched += [*store.session_keys([batch.claim.member]), *done]
+                    answers = await watch_and_read(pipe, watched, reader.command_stack)
                 pipe.multi()
-                handled = _queue_changes(deps, pipe, session, events, seen, member)
-                if not handled:
+                handled: list[int] = []
+                pops: list[int] = []  # each batch's pop: its place in the transaction
+                at = 0
+                for batch in group:
+                    seen, record, *member = answers[at : at + 2 + len(batch.events)]
+                    at += 2 + len(batch.events)
+                    session = RoomSession.from_hash(batch.claim.member, record)
+                    n = _queue_changes(deps, pipe, session, batch.events, seen, member)
+                    handled.append(n)
+                    if n:
+                        inbound.pop_many_cmd(pipe, batch.claim, batch.items[:n], BATCH)
+                    pops.append(len(pipe.command_stack) - 1 if n else -1)
+                if not any(handled):
                     await pipe.reset()
-                    return None
-                deps.inbound.pop_many_cmd(pipe, claim, items[:handled], BATCH)
-                *writes, popped = await pipe.execute(raise_on_error=False)
+                    return [None] * len(group)
+                replies = await commit(pipe)
             except WatchError:
                 continue
-        for result in writes:
-            if isinstance(result, Exception):
+        popped = set(pops)
+        for i, result in enumerate(replies):
+            if i not in popped and isinstance(result, Exception):
                 raise result
-        if isinstance(popped, Exception):  # NOSCRIPT: popped on its own now
-            return await deps.inbound.pop_many(claim, items[:handled], BATCH)
-        return deps.inbound.popped_many(popped)
+        out: list[tuple[bool, list[str]] | None] = []
+        for batch, n, pop in zip(group, handled, pops, strict=True):
+            if not n:
+                out.append(None)
+            elif isinstance(replies[pop], Exception):  # NOSCRIPT: popped on its own now
+                out.append(await inbound.pop_many(batch.claim, batch.items[:n], BATCH))
+            else:
+                out.append(inbound.popped_many(replies[pop]))
+        return out
 
 
 async def watch_and_read(pipe: Any, watched: list[str], reads: list[Any]) -> list[Any]:
@@ -138,6 +255,38 @@ async def watch_and_read(pipe: Any, watched: list[str], reads: list[Any]) -> lis
     if failure is not None:
         raise failure
     return answers[1:]
+
+
+async def commit(pipe: Any) -> list[Any]:
+    """EXEC the transaction queued on `pipe` (armed by `watch_and_read`, after `multi()`):
+    its commands' raw replies, a failed command's as its exception; WatchError when a watched
+    key changed or the connection failed (the caller reads again and retries). It is
+    redis-py's `execute` without what these writes do not need: every reply through the
+    client's layers and the response callbacks of replies nobody reads."""
+    conn, stack = pipe.connection, pipe.command_stack
+    commands = [("MULTI",), *(args for args, _ in stack), ("EXEC",)]
+    try:
+        await conn.send_packed_command(conn.pack_commands(commands))
+        queued: ResponseError | None = None
+        for _ in range(len(stack) + 1):  # MULTI's OK, then each command's QUEUED or refusal
+            try:
+                await conn.read_response(disable_decoding=True)
+            except ResponseError as exc:
+                queued = queued or exc
+        try:
+            replies = await conn.read_response()
+        except ExecAbortError:  # a command was refused as queued: nothing ran
+            raise queued or ResponseError("transaction aborted") from None
+    except (RedisConnectionError, RedisTimeoutError):
+        # The connection is dropped (read_response does it), and the WATCH with it; whether
+        # the EXEC ran is unknown, which the re-read settles (its events are marked done).
+        await conn.disconnect()
+        raise WatchError("the connection failed during the transaction") from None
+    finally:
+        pipe.watching = False  # EXEC or the dropped connection ended the WATCH
+    if replies is None:
+        raise WatchError("a watched key changed")
+    return list(replies)
 
 
 def _batched(event_name: str) -> bool:

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.json_format import ParseError
 from google.protobuf.message import DecodeError
 from livekit import api
 from redis.exceptions import WatchError
@@ -25,6 +25,7 @@ from worker import keys
 from worker.deps import Deps
 from worker.livekit import LiveKitError, proto_dict
 from worker.logs import get_logger
+from worker.protoread import parse_json
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.rooms import auto_recording, recordings
 from worker.rooms.ending import finalize
@@ -59,7 +60,7 @@ def parse_event(item: str) -> api.WebhookEvent:
     """
     try:
         if item.startswith("{"):
-            return Parse(item, api.WebhookEvent(), ignore_unknown_fields=True)
+            return parse_json(item, api.WebhookEvent)
         event = api.WebhookEvent()
         if item.startswith(PACKED_V1):
             event.ParseFromString(unpack_body(item))
