@@ -206,3 +206,55 @@ async def test_a_batch_whose_connection_is_lost_while_out_is_sent_again_and_answ
     finally:
         await redis.execute_command("CLIENT", "UNPAUSE")
         await retrying.aclose()
+
+
+async def test_a_lone_call_cut_short_leaves_no_reply_for_the_next_lone_call(
+    redis: Redis,
+) -> None:
+    echo, write = redis.register_script(ECHO), redis.register_script(WRITE)
+    await redis.script_load(ECHO)
+    await redis.script_load(WRITE)
+    batch = Batcher(redis)
+    assert await batch.call(echo, ["warm"], ["0"]) == ["warm", "0"]
+    # The write is out alone (on the batcher's kept connection) and unanswered while Redis is
+    # paused; its caller gives up. Its reply must never be read as the next call's answer.
+    await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    try:
+        cut = asyncio.create_task(batch.call(write, ["cut"], ["1"]))
+
+        async def blocked() -> bool:
+            return any(c["cmd"] == "evalsha" for c in await redis.client_list())
+
+        await eventually(blocked, what="the lone write paused in Redis")
+        cut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cut
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+    for i in range(3):
+        assert await batch.call(echo, [f"after{i}"], [i]) == [f"after{i}", str(i)]
+    assert batch._out == 0
+
+
+async def test_lone_calls_carry_on_after_redis_closes_their_connection(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    retrying = Redis.from_url(
+        redis_server.url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries=3),
+        retry_on_error=[RedisConnectionError],
+    )
+    try:
+        write = retrying.register_script(WRITE)
+        batch = batcher(retrying)
+        assert await batch.call(write, ["k"], ["a"]) == 1
+        # Every client connection of the retrying client dropped between two calls (as a
+        # restart or an idle timeout does): the next call reconnects and runs once.
+        for client in await redis.client_list():
+            if client["cmd"] == "evalsha":
+                await redis.client_kill_filter(_id=client["id"])
+        assert await batch.call(write, ["k"], ["b"]) == 2
+        assert await redis.lrange("k", 0, -1) == ["a", "b"]
+    finally:
+        await retrying.aclose()

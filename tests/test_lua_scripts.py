@@ -521,6 +521,37 @@ async def test_claim_ahead_takes_members_due_by_then_with_their_due_times(redis:
     assert await redis.zscore("s:due", "soon") == 3000
 
 
+async def test_claim_taking_everything_due_answers_the_wake_ups_pushed_before_it(
+    redis: Redis,
+) -> None:
+    script = run(redis, "worker.queue", "claim")
+    k = ["s:due", "s:lease", "s:wake"]
+    await redis.zadd("s:due", {"a": 100, "b": 200, "later": 5_000})
+    await redis.rpush("s:wake", 1, 1, 1)
+    # Two due, room for three: both taken, so the wake-ups before the claim are answered.
+    assert await script(keys=k, args=[300, 3, 1000, "t:"]) == ["a", "t:1", "100", "b", "t:2", "200"]
+    assert await redis.exists("s:wake") == 0
+    # Nothing due at all: answered too (the holder of a queue finds its new events itself).
+    await redis.rpush("s:wake", 1)
+    assert await script(keys=k, args=[400, 3, 1000, "t:"]) == []
+    assert await redis.exists("s:wake") == 0
+
+
+async def test_claim_leaving_members_due_keeps_the_wake_ups_for_other_consumers(
+    redis: Redis,
+) -> None:
+    script = run(redis, "worker.queue", "claim")
+    await redis.zadd("s:due", {"a": 1, "b": 2, "c": 3})
+    await redis.rpush("s:wake", 1, 1)
+    assert await script(keys=["s:due", "s:lease", "s:wake"], args=[10, 2, 1000, "t:"]) == [
+        "a", "t:1", "1", "b", "t:2", "2",
+    ]  # fmt: skip
+    assert await redis.llen("s:wake") == 2
+    # Without the wake list among its keys (timers claiming ahead) a claim never touches it.
+    assert await claim_due(redis, now=10) == ["c", "tok:1", "3"]
+    assert await redis.llen("s:wake") == 2
+
+
 # -- worker/queue/release.lua ------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,7 +13,14 @@ from tests.support.api import seed_request
 from worker import keys
 from worker.arqueue import arq_job
 from worker.rooms.records import CreateClaim, Store
-from worker.rooms.session import CreateJob, JobState, PastSession, RoomSession, RoomState
+from worker.rooms.session import (
+    CreateJob,
+    JobState,
+    PastSession,
+    RoomSession,
+    RoomState,
+    compact_json,
+)
 from worker.webhooks.delivery import (
     Delivery,
     DeliveryState,
@@ -132,6 +140,40 @@ async def test_a_job_moves_through_its_states(redis: Redis) -> None:
     assert await redis.object("encoding", keys.job("j1")) == "listpack"  # short fields only
     assert await redis.zcard(keys.QUEUED_JOBS) == 0
     assert 0 < await redis.ttl(keys.job("j1")) <= 60
+
+
+async def test_a_job_completed_from_its_sid_is_the_one_completed_from_its_room(
+    redis: Redis,
+) -> None:
+    store = Store(redis, job_ttl_s=60)
+    written = []
+    for job_id in ("j1", "j2"):
+        job = CreateJob(job_id, room_id="r1", state=JobState.QUEUED, request={"room_id": "r1"})
+        await redis.hset(keys.job(job_id), mapping=job.to_mapping())
+    async with redis.pipeline(transaction=True) as pipe:
+        store.job_complete_cmds(pipe, "j1", '{"sid":"RM_1","name":"r1"}', event_id="ev1")
+        store.job_done_cmds(pipe, "j2", room_id="r1", sid="RM_1", event_id="ev1")
+        await pipe.execute()
+    for job_id in ("j1", "j2"):
+        written.append(await redis.hgetall(keys.job(job_id)))
+    assert written[0]["state"] == "complete" and written[0]["sid"] == "RM_1"
+    assert {**written[0], "job_id": "j2"} == written[1]
+
+
+async def test_concurrent_start_creates_each_get_their_own_answer(redis: Redis) -> None:
+    """Marks made in one loop turn share a round trip; each still answers for its own job."""
+    store = Store(redis, job_ttl_s=60)
+    states = {"q": "queued", "p": "in_progress", "c": "complete", "f": "failed", "u": None}
+    for n in range(60):
+        kind = "qpcfu"[n % 5]
+        if states[kind]:
+            await redis.hset(keys.job(f"{kind}{n}"), "state", str(states[kind]))
+        await redis.hset(keys.room(f"r{n}"), mapping={"state": "queued", "job_id": f"{kind}{n}"})
+    ids = [("qpcfu"[n % 5] + str(n), f"r{n}") for n in range(60)]
+    answers = await asyncio.gather(*(store.start_create(job, room) for job, room in ids))
+    assert answers == [job[0] in "qp" for job, _ in ids]
+    rooms = [await redis.hget(keys.room(room), "state") for _, room in ids]
+    assert rooms == ["creating" if job[0] in "qp" else "queued" for job, _ in ids]
 
 
 async def test_sessions_read_several_rooms_in_request_order(redis: Redis) -> None:
@@ -289,3 +331,22 @@ async def test_a_session_written_with_its_room_as_json_is_still_read(redis: Redi
     older = {k: v for k, v in session.to_mapping().items() if not k[1:].isdigit()}
     await redis.hset(keys.room("r1"), mapping={**older, "info": json.dumps(session.info)})
     await assert_reads_back(redis, store, session)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {
+            "sid": "RM_1",
+            "n": 3,
+            "codecs": [{"mime": "audio/opus", "fmtp_line": ""}],
+            "m": '{"a":1}',
+        },
+        {"title": "Raum für alle ✓", "ctl": 'a\x00b\x1f\n"\\'},
+        {"del": "a\x7fb"},
+        {"big": 2**70, "neg": -(2**63) - 1},
+        [],
+    ],
+)
+def test_compact_json_writes_the_bytes_json_writes(value: object) -> None:
+    assert compact_json(value) == json.dumps(value, separators=(",", ":")).encode()

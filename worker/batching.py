@@ -8,9 +8,13 @@ per pipeline); the calls a Redis without the script refused (new, restarted, flu
 all, so they are sent again once it is loaded. A caller cancelled while its batch is out leaves
 the others untouched: the batch is sent by a task of its own.
 
-A call made while none of the client's is out goes at once, as the plain EVALSHA it would have
-been without any of this (a lone caller, such as one strictly ordered queue, pays nothing); the
-calls made while it is out gather behind it, one batch per turn of the loop.
+A call made while none of the client's is out goes at once, as a plain EVALSHA (a lone caller,
+such as one strictly ordered queue, waits for nobody); the calls made while it is out gather
+behind it, one batch per turn of the loop. Since at most one lone call is out at a time, lone
+calls share one connection the batcher keeps from the client's pool (`Lane`): written and read
+directly, without the pool's checkout, health check and release around every call, which cost
+about as much CPU as the exchange itself. It is retried on connection loss as the client's retry
+policy says, and closed when a call is cut short, so no reply is ever left unread on it.
 """
 
 from __future__ import annotations
@@ -93,11 +97,61 @@ async def _drop(conn: AbstractConnection, error: Exception) -> None:
         raise error
 
 
+class Lane:
+    """A connection of the client's pool kept for one caller at a time: one EVALSHA written,
+    its reply read, no checkout around it (the pool's connection kind, so TLS, AUTH, Sentinel
+    and the retry policy are the client's own)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._conn: AbstractConnection | None = None
+        self.busy = False  # a call is out on it (the next caller takes a pooled connection)
+
+    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One script call's answer, or the error Redis answered it with (returned); loaded and
+        sent again on NOSCRIPT. A failure to reach Redis at all raises. Never while `busy`."""
+        assert not self.busy
+        self.busy = True
+        try:
+            answer = await self._exchange(script.sha, keys, args)
+            if isinstance(answer, NoScriptError):
+                script.sha = await self.redis.script_load(script.script)
+                answer = await self._exchange(script.sha, keys, args)
+        finally:
+            self.busy = False
+        return answer
+
+    async def _exchange(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        conn = self._conn
+        if conn is None:
+            # Taken from the pool once and never given back: the pool still closes it with
+            # the client (it counts as in use), and it reconnects on its next call.
+            conn = self._conn = await self.redis.connection_pool.get_connection()
+
+        async def exchange() -> Any:
+            await conn.send_packed_command(
+                conn.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+            )
+            try:
+                return await conn.read_response()
+            except ResponseError as exc:  # the call's own refusal; the connection is fine
+                return exc
+
+        try:
+            return await conn.retry.call_with_retry(exchange, lambda error: _drop(conn, error))
+        except BaseException:
+            # Cut short (cancelled, or failed for good) between writing and reading: its reply
+            # may still come, so the connection is closed rather than read by the next call.
+            await conn.disconnect(nowait=True)
+            raise
+
+
 class Batcher:
     """The script calls made on one client in one turn of the event loop, sent together."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._lane = Lane(redis)  # the lone calls', one at a time
         # The calls that joined the batch gathering in this turn (None: none is gathering).
         self._joined: list[tuple[list[Call], asyncio.Future[list[Any]]]] | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -105,14 +159,15 @@ class Batcher:
 
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run one script call; its answer, or the error Redis gave it, raised."""
-        if self._joined is None and not self._out:
-            # Alone (see `call_many`): the plain call, no more frames than a Script's own.
+        if self._joined is None and not self._out and not self._lane.busy:
+            # Alone (see `call_many`): straight to the lane, no more frames than needed.
             self._out += 1
             try:
-                return await script(keys=keys, args=args, client=self.redis)
+                answer = await self._lane.call(script, keys, args)
             finally:
                 self._out -= 1
-        (answer,) = await self.call_many([Call(script, keys, args)])
+        else:
+            (answer,) = await self.call_many([Call(script, keys, args)])
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -150,6 +205,8 @@ class Batcher:
     async def _run(self, calls: list[Call]) -> list[Any]:
         self._out += 1
         try:
+            if len(calls) == 1 and not self._lane.busy:
+                return [await self._lane.call(*calls[0])]
             return await run(self.redis, calls)
         finally:
             self._out -= 1

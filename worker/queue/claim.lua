@@ -3,6 +3,8 @@
 --
 -- KEYS[1] due           the schedule's sorted set (member -> due time, ms)
 -- KEYS[2] leases        hash member -> the claim token holding it
+-- KEYS[3] wake          the schedule's wake list, emptied when this claim took every member due
+--                       (the wake-ups pushed before it are answered by it); absent: left alone
 -- ARGV[1] now_ms
 -- ARGV[2] limit         at most this many members
 -- ARGV[3] lease_ms      how long the claim holds
@@ -25,4 +27,5 @@ for i = 1, #found, 2 do
   out[#out + 1] = token
   out[#out + 1] = found[i + 1]
 end
+if KEYS[3] and #found < 2 * limit then redis.call('DEL', KEYS[3]) end
 return out

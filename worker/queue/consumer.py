@@ -68,7 +68,11 @@ async def run_consumer(
         claims: list[Claim] = []
         if free > 0:
             try:
-                claims = await schedule.claim(free, now_ms() + lookahead_ms)
+                # A consumer claiming ahead (timers) keeps every wake-up: one claiming what is
+                # due now answers those pushed before its claim when it takes everything due.
+                claims = await schedule.claim(
+                    free, now_ms() + lookahead_ms, answer_wakes=not lookahead_ms
+                )
             except RedisConnectionError as exc:
                 log.warning("redis unavailable", schedule=schedule.name, error=str(exc))
                 await _pause(stop, 1.0)

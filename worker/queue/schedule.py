@@ -94,14 +94,21 @@ class Schedule:
         pipe.rpush(self.wake_key, 1)
         pipe.ltrim(self.wake_key, -_WAKE_KEEP, -1)
 
-    async def claim(self, limit: int, at_ms: int | None = None) -> list[Claim]:
+    async def claim(
+        self, limit: int, at_ms: int | None = None, *, answer_wakes: bool = False
+    ) -> list[Claim]:
         """Take up to `limit` members due by `at_ms` (default now) under a fresh lease of
-        `lease_ms` from then."""
+        `lease_ms` from then.
+
+        `answer_wakes`: when this takes every member due, the wake-ups pushed before it are
+        dropped, since it answered them (a queue's producers wake the schedule once per event,
+        though the queue's holder will find the event anyway); any pushed later stay."""
         prefix = secrets.token_hex(6) + ":"
         now = now_ms() if at_ms is None else at_ms
-        raw = await self._claim(
-            keys=[self.due_key, self.lease_key], args=[now, limit, self.lease_ms, prefix]
-        )
+        claim_keys = [self.due_key, self.lease_key]
+        if answer_wakes:
+            claim_keys.append(self.wake_key)
+        raw = await self._claim(keys=claim_keys, args=[now, limit, self.lease_ms, prefix])
         items = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
         return [
             Claim(items[i], items[i + 1], int(float(items[i + 2]))) for i in range(0, len(items), 3)

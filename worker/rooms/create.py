@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from worker.deps import Deps
 from worker.livekit import LiveKitRejected, LiveKitUnavailable
 from worker.logs import get_logger
@@ -29,6 +27,7 @@ from worker.metrics import LIVEKIT_CALLS, SCHEDULE_LATENESS
 from worker.ratelimit import RateLimitBusy, budget
 from worker.rooms.created import GroupRecorder, Work, complete_job, fail
 from worker.rooms.request import CreateRoom
+from worker.rooms.session import compact_json
 
 log = get_logger("roomkeeper.create")
 
@@ -55,13 +54,7 @@ def job_request(req: CreateRoom) -> str:
         "webhook_events": ",".join(req.webhook_events),
         "metadata": req.metadata_json,
     }
-    # orjson (in C) writes printable ASCII exactly as `json.dumps` does; text holding anything
-    # else (beyond ASCII, or DEL) is left to `json`, which escapes it where orjson would not, so
-    # the stored bytes never depend on the writer.
-    text = orjson.dumps(fields)
-    if text.isascii() and b"\x7f" not in text:
-        return text.decode()
-    return json.dumps(fields, separators=(",", ":"))
+    return compact_json(fields).decode()
 
 
 async def create_batch(

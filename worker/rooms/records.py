@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from worker import keys, lua
 from worker.arqueue import ArqJob
-from worker.batching import Call
+from worker.batching import Call, batcher
 from worker.rooms.session import (
     LIVE_STATES,
     PENDING_STATES,
@@ -273,17 +273,19 @@ class Store:
 
         The record is written afresh with short fields only (its `event_id`, the id its
         `room_created` carried, stays): the request (and its metadata) was for the create, and
-        the room's info is the session's (`completed_room_info`). A
-        hash that once held a long value stays in Redis's large encoding, several times the
-        bytes, so it is replaced, not trimmed.
+        the room's info is the session's (`completed_room_info`). A hash that once held a long
+        value stays in Redis's large encoding, several times the bytes: replaced, not trimmed.
         """
         info = json.loads(info_json or "{}")
+        sid, name = info.get("sid", ""), info.get("name", "")
+        self.job_done_cmds(pipe, job_id, room_id=room_id or name, sid=sid, event_id=event_id)
+
+    def job_done_cmds(
+        self, pipe: Any, job_id: str, *, room_id: str, sid: str, event_id: str
+    ) -> None:
+        """`job_complete_cmds` given the room's name and sid (no JSON of it written and read)."""
         job = CreateJob(
-            job_id,
-            room_id=room_id or info.get("name", ""),
-            state=JobState.COMPLETE,
-            event_id=event_id,
-            sid=info.get("sid", ""),
+            job_id, room_id=room_id, state=JobState.COMPLETE, event_id=event_id, sid=sid
         )
         pipe.delete(keys.job(job_id))
         pipe.hset(keys.job(job_id), mapping=job.to_mapping())
@@ -333,8 +335,10 @@ class Store:
 
     async def start_create(self, job_id: str, room_id: str) -> bool:
         """Mark the job in progress and its queued session `creating`; False if the job is over."""
-        started = await self._start_create(
-            keys=[keys.job(job_id), keys.room(room_id)], args=[job_id]
+        # Batched: the creates that get a LiveKit slot in one turn of the loop (a batch's worth
+        # when a job starts) mark themselves in one round trip, each its own script call.
+        started = await batcher(self.redis).call(
+            self._start_create, (keys.job(job_id), keys.room(room_id)), (job_id,)
         )
         return bool(started)
 

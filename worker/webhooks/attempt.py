@@ -18,6 +18,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -186,6 +187,12 @@ def _tls_reason(exc: aiohttp.ClientConnectorError) -> str:
     return str(exc)
 
 
+@lru_cache(maxsize=64)
+def _total(timeout: float) -> aiohttp.ClientTimeout:
+    """The (immutable) timeout of an attempt, built once per value, not per attempt."""
+    return aiohttp.ClientTimeout(total=timeout)
+
+
 async def send(
     session: aiohttp.ClientSession,
     url: str,
@@ -206,7 +213,7 @@ async def send(
             data=body,
             headers={**headers, "Accept-Encoding": "identity"},
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_total(timeout),
         ) as resp:
             raw = await _read_some(resp, RESPONSE_KEEP)
             return AttemptResult(

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from worker import __version__, keys, lua
 from worker.batching import batcher
 from worker.logs import get_logger
-from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, child
+from worker.metrics import ATTEMPTS, child
 from worker.queue.schedule import Claim, Schedule, now_ms
 from worker.settings import Settings
 from worker.webhooks.attempt import (
@@ -50,6 +50,8 @@ from worker.webhooks.heads import (
     INTERRUPTED,
     Final,
     Head,
+    Transition,
+    account,
     entry,
     final_state,
     head_of,
@@ -183,13 +185,15 @@ class Dispatcher:
 
     async def work(self, claim: Claim) -> None:
         """Deliver from one queue until it is empty or must wait for a retry."""
+        uncounted: list[Transition] = []  # settled heads, counted during the next round trip
         try:
-            await self._work_queue(claim)
+            await self._work_queue(claim, uncounted)
         finally:
+            account(uncounted)
             # After the queue is given back, so pruning never holds a room's events up.
             await self.pruner.maybe_turn()
 
-    async def _work_queue(self, claim: Claim) -> None:
+    async def _work_queue(self, claim: Claim, uncounted: list[Transition]) -> None:
         qid = claim.member
         head, asked = await self._peek(claim)
         while head is not None:
@@ -202,7 +206,7 @@ class Dispatcher:
                 return
             # Delivered, dead (a 410 included: what follows is dead-lettered in turn) or
             # skipped: settled, popped and the next head read in one round trip.
-            held, head, asked = await self._advance(claim, head, step)
+            held, head, asked = await self._advance(claim, head, step, uncounted)
             if not held or head is None:
                 # The lease was lost (whoever holds it now goes on), or the queue is empty and
                 # was given back by the same script.
@@ -236,11 +240,11 @@ class Dispatcher:
         return head, asked
 
     async def _advance(
-        self, claim: Claim, head: Head, step: Final | None
+        self, claim: Claim, head: Head, step: Final | None, uncounted: list[Transition]
     ) -> tuple[bool, Head | None, Admission | None]:
         """Settle a finished head (if `step`), pop it and read the next: (whether the lease
         still holds, the next head or None when the queue is empty, then released, and what
-        its host said about attempting it, None when it was not asked)."""
+        its host said about attempting it, None if not asked); the head joins `uncounted`."""
         did, qid = head.delivery_id, claim.member
         ttl = record_ttl_s(self.settings)
         state = reason = logged = ""
@@ -281,6 +285,12 @@ class Dispatcher:
         admit_keys, admit_args = self.hosts.head_keys_args(
             url, qid, claim, self.schedule.list_key(qid), now if url else ""
         )
+        if uncounted or (step is not None and step.result is not None):
+            # Logged and counted while Redis runs the script: queued now, this runs once the
+            # call is written (nothing before the write yields), costing the queue no time
+            # (after the answer it would not: aiohttp writes the next POST from its own task).
+            asyncio.get_running_loop().call_soon(account, uncounted[:], head, step)
+            uncounted.clear()
         both = await self.batch.call(
             self._advance_script,
             [*advance_keys, *admit_keys],
@@ -288,11 +298,7 @@ class Dispatcher:
         )
         raw, asked = both[0], self.hosts.admission(both[1])
         if step is not None:
-            # Settled already: its log line and counters wait for the next turn of the loop,
-            # which comes once the next head's POST is written, so they cost the queue no time.
-            asyncio.get_running_loop().call_soon(
-                observe, did, head.record, step.result, step.attempt, step.outcome, raw[0]
-            )
+            uncounted.append(Transition(did, head.record, step.outcome, raw[0]))
         if int(raw[1]) < 0:
             return False, None, None
         return True, (head_of(raw[2:]) if int(raw[1]) == 1 else None), asked
@@ -340,9 +346,8 @@ class Dispatcher:
             self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
+        # Counted with its log line (`log_attempt`), off the way to settling it.
         await self.hosts.observe(record["url"], result, admission)
-        child(ATTEMPTS, result.label).inc()
-        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         if isinstance(outcome, RetryLater):
             await self._settle(did, record, result, attempt, outcome, began)
             return outcome

@@ -2,7 +2,8 @@
 
 `peek.lua` and the tail of `advance.lua` return a head in one shape (`head_of`); a delivered or
 dead head is settled as a `Final` in the same script that reads the next one; `observe` counts and
-logs each attempt and the transition it made.
+logs each attempt and the transition it made (`log_attempt`, then `count_transition`; the
+dispatcher runs them through `account` while its next script call is out).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from worker.logs import get_logger
-from worker.metrics import DELIVERIES, DELIVERY_SECONDS, child
+from worker.metrics import ATTEMPT_SECONDS, ATTEMPTS, DELIVERIES, DELIVERY_SECONDS, child
 from worker.webhooks.attempt import AttemptResult, Delivered, Failed, Gone, Outcome, RetryLater
 from worker.webhooks.delivery import created_at
 from worker.webhooks.stored import attempt_entry
@@ -87,6 +88,54 @@ def entry(result: AttemptResult, began: float) -> str:
     return attempt_entry(result.as_record(began))
 
 
+def log_attempt(
+    did: str,
+    record: dict[str, str],
+    result: AttemptResult,
+    attempt: int | None,
+    outcome: Outcome,
+) -> None:
+    """Log and count one attempt (what it sent to, what came back, what follows from it); one
+    the worker's stop cut short is counted where it is noticed, as `interrupted`."""
+    if result.error != INTERRUPTED:
+        child(ATTEMPTS, result.label).inc()
+        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+    log.info(
+        "webhook attempt",
+        delivery_id=did,
+        event_id=record.get("event_id"),
+        webhook_event=record.get("event"),
+        room_id=record.get("room_id"),
+        url=public_url(record.get("url", "")),
+        attempt=attempt,
+        status=result.status,
+        error=result.error,
+        duration_ms=round(result.duration_ms, 1),
+        outcome=type(outcome).__name__,
+    )
+
+
+def count_transition(did: str, record: dict[str, str], outcome: Outcome, moved: Any) -> None:
+    """Count (and log, when it died) the transition a settle made (`moved` as settle.lua
+    says: 1 when it moved the delivery on)."""
+    if int(moved) != 1 or isinstance(outcome, RetryLater):
+        return
+    state, reason = final_state(outcome)
+    child(DELIVERIES, state).inc()
+    if state == "delivered":
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
+    else:
+        log.warning(
+            "webhook dead",
+            delivery_id=did,
+            event_id=record.get("event_id"),
+            webhook_event=record.get("event"),
+            room_id=record.get("room_id"),
+            url=public_url(record.get("url", "")),
+            reason=reason,
+        )
+
+
 def observe(
     did: str,
     record: dict[str, str],
@@ -96,28 +145,26 @@ def observe(
     moved: Any,
 ) -> None:
     """Count and log an attempt and the transition it made (`moved` as settle.lua says)."""
-    fields = {
-        "delivery_id": did,
-        "event_id": record.get("event_id"),
-        "webhook_event": record.get("event"),
-        "room_id": record.get("room_id"),
-        "url": public_url(record.get("url", "")),
-    }
     if result is not None:
-        log.info(
-            "webhook attempt",
-            **fields,
-            attempt=attempt,
-            status=result.status,
-            error=result.error,
-            duration_ms=round(result.duration_ms, 1),
-            outcome=type(outcome).__name__,
-        )
-    if int(moved) != 1 or isinstance(outcome, RetryLater):
-        return
-    state, reason = final_state(outcome)
-    child(DELIVERIES, state).inc()
-    if state == "delivered":
-        DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
-    else:
-        log.warning("webhook dead", **fields, reason=reason)
+        log_attempt(did, record, result, attempt, outcome)
+    count_transition(did, record, outcome, moved)
+
+
+class Transition(NamedTuple):
+    """A settled head, its transition still to count (`count_transition`'s arguments)."""
+
+    delivery_id: str
+    record: dict[str, str]
+    outcome: Outcome
+    moved: Any
+
+
+def account(
+    uncounted: list[Transition], head: Head | None = None, step: Final | None = None
+) -> None:
+    """Count the transitions of heads settled earlier, then log (and count) the attempt
+    `step` made of `head`, if it made one."""
+    for transition in uncounted:
+        count_transition(*transition)
+    if head is not None and step is not None and step.result is not None:
+        log_attempt(head.delivery_id, head.record, step.result, step.attempt, step.outcome)
