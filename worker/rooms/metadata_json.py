@@ -64,8 +64,10 @@ def _model_holds_float(model: BaseModel) -> bool:
     return False
 
 
-# Every digit as "0": without `0.`, `0e` or `0E` in the text there is no float in it.
-_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
+# Every digit as "0" and each of `.`, `e`, `E` as ".": a float's text has a digit right before
+# one of them, so without `0.` in the translated text there is none. One search, not three
+# (each a scan of the whole text, over a kilobyte with every feature's default written out).
+_FLOAT_MARKS = bytes.maketrans(b"0123456789eE", b"0000000000..")
 
 
 def metadata_json_of(metadata: BaseModel) -> str:
@@ -79,8 +81,7 @@ def metadata_json_of(metadata: BaseModel) -> str:
     except PydanticSerializationError:  # what pydantic will not write (a huge integer)
         text = None
     if text is not None:
-        digits = text.encode().translate(_DIGITS)
-        if b"0." not in digits and b"0e" not in digits and b"0E" not in digits:
+        if b"0." not in text.encode().translate(_FLOAT_MARKS):
             return text
         if not _model_holds_float(metadata):  # "1.2" in a string, say
             return text
