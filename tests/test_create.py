@@ -64,6 +64,9 @@ async def test_seed_example_creates_the_room_and_a_signed_room_created_arrives(
     )
     Webhook(WEBHOOK_SECRET).verify(hit.body, hit.headers)
     assert hit.headers["webhook-id"] == event["id"]
+    # The event id the claim made: a version 4 UUID in its canonical spelling.
+    event_id = uuid.UUID(event["id"])
+    assert (str(event_id), event_id.version, event_id.variant) == (event["id"], 4, uuid.RFC_4122)
     assert hit.headers["User-Agent"].startswith("roomkeeper/")
 
 

@@ -16,29 +16,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from redis.exceptions import OutOfMemoryError
 
-from worker.arqueue import ArqJob, arq_job
-from worker.batching import batcher
+from worker.arqueue import arq_job
+from worker.batching import Call, batcher
 from worker.deps import Deps
 from worker.rooms.create import job_request
 from worker.rooms.jobs import CREATE_ROOMS, batch_job_id
 from worker.rooms.records import CreateClaim, Store
 from worker.rooms.request import CreateRoom
 from worker.rooms.scheduled import Scheduled, is_scheduled, schedule_rooms
-from worker.webhooks.bodies import new_event_id
 
 ORIGIN = "bulk"  # the arq job ids of submitted groups derive from it (see `batch_job_id`)
-
-
-@dataclass(frozen=True)
-class _Claim:
-    req: CreateRoom
-    job_id: str
-    event_id: str
-    job: ArqJob
 
 
 def _uuid4_hex() -> str:
@@ -50,6 +40,12 @@ def _uuid4_hex() -> str:
     return raw.hex()
 
 
+def _uuid4_str() -> str:
+    """A random UUID as `str(uuid.uuid4())` writes it (what `new_event_id` gives), the same way."""
+    h = _uuid4_hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim]:
     """Claim each room's create and queue the new ones, in one round trip; claims in order.
 
@@ -58,30 +54,25 @@ async def submit(deps: Deps, requests: Sequence[CreateRoom]) -> list[CreateClaim
     if not requests:
         return []
     size = deps.settings.create_batch_size
-    claims: list[_Claim] = []
+    store = deps.store
+    calls: list[Call] = []
     for start in range(0, len(requests), size):
         group = requests[start : start + size]
         job_ids = [_uuid4_hex() for _ in group]
         job = arq_job(CREATE_ROOMS, (job_ids,), batch_job_id(ORIGIN, job_ids))
-        claims += (
-            _Claim(req, job_id, new_event_id(), job)
-            for req, job_id in zip(group, job_ids, strict=True)
-        )
+        for req, job_id in zip(group, job_ids, strict=True):
+            calls.append(
+                store.claim_create_call(
+                    room_id=req.room_id,
+                    job_id=job_id,
+                    request=job_request(req),
+                    event_id=_uuid4_str(),
+                    enqueue=job,
+                )
+            )
     # The claims of concurrent calls in this process go to Redis in one pipeline; each is still
     # its own script, so each call gets exactly the answers it would have had alone.
-    store = deps.store
-    answers = await batcher(store.redis).call_many(
-        [
-            store.claim_create_call(
-                room_id=claim.req.room_id,
-                job_id=claim.job_id,
-                request=job_request(claim.req),
-                event_id=claim.event_id,
-                enqueue=claim.job,
-            )
-            for claim in claims
-        ]
-    )
+    answers = await batcher(store.redis).call_many(calls)
     # A full Redis refuses each script whole, so some rooms of a call may be claimed and others
     # not; those are reported one by one, and a call of which nothing was claimed fails whole.
     full = [isinstance(a, OutOfMemoryError) for a in answers]
