@@ -173,15 +173,20 @@ async def test_call_many_answers_in_order_with_errors_in_place(redis: Redis, man
     assert isinstance(answers[-1], ResponseError)
 
 
-async def test_a_batch_whose_connection_is_lost_while_out_is_sent_again_and_answered(
-    redis: Redis, redis_server: RedisServer
-) -> None:
-    retrying = Redis.from_url(
+def _retrying(redis_server: RedisServer) -> Redis:
+    """A client that sends a command again on a new connection when its connection is lost."""
+    return Redis.from_url(
         redis_server.url,
         decode_responses=True,
         retry=Retry(NoBackoff(), retries=3),
         retry_on_error=[RedisConnectionError],
     )
+
+
+async def test_a_batch_whose_connection_is_lost_while_out_is_sent_again_and_answered(
+    redis: Redis, redis_server: RedisServer
+) -> None:
+    retrying = _retrying(redis_server)
     try:
         write = retrying.register_script(WRITE)
         await retrying.script_load(WRITE)
@@ -239,12 +244,7 @@ async def test_a_lone_call_cut_short_leaves_no_reply_for_the_next_lone_call(
 async def test_lone_calls_carry_on_after_redis_closes_their_connection(
     redis_server: RedisServer, redis: Redis
 ) -> None:
-    retrying = Redis.from_url(
-        redis_server.url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), retries=3),
-        retry_on_error=[RedisConnectionError],
-    )
+    retrying = _retrying(redis_server)
     try:
         write = retrying.register_script(WRITE)
         batch = batcher(retrying)

@@ -88,6 +88,17 @@ def entry(result: AttemptResult, began: float) -> str:
     return attempt_entry(result.as_record(began))
 
 
+def _delivery_fields(did: str, record: dict[str, str]) -> dict[str, Any]:
+    """What every log line about a delivery names (its URL without the query)."""
+    return {
+        "delivery_id": did,
+        "event_id": record.get("event_id"),
+        "webhook_event": record.get("event"),
+        "room_id": record.get("room_id"),
+        "url": public_url(record.get("url", "")),
+    }
+
+
 def log_attempt(
     did: str,
     record: dict[str, str],
@@ -102,11 +113,7 @@ def log_attempt(
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
     log.info(
         "webhook attempt",
-        delivery_id=did,
-        event_id=record.get("event_id"),
-        webhook_event=record.get("event"),
-        room_id=record.get("room_id"),
-        url=public_url(record.get("url", "")),
+        **_delivery_fields(did, record),
         attempt=attempt,
         status=result.status,
         error=result.error,
@@ -125,15 +132,7 @@ def count_transition(did: str, record: dict[str, str], outcome: Outcome, moved: 
     if state == "delivered":
         DELIVERY_SECONDS.observe(max(0.0, time.time() - created_at(did, record)))
     else:
-        log.warning(
-            "webhook dead",
-            delivery_id=did,
-            event_id=record.get("event_id"),
-            webhook_event=record.get("event"),
-            room_id=record.get("room_id"),
-            url=public_url(record.get("url", "")),
-            reason=reason,
-        )
+        log.warning("webhook dead", **_delivery_fields(did, record), reason=reason)
 
 
 def observe(
