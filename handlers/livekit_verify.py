@@ -20,6 +20,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from livekit.api.access_token import DEFAULT_LEEWAY
 
 
@@ -40,6 +41,10 @@ class WebhookVerifier:
         self._issuer = api_key
         self._key = api_secret.encode()
         self._leeway = DEFAULT_LEEWAY.total_seconds()
+        # LiveKit signs every event with the same header: the verdict on the last one seen is
+        # kept (the raw segment, and the reason it was refused or None), so it is decoded and
+        # vetted once rather than for every event.
+        self._header: tuple[bytes, str | None] = (b"", "not checked")
 
     def verify(self, body: bytes, token: str) -> None:
         """Return when `token` signs `body`; raise `Refused` otherwise."""
@@ -50,13 +55,12 @@ class WebhookVerifier:
         if len(segments) != 3:
             raise Refused("token is not three segments")
         head, payload, signature = segments
-        header = _json_segment(head, "header")
-        if header.get("alg") != "HS256":
-            raise Refused("algorithm is not HS256")
-        if "crit" in header or "b64" in header:
-            raise Refused("header has critical extensions")
-        if "kid" in header and not isinstance(header["kid"], str):
-            raise Refused("kid is not a string")
+        seen, refused = self._header
+        if head != seen:
+            refused = _header_refusal(head)
+            self._header = (head, refused)
+        if refused is not None:
+            raise Refused(refused)
         mac = hmac.new(self._key, head + b"." + payload, hashlib.sha256).digest()
         if not hmac.compare_digest(mac, _segment(signature, "signature")):
             raise Refused("signature does not verify")
@@ -90,6 +94,21 @@ class WebhookVerifier:
                 raise Refused(f"{name} is not a string")
 
 
+def _header_refusal(head: bytes) -> str | None:
+    """Why a token's raw header segment is refused, or None when it is acceptable."""
+    try:
+        header = _json_segment(head, "header")
+    except Refused as exc:
+        return exc.reason
+    if header.get("alg") != "HS256":
+        return "algorithm is not HS256"
+    if "crit" in header or "b64" in header:
+        return "header has critical extensions"
+    if "kid" in header and not isinstance(header["kid"], str):
+        return "kid is not a string"
+    return None
+
+
 @lru_cache(maxsize=4)
 def verifier(api_key: str, api_secret: str) -> WebhookVerifier:
     """The verifier for one key pair, built once per process."""
@@ -108,10 +127,17 @@ def _segment(raw: bytes, what: str) -> bytes:
 
 
 def _json_segment(raw: bytes, what: str) -> dict[str, Any]:
+    decoded = _segment(raw, what)
     try:
-        value = json.loads(_segment(raw, what))
-    except ValueError:
-        raise Refused(f"{what} is not JSON") from None
+        value = orjson.loads(decoded)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and PyJWT's `json.loads` still takes (NaN, infinities, UTF-16
+        # text) gets PyJWT's reading. Integers beyond 64 bits orjson reads as floats: a time
+        # claim that size compares with the clock the same way either way.
+        try:
+            value = json.loads(decoded)
+        except ValueError:
+            raise Refused(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise Refused(f"{what} is not a JSON object")
     return value

@@ -71,6 +71,10 @@ TOKENS: dict[str, Callable[[], str]] = {
     "exp as a numeric string": lambda: hand_made({"alg": "HS256"}, claims(exp=str(now() + 600))),
     "nbf ahead": lambda: signed(claims(nbf=now() + 600)),
     "nbf ahead within the leeway": lambda: signed(claims(nbf=now() + 30)),
+    "exp beyond 64 bits": lambda: hand_made({"alg": "HS256"}, claims(exp=10**30)),
+    "exp infinite": lambda: hand_made({"alg": "HS256"}, claims(exp=float("inf"))),
+    "exp not a number (NaN)": lambda: hand_made({"alg": "HS256"}, claims(exp=float("nan"))),
+    "nbf far behind, beyond 64 bits": lambda: hand_made({"alg": "HS256"}, claims(nbf=-(10**30))),
     "iat ahead": lambda: signed(claims(iat=now() + 600)),
     "iat not a number": lambda: hand_made({"alg": "HS256"}, claims(iat="x")),
     "another issuer": lambda: signed(claims(iss="someone-else")),
@@ -131,6 +135,20 @@ def test_the_cases_include_tokens_the_sdk_accepts_and_many_it_refuses() -> None:
     accepted = {case for case, ok in verdicts.items() if ok}
     assert {"valid", "valid, hand made", "expired within the leeway"} <= accepted
     assert len(verdicts) - len(accepted) >= 25
+
+
+def test_one_verifier_gives_every_token_in_turn_the_sdks_verdict() -> None:
+    """The verifier keeps its verdict on the last header it saw: tokens with other headers,
+    good and bad, one after another, still get the SDK's verdict each."""
+    verifier = WebhookVerifier(LK_KEY, LK_SECRET)
+    tokens = [make() for make in TOKENS.values()]
+    for token in tokens + tokens[::-1] + tokens:
+        try:
+            verifier.verify(BODY, token)
+            ours = True
+        except Refused:
+            ours = False
+        assert ours == sdk_accepts(token), token
 
 
 def test_a_valid_token_does_not_verify_another_body() -> None:

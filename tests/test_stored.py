@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import uuid
+import zlib
 from importlib.resources import files
 
 from tests.support.delivery import room_object
@@ -18,6 +20,23 @@ def test_a_packed_body_reads_back_byte_for_byte_and_smaller() -> None:
     packed = pack_body(body)
     assert unpack_body(packed) == body
     assert len(packed) < len(body) / 2
+
+
+def test_every_body_packs_as_a_fresh_compressor_packs_it_alone() -> None:
+    """Packing starts each body from the same primed state: what came before leaves no trace,
+    at every level used."""
+    zdict = files("worker.webhooks").joinpath("bodies_v1.zdict").read_bytes()
+    bodies = [
+        notify_body("room_created", room_object(f"room{n:02}"), event_id=str(uuid.uuid4()))
+        for n in range(3)
+    ] + [b"", b"x" * 5000]
+    for level in (1, 9):
+        for body in bodies + bodies[::-1]:
+            fresh = zlib.compressobj(level, zlib.DEFLATED, -15, 4, zdict=zdict)
+            alone = fresh.compress(body) + fresh.flush()
+            packed = pack_body(body, level=level)
+            assert packed == "z1:" + binascii.b2a_base64(alone, newline=False).decode()
+            assert unpack_body(packed) == body
 
 
 def test_a_body_stored_before_packing_is_read_as_it_is() -> None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from worker import keys
@@ -41,6 +42,7 @@ class DeliveryState(StrEnum):
 FINISHED = (DeliveryState.DELIVERED, DeliveryState.DEAD)
 
 
+@lru_cache(maxsize=1024)  # a few URLs take nearly every event: each hashed once, not thrice
 def url_hash(url: str) -> str:
     """A short, stable name for a URL in keys (its queues, its index)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -177,18 +179,28 @@ def new_cmds(pipe: Any, delivery: Delivery, ttl_s: int, body: str | None = None)
     """A new pending delivery: its record (with the packed `body` of an event it alone
     delivers), its index entries, its count."""
     did = delivery.delivery_id
-    mapping = delivery.to_mapping()
+    record = keys.delivery(did)
+    fields: list[Any] = []
+    for pair in delivery.to_mapping().items():
+        fields += pair
     if body is not None:
-        mapping |= body_fields(body)
-    pipe.hset(keys.delivery(did), mapping=mapping)
-    pipe.expire(keys.delivery(did), ttl_s)
+        for pair in body_fields(body).items():
+            fields += pair
+    # The commands as redis-py's command methods would queue them, without their argument
+    # handling: this runs for every delivery of every event.
+    command = pipe.execute_command
+    command("HSET", record, *fields)
+    command("EXPIRE", record, ttl_s)
     # The URL outlives every record that names it: each new or reopened one renews it for
     # twice a record's own safety-net TTL (a record's TTL restarts when it is settled).
-    pipe.set(keys.webhook_url(url_hash(delivery.url)), delivery.url, ex=2 * ttl_s)
-    pipe.zadd(keys.DELIVERIES, {did: 0})
-    pipe.zadd(keys.deliveries_by_room(delivery.room_id), {did: 0})
-    pipe.zadd(keys.deliveries_in_state(DeliveryState.PENDING), {did: 0})
-    pipe.hincrby(keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
+    command("SET", keys.webhook_url(url_hash(delivery.url)), delivery.url, "EX", 2 * ttl_s)
+    command("ZADD", keys.DELIVERIES, 0, did)
+    command("ZADD", keys.deliveries_by_room(delivery.room_id), 0, did)
+    command("ZADD", _PENDING_INDEX, 0, did)
+    command("HINCRBY", keys.DELIVERY_COUNTS, DeliveryState.PENDING, 1)
+
+
+_PENDING_INDEX = keys.deliveries_in_state(DeliveryState.PENDING)
 
 
 def reopen_cmds(pipe: Any, delivery: Delivery, ttl_s: int) -> None:
