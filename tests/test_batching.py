@@ -65,10 +65,7 @@ async def test_a_refused_call_fails_alone_and_the_rest_of_its_batch_is_answered(
 async def test_a_full_redis_refuses_the_writes_of_a_batch_and_answers_its_reads(
     redis: Redis,
 ) -> None:
-    echo, write = redis.register_script(ECHO), redis.register_script(WRITE)
-    await redis.script_load(ECHO)
-    await redis.script_load(WRITE)
-    batch = Batcher(redis)
+    echo, write, batch = await _echo_and_write(redis)
     old = await redis.config_get("maxmemory", "maxmemory-policy")
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.config_set("maxmemory", 1)
@@ -173,6 +170,14 @@ async def test_call_many_answers_in_order_with_errors_in_place(redis: Redis, man
     assert isinstance(answers[-1], ResponseError)
 
 
+async def _echo_and_write(redis: Redis) -> tuple[Any, Any, Batcher]:
+    """The echo and write scripts, loaded in Redis, and a batcher on the same client."""
+    echo, write = redis.register_script(ECHO), redis.register_script(WRITE)
+    await redis.script_load(ECHO)
+    await redis.script_load(WRITE)
+    return echo, write, Batcher(redis)
+
+
 def _retrying(redis_server: RedisServer) -> Redis:
     """A client that sends a command again on a new connection when its connection is lost."""
     return Redis.from_url(
@@ -216,10 +221,7 @@ async def test_a_batch_whose_connection_is_lost_while_out_is_sent_again_and_answ
 async def test_a_lone_call_cut_short_leaves_no_reply_for_the_next_lone_call(
     redis: Redis,
 ) -> None:
-    echo, write = redis.register_script(ECHO), redis.register_script(WRITE)
-    await redis.script_load(ECHO)
-    await redis.script_load(WRITE)
-    batch = Batcher(redis)
+    echo, write, batch = await _echo_and_write(redis)
     assert await batch.call(echo, ["warm"], ["0"]) == ["warm", "0"]
     # The write is out alone (on the batcher's kept connection) and unanswered while Redis is
     # paused; its caller gives up. Its reply must never be read as the next call's answer.
