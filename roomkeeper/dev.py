@@ -168,6 +168,9 @@ def main(args: argparse.Namespace) -> int:
 
     py = sys.executable
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too, not only Ctrl-C
+    # Ctrl-C must stop everything even when started from a background job or a script, which
+    # hand their children SIGINT ignored (Python then never installs its own handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         spawn(
             "redis-server",
