@@ -288,7 +288,7 @@ class Dispatcher:
         if uncounted or (step is not None and step.result is not None):
             # Logged and counted while Redis runs the script: queued now, this runs once the
             # call is written (nothing before the write yields), costing the queue no time
-            # (after the answer it would not: aiohttp writes the next POST from its own task).
+            # (after the answer it would not: it would run before the next POST is written).
             asyncio.get_running_loop().call_soon(account, uncounted[:], head, step)
             uncounted.clear()
         both = await self.batch.call(
