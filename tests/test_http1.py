@@ -169,6 +169,13 @@ async def test_an_answer_that_is_not_http_fails_as_such() -> None:
             await pool.post(server.url, b"{}", HEADERS, 5)
 
 
+async def test_an_endless_answer_head_is_cut_off() -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200_000 + b"\r\n\r\n"
+    async with scripted([endless]) as server, Pool(LOOPBACK) as pool:
+        with pytest.raises(NotHttp, match="head is over 65536 bytes"):
+            await pool.post(server.url, b"{}", HEADERS, 5)
+
+
 async def test_a_connection_the_receiver_closed_while_idle_is_not_reused() -> None:
     async with scripted([OK, OK], close_after={0}) as server, Pool(LOOPBACK) as pool:
         await pool.post(server.url, b"{}", HEADERS, 5)  # kept: the answer said nothing of closing

@@ -34,8 +34,11 @@ from aiohttp.resolver import ThreadedResolver
 from worker.webhooks.netguard import IPNetwork, blocked_reason, literal_ip
 
 RESPONSE_KEEP = 4096  # bytes of an answer kept; the rest is never read
+HEAD_LIMIT = 65536  # bytes an answer's status line and headers may take
 GUARD = "refused by the SSRF guard"
-KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused
+# An idle connection older than this is closed, not reused: shorter than the shortest idle
+# timeout common servers use (Node's 5 s), so a POST is not written just as the receiver closes.
+KEEPALIVE_S = 4.0
 
 
 class BlockedAddress(OSError):
@@ -156,10 +159,12 @@ class _Connection(asyncio.Protocol):
         self._body = bytearray()
         self._retry_after: str | None = None
         self._delimited = False  # a Content-Length or chunked answer (else: ends at close)
+        self._head_bytes = 0  # received before the headers were complete
 
     async def exchange(self, request: bytes, deadline: float) -> Answer:
         """Send `request` and wait for its answer until `deadline` (loop time)."""
-        assert self.transport is not None
+        if self.transport is None or not self.open:
+            raise ClosedEarly("the receiver closed the connection before the request was sent")
         self._reset()
         self.reusable = False
         waiter: asyncio.Future[Answer] = self._loop.create_future()
@@ -217,6 +222,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.close()
             self._settle(NotHttp(f"the answer is not HTTP/1.1 ({exc})"))
+            return
+        if not self._status:  # llhttp keeps an unfinished header: bound what it may hold
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                self.close()
+                self._settle(NotHttp(f"the answer's head is over {HEAD_LIMIT} bytes"))
 
     # llhttp's callbacks (they must not raise)
     def on_header(self, name: bytes, value: bytes) -> None:
