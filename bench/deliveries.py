@@ -37,6 +37,7 @@ from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SE
 from tests.support.procs import roomkeeper_env
 from tests.support.servers import Process, RedisServer, free_port, wait_for_port
 from worker import keys
+from worker.connections import redis_client
 from worker.queue.schedule import Schedule
 from worker.settings import Settings
 from worker.webhooks.bodies import notify_body
@@ -309,8 +310,10 @@ async def main(args: argparse.Namespace) -> None:
     rooms, per_room = (500, 4) if quick else (1000, 10)
     single = 300 if quick else 2000
     lat_seconds = 5.0 if quick else 30.0
-    redis = Redis.from_url(redis_server.url, decode_responses=True)
-    outbox = Outbox(settings_for(redis_server.url), Schedule(redis, SCHEDULE_NAME))
+    # Events are emitted through the client roomkeeper's own producers use (hiredis packing).
+    settings = settings_for(redis_server.url)
+    redis = redis_client(settings)
+    outbox = Outbox(settings, Schedule(redis, SCHEDULE_NAME))
     results: dict[str, Any] = {}
     try:
         async with aiohttp.ClientSession() as http:

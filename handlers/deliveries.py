@@ -13,8 +13,8 @@ from aiohttp import web
 
 from handlers.models import DeliveriesRequest, RedeliverRequest, TestSendRequest
 from handlers.replies import ok
-from handlers.state import DEPS, LOG_FIELDS, SETTINGS, WEBHOOK_SESSION
-from worker.webhooks.attempt import make_session
+from handlers.state import DEPS, LOG_FIELDS, SETTINGS, WEBHOOK_POOL
+from worker.webhooks.attempt import make_pool
 from worker.webhooks.log import (
     QUEUED,
     list_deliveries,
@@ -72,17 +72,17 @@ async def redeliver_route(request: web.Request, body: RedeliverRequest) -> web.R
 
 async def test_send(request: web.Request, body: TestSendRequest) -> web.Response:
     """Send one `webhook_test` event to a URL now and answer with the attempt's outcome."""
-    outcome = await send_test(request.app[WEBHOOK_SESSION], request.app[SETTINGS], body.url)
+    outcome = await send_test(request.app[WEBHOOK_POOL], request.app[SETTINGS], body.url)
     return ok(**outcome)
 
 
 def setup(app: web.Application) -> None:
-    """The guarded HTTP client test sends use, for the app's lifetime."""
+    """The guarded connection pool test sends use, for the app's lifetime."""
 
-    async def session(app: web.Application) -> AsyncIterator[None]:
+    async def pool(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        app[WEBHOOK_SESSION] = make_session(settings.webhook_allowed_cidrs, limit=16)
+        app[WEBHOOK_POOL] = make_pool(settings.webhook_allowed_cidrs, limit=16)
         yield
-        await app[WEBHOOK_SESSION].close()
+        await app[WEBHOOK_POOL].close()
 
-    app.cleanup_ctx.append(session)
+    app.cleanup_ctx.append(pool)

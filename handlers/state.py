@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from worker.deps import Deps
 from worker.rooms.inbox import Inbox
 from worker.settings import Settings
+from worker.webhooks.http1 import Pool
 
 SETTINGS = web.AppKey("settings", Settings)
 DEPS = web.AppKey("deps", Deps)
 INBOX = web.AppKey("inbox", Inbox)
-WEBHOOK_SESSION = web.AppKey("webhook_session", aiohttp.ClientSession)  # test sends, guarded
+WEBHOOK_POOL = web.AppKey("webhook_pool", Pool)  # test sends, guarded
 DRAINING = web.AppKey("draining", asyncio.Event)  # set on SIGTERM: /readyz answers 503
 # The per-request line's logger, bound once: the module's lazy proxy costs a lookup per use.
 REQUEST_LOG = web.AppKey("request_log", object)

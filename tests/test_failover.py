@@ -61,6 +61,9 @@ async def test_a_primary_crash_mid_bulk_loses_no_accepted_create_when_a_replica_
             ROOMKEEPER_REDIS_MIN_REPLICAS=str(min_replicas),
             ROOMKEEPER_REDIS_MIN_REPLICAS_TIMEOUT="0.5",
             ROOMKEEPER_JOB_TIMEOUT="5",
+            # Jobs whose arq job the failover lost are queued again by reconciliation; at its
+            # 60 s default, one run can fall late in the 90 s this test allows a loaded machine.
+            ROOMKEEPER_RECONCILE_INTERVAL="2",
         )
         async with api_process(env) as (url, api_proc), worker_process(env) as worker:
             api = Api(url)

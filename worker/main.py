@@ -37,7 +37,7 @@ from worker.rooms.firing import run_firing
 from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
 from worker.timer_thread import TimerThread
-from worker.webhooks.attempt import make_session
+from worker.webhooks.attempt import make_pool
 from worker.webhooks.engine import Dispatcher
 
 log = get_logger("roomkeeper.worker")
@@ -52,9 +52,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = deps
     stop = asyncio.Event()
     ctx["stop"] = stop
-    session = make_session(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
-    ctx["webhook_session"] = session
-    dispatcher = Dispatcher(deps.redis, settings, session, deps.deliveries)
+    pool = make_pool(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
+    ctx["webhook_pool"] = pool
+    dispatcher = Dispatcher(deps.redis, settings, pool, deps.deliveries)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.
     async with deps.redis.pipeline(transaction=True) as pipe:
         deps.timers.add(pipe, RECONCILE, now_ms() + int(settings.reconcile_interval * 1000))
@@ -106,8 +106,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     for waiter in ctx.get("waiters", []):
         with contextlib.suppress(Exception):
             await waiter.aclose()
-    if "webhook_session" in ctx:
-        await ctx["webhook_session"].close()
+    if "webhook_pool" in ctx:
+        await ctx["webhook_pool"].close()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         await deps.aclose()

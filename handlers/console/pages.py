@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handlers.console.auth import csrf_ok, csrf_token
 from handlers.console.data import PAGE, active_rooms, counts, scheduled_rooms
-from handlers.state import DEPS, SETTINGS, WEBHOOK_SESSION
+from handlers.state import DEPS, SETTINGS, WEBHOOK_POOL
 from worker.keys import deliveries_in_state
 from worker.webhooks.engine import ID_PATTERN, STATES
 from worker.webhooks.hosts import host_key, list_hosts
@@ -195,7 +195,7 @@ async def test_send(request: web.Request) -> web.Response:
     error = ""
     if url.startswith(("http://", "https://")):
         app = request.config_dict
-        outcome = await send_test(app[WEBHOOK_SESSION], app[SETTINGS], url)
+        outcome = await send_test(app[WEBHOOK_POOL], app[SETTINGS], url)
     else:
         error = "url: must be an absolute http(s) URL"
     return render(request, "test.html", url=url, outcome=outcome, error=error)

@@ -1,105 +1,35 @@
-"""One webhook attempt over HTTP, the SSRF guard under it, and what the answer means.
+"""One webhook attempt, and what its answer means.
 
-The guard sits in the connector twice: the resolver drops every address the guard refuses (so
-a name that resolves to an internal address is refused with a clear reason, and DNS rebinding
-cannot slip one in after a check), and the socket factory checks the exact address each socket
-is about to connect to (literal IPs never reach a resolver). Nothing here knows about Redis or
-arq; `decide()` turns what an attempt saw into what the dispatcher does next.
+`send()` makes the attempt through the guarded connection pool (`worker.webhooks.http1`) and
+turns whatever happened into an `AttemptResult`; `decide()` turns that into what the dispatcher
+does next. Nothing here knows about Redis or arq.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import email.utils
 import random
-import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import aiohttp
-from aiohappyeyeballs import AddrInfoType
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
-
-from worker.webhooks.netguard import IPNetwork, blocked_reason
-
-RESPONSE_KEEP = 4096
-GUARD = "refused by the SSRF guard"
-
-
-class BlockedAddress(OSError):
-    """The SSRF guard refused the address(es) a webhook would connect to."""
+from worker.webhooks.http1 import (
+    GUARD,
+    BlockedAddress,
+    ConnectFailed,
+    InvalidTarget,
+    Pool,
+    target,
+)
+from worker.webhooks.netguard import IPNetwork
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves with `inner`, then drops addresses the guard refuses; none left → BlockedAddress."""
-
-    def __init__(
-        self, allowed: Sequence[IPNetwork] = (), inner: AbstractResolver | None = None
-    ) -> None:
-        self._allowed = tuple(allowed)
-        # The system resolver (getaddrinfo) by default, whether or not aiodns is installed, so
-        # deliveries resolve names the way the host does.
-        self._inner = inner or ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve `host`, keeping only addresses a webhook may reach."""
-        results = await self._inner.resolve(host, port, family)
-        kept = [r for r in results if blocked_reason(r["host"], self._allowed) is None]
-        if not kept:
-            reasons = sorted({str(blocked_reason(r["host"], self._allowed)) for r in results})
-            raise BlockedAddress(f"{GUARD}: {host} resolves only to {'; '.join(reasons)}")
-        return kept
-
-    async def close(self) -> None:
-        """Close the inner resolver."""
-        await self._inner.close()
-
-
-def guarded_socket_factory(
-    allowed: Sequence[IPNetwork] = (),
-) -> Callable[[AddrInfoType], socket.socket]:
-    """A socket factory that refuses to create a socket for an address the guard blocks."""
-    allowed = tuple(allowed)
-
-    def factory(addr_info: AddrInfoType) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        if (reason := blocked_reason(str(sockaddr[0]), allowed)) is not None:
-            raise BlockedAddress(f"{GUARD}: {reason}")
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    return factory
-
-
-def make_session(
-    allowed: Sequence[IPNetwork] = (),
-    *,
-    resolver: AbstractResolver | None = None,
-    limit: int = 256,
-) -> aiohttp.ClientSession:
-    """The session every webhook attempt uses: guarded, TLS verified, no env proxies or cookies."""
-    connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(allowed, resolver),
-        socket_factory=guarded_socket_factory(allowed),
-        ssl=ssl.create_default_context(),
-        # One connection per running queue at most; no per-host cap, because a request waiting
-        # for a pooled connection would spend its attempt timeout without being sent.
-        limit=limit,
-        limit_per_host=0,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,  # a proxy from the environment would bypass the guard
-        cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies must not reach the next
-        auto_decompress=False,  # we keep 4 KiB of the answer; never inflate a compressed bomb
-    )
+def make_pool(allowed: Sequence[IPNetwork] = (), *, limit: int = 256) -> Pool:
+    """The pool every webhook attempt uses: guarded, TLS verified, no proxies or cookies."""
+    return Pool(allowed, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -154,47 +84,16 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-async def _read_some(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    buf = b""
-    while len(buf) < limit:
-        chunk = await resp.content.read(limit - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, BlockedAddress):
-            return seen
-        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(
-            seen.os_error, BlockedAddress
-        ):
-            return seen.os_error
-        seen = seen.__cause__
-    return None
-
-
-def _tls_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """OpenSSL's own words (`certificate has expired`), not aiohttp's wrapping of them."""
-    cause = getattr(exc, "certificate_error", None) or exc.os_error
-    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
-        return f"{cause.verify_message} ({exc.host}:{exc.port})"
-    if isinstance(cause, ssl.SSLError) and cause.reason:
-        return f"{cause.reason} ({exc.host}:{exc.port})"
-    return str(exc)
-
-
-@lru_cache(maxsize=64)
-def _total(timeout: float) -> aiohttp.ClientTimeout:
-    """The (immutable) timeout of an attempt, built once per value, not per attempt."""
-    return aiohttp.ClientTimeout(total=timeout)
+def _tls_reason(exc: ssl.SSLError, url: str) -> str:
+    """OpenSSL's own words (`certificate has expired`), and where."""
+    where = target(url)
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"{exc.verify_message} ({where.host}:{where.port})"
+    return f"{exc.reason or exc} ({where.host}:{where.port})"
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -208,39 +107,29 @@ async def send(
         return (time.perf_counter() - started) * 1000
 
     try:
-        async with session.post(
-            url,
-            data=body,
-            headers={**headers, "Accept-Encoding": "identity"},
-            allow_redirects=False,
-            timeout=_total(timeout),
-        ) as resp:
-            raw = await _read_some(resp, RESPONSE_KEEP)
-            return AttemptResult(
-                resp.status,
-                None,
-                elapsed(),
-                raw.decode("utf-8", "replace"),
-                parse_retry_after(resp.headers.get("Retry-After"), time.time()),
-            )
+        answer = await pool.post(url, body, headers, timeout)
     except TimeoutError:
         return AttemptResult(None, f"timeout after {timeout:g} s", elapsed(), "")
-    except aiohttp.InvalidURL as exc:
+    except InvalidTarget as exc:
         return AttemptResult(None, f"invalid URL: {exc}", elapsed(), "", permanent=True)
-    except aiohttp.ClientConnectorError as exc:
-        if (blocked := _blocked_cause(exc)) is not None:
-            return AttemptResult(None, str(blocked), elapsed(), "", permanent=True)
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-            return AttemptResult(
-                None, f"TLS verification failed: {_tls_reason(exc)}", elapsed(), ""
-            )
-        return AttemptResult(None, f"connection failed: {exc.os_error or exc}", elapsed(), "")
-    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-        if (blocked := _blocked_cause(exc)) is not None:
-            return AttemptResult(None, str(blocked), elapsed(), "", permanent=True)
+    except BlockedAddress as exc:
+        return AttemptResult(None, str(exc), elapsed(), "", permanent=True)
+    except ssl.SSLError as exc:
+        reason = _tls_reason(exc, url)
+        return AttemptResult(None, f"TLS verification failed: {reason}", elapsed(), "")
+    except ConnectFailed as exc:
+        return AttemptResult(None, f"connection failed: {exc}", elapsed(), "")
+    except OSError as exc:
         return AttemptResult(None, f"{type(exc).__name__}: {exc}", elapsed(), "")
-    except Exception as exc:  # whatever else a URL or library throws: a failed attempt, logged
+    except Exception as exc:  # whatever else a URL or receiver causes: a failed attempt, logged
         return AttemptResult(None, f"unexpected {type(exc).__name__}: {exc}", elapsed(), "")
+    return AttemptResult(
+        answer.status,
+        None,
+        elapsed(),
+        answer.body.decode("utf-8", "replace"),
+        parse_retry_after(answer.retry_after, time.time()) if answer.retry_after else None,
+    )
 
 
 # What the dispatcher does next.

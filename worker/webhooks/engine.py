@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from redis.asyncio import Redis
 
 from worker import __version__, keys, lua
@@ -58,6 +57,7 @@ from worker.webhooks.heads import (
     observe,
 )
 from worker.webhooks.hosts import Admission, Held, HostGuard
+from worker.webhooks.http1 import Pool
 from worker.webhooks.pruning import Pruner, retention_s
 from worker.webhooks.pruning import id_floor as id_floor  # re-exported: ids are made here
 from worker.webhooks.signing import Signer
@@ -156,12 +156,12 @@ class Dispatcher:
         self,
         redis: Redis,
         settings: Settings,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         schedule: Schedule | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
-        self.session = session
+        self.pool = pool
         self.schedule = schedule or delivery_schedule(redis, settings)
         # The script calls of concurrent queues go to Redis together (see `worker.batching`).
         self.batch = batcher(redis)
@@ -288,7 +288,7 @@ class Dispatcher:
         if uncounted or (step is not None and step.result is not None):
             # Logged and counted while Redis runs the script: queued now, this runs once the
             # call is written (nothing before the write yields), costing the queue no time
-            # (after the answer it would not: aiohttp writes the next POST from its own task).
+            # (after the answer it would not: it would run before the next POST is written).
             asyncio.get_running_loop().call_soon(account, uncounted[:], head, step)
             uncounted.clear()
         both = await self.batch.call(
@@ -343,7 +343,7 @@ class Dispatcher:
         headers = self.signer.headers(body=raw, msg_id=record["event_id"], now=stamp)
         began = time.time()
         result = await send(
-            self.session, record["url"], raw, headers, timeout=self.settings.webhook_timeout
+            self.pool, record["url"], raw, headers, timeout=self.settings.webhook_timeout
         )
         outcome = decide(result, attempt, schedule, jitter)
         # Counted with its log line (`log_attempt`), off the way to settling it.
