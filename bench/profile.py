@@ -29,7 +29,10 @@ PHASES: list[tuple[str, re.Pattern[str]]] = [
     ("signing", re.compile(r"webhooks/signing\.py|[(/]jwt/|hmac\.py|handlers/auth\.py")),
     ("Redis round trips", re.compile(r"[(/]redis/|hiredis|[(/]arq/connections|schedule\.py")),
     ("LiveKit calls", re.compile(r"[(/]livekit/api/|worker/livekit\.py")),
-    ("HTTP (aiohttp)", re.compile(r"[(/]aiohttp/|[(/]yarl/|[(/]multidict/|webhooks/attempt\.py")),
+    (
+        "HTTP (aiohttp, webhooks' http1 pool)",
+        re.compile(r"[(/]aiohttp/|[(/]yarl/|[(/]multidict/|httptools|webhooks/(attempt|http1)\.py"),
+    ),
     (
         "parse / serialise",
         re.compile(
