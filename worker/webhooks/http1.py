@@ -177,6 +177,10 @@ class _Connection(asyncio.Protocol):
             timer.cancel()
             self._waiter = None
 
+    def fresh(self, now: float) -> bool:
+        """Whether this idle connection may carry another POST (`now`: `time.monotonic()`)."""
+        return self.open and now - self.idle_since < KEEPALIVE_S
+
     def close(self) -> None:
         """Close the connection (it is never reused after this)."""
         self.open = False
@@ -307,7 +311,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.open and now - conn.idle_since < KEEPALIVE_S:
+            if conn.fresh(now):
                 return conn
             conn.close()
         return None
@@ -325,9 +329,11 @@ class Pool:
         """Close connections idle too long, so receivers nobody posts to again are let go."""
         self._swept = now
         for key, idle in list(self._idle.items()):
-            kept = [c for c in idle if c.open and now - c.idle_since < KEEPALIVE_S]
+            kept = []
             for conn in idle:
-                if conn not in kept:
+                if conn.fresh(now):
+                    kept.append(conn)
+                else:
                     conn.close()
             if kept:
                 self._idle[key] = kept
