@@ -14,7 +14,7 @@ from aiohttp import web
 from handlers.models import DeliveriesRequest, RedeliverRequest, TestSendRequest
 from handlers.replies import ok
 from handlers.state import DEPS, LOG_FIELDS, SETTINGS, WEBHOOK_POOL
-from worker.webhooks.attempt import make_pool
+from worker.webhooks.http1 import Pool
 from worker.webhooks.log import (
     QUEUED,
     list_deliveries,
@@ -81,7 +81,7 @@ def setup(app: web.Application) -> None:
 
     async def pool(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        app[WEBHOOK_POOL] = make_pool(settings.webhook_allowed_cidrs, limit=16)
+        app[WEBHOOK_POOL] = Pool(settings.webhook_allowed_cidrs, limit=16)
         yield
         await app[WEBHOOK_POOL].close()
 

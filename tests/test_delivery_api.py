@@ -17,8 +17,8 @@ from tests.support.stack import Stack, make_settings, run_stack
 from worker import keys
 from worker.keys import deliveries_in_state
 from worker.settings import Settings
-from worker.webhooks.attempt import make_pool
 from worker.webhooks.engine import Dispatcher
+from worker.webhooks.http1 import Pool
 
 
 async def listing(stack: Stack, **query: Any) -> dict[str, Any]:
@@ -286,7 +286,7 @@ async def test_pruning_removes_finished_records_and_keeps_the_counts_right(
     finished = [i for _, (i,) in done]
     await _settled(redis, finished)
 
-    async with make_pool() as pool:
+    async with Pool() as pool:
         dispatcher = Dispatcher(redis, stack.settings, pool)
         assert await dispatcher.prune(before=started - 1) == 0  # nothing that old yet
         removed = await dispatcher.prune(before=time.time() + 1, batch=2)

@@ -17,10 +17,10 @@ from tests.support.delivery import emit, room_object, settled
 from tests.support.servers import Receiver
 from tests.support.stack import Stack
 from worker import keys
-from worker.webhooks.attempt import make_pool
 from worker.webhooks.bodies import notify_body
 from worker.webhooks.delivery import body_fields, queue_id, url_hash
 from worker.webhooks.engine import Dispatcher, new_delivery_id
+from worker.webhooks.http1 import Pool
 from worker.webhooks.stored import pack_body
 
 
@@ -82,7 +82,7 @@ async def test_an_old_record_is_listed_redelivered_with_its_bytes_and_pruned(
     )
     assert attempts[0] == old and attempts[1]["status"] == 200
 
-    async with make_pool() as pool:
+    async with Pool() as pool:
         assert await Dispatcher(redis, stack.settings, pool).prune(time.time() + 1) == 1
     assert not await redis.exists(keys.delivery(did), keys.delivery_attempts(did))
     assert await redis.zscore(keys.deliveries_by_url(url_hash(url)), did) is None
@@ -149,7 +149,7 @@ async def test_a_record_with_its_url_in_it_is_listed_redelivered_and_pruned(
     assert after["finished_at"] > before["finished_at"]
     assert len(after["attempts"]) == 2
 
-    async with make_pool() as pool:
+    async with Pool() as pool:
         assert await Dispatcher(redis, stack.settings, pool).prune(time.time() + 1) == 1
     assert not await redis.exists(keys.delivery(did))
     assert await redis.zscore(keys.DELIVERIES, did) is None
@@ -187,6 +187,6 @@ async def test_a_record_names_its_url_by_hash_derives_its_times_and_stays_compac
     )
     await eventually(lambda: settled(redis, [did]), what="the redelivery settled")
     assert len((await listed(stack, "hash-room"))["attempts"]) == 2
-    async with make_pool() as pool:
+    async with Pool() as pool:
         assert await Dispatcher(redis, stack.settings, pool).prune(time.time() + 1) == 1
     assert not await redis.exists(keys.delivery(did))

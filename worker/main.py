@@ -37,8 +37,8 @@ from worker.rooms.firing import run_firing
 from worker.rooms.timers import RECONCILE
 from worker.settings import Settings
 from worker.timer_thread import TimerThread
-from worker.webhooks.attempt import make_pool
 from worker.webhooks.engine import Dispatcher
+from worker.webhooks.http1 import Pool
 
 log = get_logger("roomkeeper.worker")
 
@@ -52,7 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = deps
     stop = asyncio.Event()
     ctx["stop"] = stop
-    pool = make_pool(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
+    pool = Pool(settings.webhook_allowed_cidrs, limit=settings.webhook_concurrency)
     ctx["webhook_pool"] = pool
     dispatcher = Dispatcher(deps.redis, settings, pool, deps.deliveries)
     # The first worker up arms reconciliation; later ones find it armed (NX) and leave it.

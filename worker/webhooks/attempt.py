@@ -24,12 +24,6 @@ from worker.webhooks.http1 import (
     Pool,
     target,
 )
-from worker.webhooks.netguard import IPNetwork
-
-
-def make_pool(allowed: Sequence[IPNetwork] = (), *, limit: int = 256) -> Pool:
-    """The pool every webhook attempt uses: guarded, TLS verified, no proxies or cookies."""
-    return Pool(allowed, limit=limit)
 
 
 @dataclass(frozen=True)
