@@ -122,7 +122,7 @@ async def send(
         None,
         elapsed(),
         answer.body.decode("utf-8", "replace"),
-        parse_retry_after(answer.retry_after, time.time()) if answer.retry_after else None,
+        parse_retry_after(answer.retry_after, time.time()),
     )
 
 
