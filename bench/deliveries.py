@@ -32,10 +32,10 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bench.common import cpu_s
+from bench.common import cpu_s, helper_server
 from tests.support.api import API_KEY, API_SECRET, LK_KEY, LK_SECRET, WEBHOOK_SECRET
 from tests.support.procs import roomkeeper_env
-from tests.support.servers import Process, RedisServer, free_port, wait_for_port
+from tests.support.servers import Process, RedisServer
 from worker import keys
 from worker.connections import redis_client
 from worker.queue.schedule import Schedule
@@ -300,11 +300,7 @@ async def main(args: argparse.Namespace) -> None:
     """Run every phase and print the figures with their ratios."""
     redis_server = RedisServer()
     redis_server.start()
-    port = free_port()
-    receiver = Process(
-        [sys.executable, "-m", "bench.deliveries", "--serve-receiver", str(port)], {}, "receiver"
-    ).start()
-    wait_for_port(port)
+    receiver, port = helper_server("bench.deliveries", "--serve-receiver", "receiver")
     base = f"http://127.0.0.1:{port}"
     quick = args.quick
     rooms, per_room = (500, 4) if quick else (1000, 10)
