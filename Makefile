@@ -90,7 +90,7 @@ test: lint typecheck pytest
 test-fast: lint typecheck
 	$(BIN)/pytest -q -m "not slow" -n 4
 
-BENCHES := create timers deliveries inbound bulk schedule console
+BENCHES := create timers deliveries http_client inbound bulk schedule console
 
 # Every benchmark's output goes to bench/results/last.log too; bench.summary then prints issue
 # 12's goal table from that one run.
